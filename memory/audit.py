@@ -1,0 +1,182 @@
+"""Auditing a data directory: verify a user's log and projections, export a signed bundle, and
+check that no user's events or reads ever touch another user's log.
+
+The chain itself is checked by `memory.verify_export`, the same standalone code a third party
+runs on an export, so the service and the auditor cannot disagree about what "verifies" means.
+"""
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+from memory.events import MemoriesLinked, MemoriesRead, decode_payload
+from memory.identity import Identity
+from memory.log import GENESIS_HASH, SqliteEventLog, log_path
+from memory.signing import KeyRing
+from memory.userstore import build_projections, list_logs
+from memory.verify_export import ChainReport, EventRecord, Problem, load_jwks, verify_events
+from projections.base import open_projection_db
+from projections.embedder import Embedder
+
+__all__ = ["verify_user", "export_user", "isolation_check", "Violation"]
+
+
+def _records(log: SqliteEventLog) -> Iterator[EventRecord]:
+    for row in log.read_raw():
+        (seq, event_id, type_, _v, _at, _sub, _client, _req, payload, _psha, _prev, entry_hash,
+         _kid, header, signature, redacted) = row
+        yield EventRecord(seq=seq, event_id=event_id, type=type_, header=header, entry_hash=entry_hash,
+                          signature=signature, payload=payload, redacted=bool(redacted))
+
+
+def _open_log(data_dir: Path, owner: Identity, keys: KeyRing) -> SqliteEventLog:
+    return SqliteEventLog(log_path(data_dir, owner), owner, keys)
+
+
+def verify_user(data_dir: str | Path, owner: Identity, keys: KeyRing, embedder: Embedder,
+                progress: Callable[[int], None] | None = None) -> ChainReport:
+    """Chain, signatures and seq contiguity, then: do the projections on disk equal a rebuild?"""
+    data_dir = Path(data_dir)
+    log = _open_log(data_dir, owner, keys)
+    try:
+        def counted() -> Iterator[EventRecord]:
+            for i, record in enumerate(_records(log), 1):
+                if progress and i % 1000 == 0:
+                    progress(1000)
+                yield record
+
+        report = verify_events(counted(), load_jwks(keys.jwks()), log=owner.key,
+                               owner={"iss": owner.iss, "sub": owner.sub})
+        report.owner = {"iss": owner.iss, "sub": owner.sub}
+        if report.ok:
+            report.problems += _projection_problems(log, embedder)
+        return report
+    finally:
+        log.close()
+
+
+def _projection_problems(log: SqliteEventLog, embedder: Embedder) -> list[Problem]:
+    path = log.path.parent / "projections.sqlite"
+    if not path.exists():
+        return []  # nothing derived yet: the next open builds it
+    disk = open_projection_db(path)
+    try:
+        checkpoints = dict(disk.execute("SELECT name, checkpoint FROM projection_state"))
+        if not checkpoints:
+            return []
+        upto = min(checkpoints.values())
+        if upto > log.last_seq():
+            return [Problem(upto, f"projections claim seq {upto} but the log ends at {log.last_seq()}")]
+        fresh = build_projections(open_projection_db(":memory:"), embedder, cache_db=disk)
+        fresh.projections.catch_up(log, to_seq=upto)
+        problems = []
+        for projection in fresh.projections.projections:
+            mine = projection.snapshot(disk)
+            theirs = projection.snapshot(fresh.db)
+            if mine != theirs:
+                diff = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+                problems.append(Problem(
+                    upto, f"projection {projection.name!r} disagrees with the log at seq {upto} "
+                          f"(row {diff}: {len(mine)} rows on disk, {len(theirs)} rebuilt)"))
+        return problems
+    finally:
+        disk.close()
+
+
+def export_user(data_dir: str | Path, owner: Identity, keys: KeyRing, output: str | Path,
+                progress: Callable[[int], None] | None = None) -> dict:
+    """Write a self-contained bundle: signed manifest, events as stored, and public keys."""
+    data_dir = Path(data_dir)
+    log = _open_log(data_dir, owner, keys)
+    output = Path(output)
+    tmp = output.with_name(output.name + ".partial")
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    count, first, last, head = 0, None, 0, GENESIS_HASH
+    try:
+        with tmp.open("w") as out:
+            out.write('{"events": [')
+            for record in _records(log):
+                out.write(("," if count else "") + "\n" + json.dumps({
+                    "seq": record.seq, "event_id": record.event_id, "type": record.type,
+                    "header": b64(record.header), "entry_hash": record.entry_hash,
+                    "signature": b64(record.signature),
+                    "payload": None if record.payload is None else b64(record.payload),
+                    "redacted": record.redacted,
+                }))
+                count += 1
+                first = first or record.seq
+                last, head = record.seq, record.entry_hash
+                if progress and count % 1000 == 0:
+                    progress(1000)
+            manifest = {
+                "format": "memory-export", "version": 1, "log": owner.key,
+                "owner": {"iss": owner.iss, "sub": owner.sub}, "event_count": count,
+                "first_seq": first or (1 if count else 0), "last_seq": last, "head_hash": head,
+                "exported_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "key_id": keys.active_key_id,
+            }
+            manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
+            _, signature = keys.sign(manifest_bytes)
+            out.write("\n],\n" + json.dumps({
+                "manifest": b64(manifest_bytes), "manifest_signature": b64(signature),
+                "public_keys": keys.jwks(),
+            })[1:])
+        tmp.replace(output)
+        return manifest
+    finally:
+        tmp.unlink(missing_ok=True)
+        log.close()
+
+
+class Violation(msgspec.Struct):
+    user: str
+    seq: int | None
+    message: str
+
+
+def isolation_check(data_dir: str | Path, keys: KeyRing) -> list[Violation]:
+    """Every event in every log names that log's owner, and no read or link ever returned an
+    id that is not a memory of the same user."""
+    data_dir = Path(data_dir)
+    owners = list(list_logs(data_dir))
+    ids_of: dict[str, set[str]] = {}
+    violations: list[Violation] = []
+    for folder, owner in owners:
+        if folder.name != owner.key:
+            violations.append(Violation(str(owner), None, f"log folder {folder.name} is not the owner's key {owner.key}"))
+        ids_of[owner.key] = set()
+        log = _open_log(data_dir, owner, keys)
+        try:
+            for row in log.read_raw():
+                seq, event_id, type_, header = row[0], row[1], row[2], row[13]
+                h = json.loads(header)
+                if h.get("log") != owner.key or h.get("owner") != {"iss": owner.iss, "sub": owner.sub}:
+                    violations.append(Violation(str(owner), seq, f"seq {seq} names another owner: {h.get('owner')}"))
+                if type_ == "memory.stored":
+                    ids_of[owner.key].add(event_id)
+        finally:
+            log.close()
+    owner_of_id = {i: key for key, ids in ids_of.items() for i in ids}
+    for _, owner in owners:
+        log = _open_log(data_dir, owner, keys)
+        try:
+            for row in log.read_raw():
+                seq, type_, version, payload = row[0], row[2], row[3], row[8]
+                if payload is None or type_ not in ("memories.read", "memories.linked"):
+                    continue
+                event = decode_payload(payload, type_, version)
+                touched = event.returned_ids if isinstance(event, MemoriesRead) else (
+                    [event.source_id, event.target_id] if isinstance(event, MemoriesLinked) else [])
+                for memory_id in touched:
+                    holder = owner_of_id.get(memory_id)
+                    if holder != owner.key:
+                        whose = "no user's memory" if holder is None else f"a memory of user {holder}"
+                        violations.append(Violation(str(owner), seq, f"seq {seq} ({type_}) returned {memory_id}, {whose}"))
+        finally:
+            log.close()
+    return violations
+

@@ -1,0 +1,184 @@
+"""The `memory` command: operate and audit a data directory. A thin adapter over the domain."""
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from memory.identity import Identity
+from memory.log import SqliteEventLog, log_path
+from memory.signing import KeyRing
+
+__all__ = ["main", "cli"]
+
+_data_dir = click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True,
+    envvar="MEMORY_DATA_DIR", help="Where the logs, projections and keys live.",
+)
+_user = click.option(
+    "--user", "user", metavar="USER",
+    help="A local account name (alice), or ISSUER#SUBJECT for an account of another issuer.",
+)
+
+
+def _embedder():
+    from projections.embedder import default_embedder
+
+    embedder = default_embedder()
+    embedder.start_loading()
+    return embedder
+
+
+def _known_owner(data_dir: Path, user: str) -> Identity:
+    owner = Identity.parse(user)
+    if not log_path(data_dir, owner).exists():
+        raise click.ClickException(f"no log for user {user!r} in {data_dir}")
+    return owner
+
+
+def _owners(data_dir: Path, user: str | None) -> list[Identity]:
+    from memory.userstore import list_logs
+
+    if user:
+        return [_known_owner(data_dir, user)]
+    return [owner for _, owner in list_logs(data_dir)]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Operate and audit a memory service's data directory."""
+
+
+@cli.command()
+@_data_dir
+@_user
+@click.option("--to", "to_seq", type=click.IntRange(min=0), help="Stop after this seq (point in time).")
+def replay(data_dir: Path, user: str, to_seq: int | None) -> None:
+    """Rebuild a user's projections from their log, optionally only up to --to SEQ."""
+    from memory.userstore import build_projections
+    from projections.base import open_projection_db
+
+    if not user:
+        raise click.UsageError("--user is required")
+    owner = _known_owner(data_dir, user)
+    keys = KeyRing(data_dir)
+    log = SqliteEventLog(log_path(data_dir, owner), owner, keys)
+    view = build_projections(open_projection_db(log.path.parent / "projections.sqlite"), _embedder())
+    total = min(to_seq, log.last_seq()) if to_seq is not None else log.last_seq()
+    with click.progressbar(length=total, label=f"replaying {owner}", file=sys.stderr) as bar:
+        applied = view.projections.rebuild(log, to_seq, bar.update)
+    click.echo(f"{owner}: projections rebuilt from {applied} events (now at seq {view.checkpoint})")
+    view.db.close()
+    log.close()
+
+
+@cli.command()
+@_data_dir
+@_user
+def verify(data_dir: Path, user: str | None) -> None:
+    """Check every log's chain, signatures and seqs, and that projections agree with it."""
+    from memory.audit import verify_user
+
+    keys = KeyRing(data_dir)
+    owners = _owners(data_dir, user)
+    embedder = _embedder()
+    failed = 0
+    for owner in owners:
+        report = verify_user(data_dir, owner, keys, embedder)
+        if report.ok:
+            click.echo(f"ok {owner}: {report.event_count} events, head {report.head_hash[:16]}, "
+                       f"{len(report.redacted_seqs)} redacted")
+        else:
+            failed += 1
+            for problem in report.problems:
+                click.echo(f"FAIL {owner}: {problem.message}", err=True)
+    if failed:
+        raise SystemExit(1)
+    click.echo(f"verified {len(owners)} log(s)")
+
+
+@cli.command()
+@_data_dir
+@_user
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def export(data_dir: Path, user: str, output: Path) -> None:
+    """Write a user's self-contained, signed export bundle."""
+    from memory.audit import export_user
+
+    if not user:
+        raise click.UsageError("--user is required")
+    owner = _known_owner(data_dir, user)
+    manifest = export_user(data_dir, owner, KeyRing(data_dir), output)
+    click.echo(f"exported {manifest['event_count']} events of {owner} to {output}")
+
+
+@cli.command("verify-export", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def verify_export(args: tuple[str, ...]) -> None:
+    """Verify an export bundle offline: BUNDLE [--json] [--expect-jwks FILE]."""
+    from memory import verify_export as verifier
+
+    raise SystemExit(verifier.main(list(args)))
+
+
+@cli.command("isolation-check")
+@_data_dir
+def isolation_check(data_dir: Path) -> None:
+    """Every event belongs to its log's owner; no read returned another user's memory."""
+    from memory.audit import isolation_check as check
+    from memory.userstore import list_logs
+
+    violations = check(data_dir, KeyRing(data_dir))
+    for v in violations:
+        click.echo(f"VIOLATION {v.user}: {v.message}", err=True)
+    if violations:
+        raise SystemExit(1)
+    click.echo(f"isolation holds across {sum(1 for _ in list_logs(data_dir))} log(s)")
+
+
+@cli.command()
+@_data_dir
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def stats(data_dir: Path, as_json: bool) -> None:
+    """Users, events and memories per user."""
+    import sqlite3
+
+    from memory.userstore import list_logs
+
+    rows = []
+    for folder, owner in list_logs(data_dir):
+        log = sqlite3.connect(f"file:{folder / 'events.sqlite'}?mode=ro", uri=True)
+        events, last = log.execute("SELECT count(*), max(recorded_at) FROM events").fetchone()
+        by_type = dict(log.execute("SELECT type, count(*) FROM events GROUP BY type"))
+        log.close()
+        memories = by_type.get("memory.stored", 0) - by_type.get("memory.forgotten", 0)
+        rows.append({"user": str(owner), "events": events, "memories": memories,
+                     "reads": by_type.get("memories.read", 0), "last_event_at": last})
+    if as_json:
+        click.echo(json.dumps({"users": len(rows), "per_user": rows}, indent=2))
+        return
+    click.echo(f"{'user':<30} {'events':>8} {'memories':>9} {'reads':>8}  last event")
+    for r in rows:
+        click.echo(f"{r['user']:<30} {r['events']:>8} {r['memories']:>9} {r['reads']:>8}  {r['last_event_at']}")
+    click.echo(f"{len(rows)} user(s)")
+
+
+@cli.command("rotate-key")
+@_data_dir
+def rotate_key(data_dir: Path) -> None:
+    """Make a new signing key the active one; old keys stay published so old events verify."""
+    keys = KeyRing(data_dir)
+    old = keys.active_key_id
+    click.echo(f"rotated signing key {old} -> {keys.rotate()}")
+
+
+@cli.command()
+@_data_dir
+def jwks(data_dir: Path) -> None:
+    """Print the public keys (JWKS) that verify this server's events, exports and tokens."""
+    click.echo(json.dumps(KeyRing(data_dir).jwks(), indent=2))
+
+
+def main() -> None:
+    cli(prog_name="memory")

@@ -1,0 +1,161 @@
+"""Event payloads: a tagged union of msgspec Structs, versioned, upcast on read.
+
+The payload bytes are what the log stores and hashes; the `type` tag inside them names the
+event, and `SCHEMA_VERSIONS` the shape written today. An older shape is brought up to date by the
+upcasters registered here before it is decoded, so projections only ever see current events.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from memory.model import LinkType, MemoryType, Scope, Status
+
+__all__ = [
+    "EventPayload",
+    "MemoryStored",
+    "MemoryUpdated",
+    "MemoryDeleted",
+    "MemoryForgotten",
+    "MemoriesLinked",
+    "EntityRegistered",
+    "ProjectSet",
+    "MemoriesRead",
+    "Event",
+    "SCHEMA_VERSIONS",
+    "encode_payload",
+    "decode_payload",
+    "register_upcaster",
+]
+
+
+class EventPayload(msgspec.Struct, tag_field="type", kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class MemoryStored(EventPayload, tag="memory.stored"):
+    memory_id: str
+    text: str
+    memory_type: MemoryType
+    scope: Scope
+    entity: str | None = None
+    project: str | None = None
+    task_id: str | None = None
+    tags: list[str] = []
+    status: Status | None = None
+    priority: int = 0
+    occurred_at: str | None = None
+
+
+class MemoryUpdated(EventPayload, tag="memory.updated"):
+    """Only the fields that changed are present; UNSET means unchanged, None means cleared."""
+
+    memory_id: str
+    text: str | msgspec.UnsetType = msgspec.UNSET
+    memory_type: MemoryType | msgspec.UnsetType = msgspec.UNSET
+    entity: str | None | msgspec.UnsetType = msgspec.UNSET
+    tags: list[str] | msgspec.UnsetType = msgspec.UNSET
+    status: Status | None | msgspec.UnsetType = msgspec.UNSET
+    priority: int | msgspec.UnsetType = msgspec.UNSET
+    occurred_at: str | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class MemoryDeleted(EventPayload, tag="memory.deleted"):
+    """Soft delete: hidden from retrieval, still in the log and in history."""
+
+    memory_id: str
+    reason: str | None = None
+
+
+class MemoryForgotten(EventPayload, tag="memory.forgotten"):
+    """Erasure: the tombstone. The payloads of `redacted_seqs` are removed from the log."""
+
+    memory_id: str
+    redacted_seqs: list[int] = []
+
+
+class MemoriesLinked(EventPayload, tag="memories.linked"):
+    source_id: str
+    target_id: str
+    link_type: LinkType
+
+
+class EntityRegistered(EventPayload, tag="entity.registered"):
+    name: str
+    description: str | None = None
+    parent: str | None = None
+
+
+class ProjectSet(EventPayload, tag="project.set"):
+    """The caller's active project, per OAuth client: later calls of that client default to it."""
+
+    project: str
+    client_id: str | None = None
+
+
+class MemoriesRead(EventPayload, tag="memories.read"):
+    """A read: who asked what and which ids they got back, so a person can audit every access."""
+
+    operation: str
+    query: str | None = None
+    filters: dict[str, Any] = {}
+    returned_ids: list[str] = []
+
+
+Event = (
+    MemoryStored
+    | MemoryUpdated
+    | MemoryDeleted
+    | MemoryForgotten
+    | MemoriesLinked
+    | EntityRegistered
+    | ProjectSet
+    | MemoriesRead
+)
+
+SCHEMA_VERSIONS: dict[str, int] = {
+    cls.__struct_config__.tag: 1
+    for cls in (
+        MemoryStored,
+        MemoryUpdated,
+        MemoryDeleted,
+        MemoryForgotten,
+        MemoriesLinked,
+        EntityRegistered,
+        ProjectSet,
+        MemoriesRead,
+    )
+}
+
+_Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+_upcasters: dict[tuple[str, int], _Upcaster] = {}
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Event)
+_raw_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def register_upcaster(event_type: str, from_version: int, upcast: _Upcaster) -> None:
+    """Teach the reader to turn a `from_version` payload into the `from_version + 1` shape."""
+    _upcasters[(event_type, from_version)] = upcast
+
+
+def encode_payload(payload: EventPayload) -> bytes:
+    return _encoder.encode(payload)
+
+
+def decode_payload(data: bytes, event_type: str, schema_version: int) -> Event:
+    current = SCHEMA_VERSIONS.get(event_type)
+    if current is None:
+        raise ValueError(f"unknown event type {event_type!r}")
+    if schema_version == current:
+        return _decoder.decode(data)
+    if schema_version > current:
+        raise ValueError(f"{event_type} v{schema_version} is newer than this code (v{current})")
+    raw = _raw_decoder.decode(data)
+    for version in range(schema_version, current):
+        upcast = _upcasters.get((event_type, version))
+        if upcast is None:
+            raise ValueError(f"no upcaster for {event_type} v{version}")
+        raw = upcast(raw)
+    return msgspec.convert(raw, Event)

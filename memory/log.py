@@ -1,0 +1,368 @@
+"""The event log: one SQLite file per user, append-only, hash-chained and signed.
+
+`EventStore` is the seam: the domain appends and reads through it only, so a PostgreSQL-backed
+store can replace `SqliteEventLog` without touching anything above it. Every implementation runs
+the same contract tests (tests/memory/test_log_contract.py).
+
+Each event's header (the signed bytes, stored as signed) commits to the payload's SHA-256 rather
+than the payload itself: erasure can later remove a payload and the chain still verifies.
+"""
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+from memory.errors import IdempotencyConflict, LogIntegrityError, StorageError
+from memory.events import SCHEMA_VERSIONS, Event, EventPayload, decode_payload, encode_payload
+from memory.identity import Actor, Identity
+from memory.signing import KeyRing
+
+__all__ = [
+    "EventDraft",
+    "EventHeader",
+    "StoredEvent",
+    "EventStore",
+    "SqliteEventLog",
+    "GENESIS_HASH",
+    "log_path",
+]
+
+GENESIS_HASH = "0" * 64
+HEADER_FORMAT = 1
+
+
+class EventDraft(msgspec.Struct, frozen=True):
+    """What the domain asks to append; the log adds seq, time, chain and signature."""
+
+    event_id: str
+    payload: EventPayload
+    actor: Actor
+    request_id: str | None = None
+
+
+class EventHeader(msgspec.Struct, frozen=True):
+    """The signed bytes are this struct encoded compactly, fields in this order."""
+
+    format: int
+    log: str
+    owner: Identity
+    seq: int
+    event_id: str
+    type: str
+    schema_version: int
+    recorded_at: str
+    actor: Actor
+    request_id: str | None
+    payload_sha256: str
+    prev_hash: str
+    key_id: str
+
+
+class StoredEvent(msgspec.Struct, frozen=True):
+    seq: int
+    event_id: str
+    type: str
+    schema_version: int
+    recorded_at: str
+    actor: Actor
+    request_id: str | None
+    payload: Event | None  # None once redacted
+    payload_bytes: bytes | None
+    payload_sha256: str
+    prev_hash: str
+    entry_hash: str
+    key_id: str
+    header: bytes
+    signature: bytes
+    redacted: bool
+
+
+class EventStore(Protocol):
+    """One user's log. Appends are atomic and gapless; reads are in seq order."""
+
+    @property
+    def owner(self) -> Identity: ...
+
+    def append_events(
+        self, drafts: Sequence[EventDraft], *, redact_seqs: Sequence[int] = ()
+    ) -> list[StoredEvent]:
+        """Append all drafts in one transaction (and redact `redact_seqs` in it too).
+
+        A draft whose event_id is already in the log with the same type and payload is not
+        appended again: its stored event is returned. Other content under a known id raises
+        IdempotencyConflict, and nothing is appended."""
+        ...
+
+    def read_events(self, after_seq: int = 0, to_seq: int | None = None) -> Iterator[StoredEvent]: ...
+
+    def get_event(self, seq: int) -> StoredEvent | None: ...
+
+    def last_seq(self) -> int: ...
+
+    def seq_at_time(self, timestamp: str) -> int:
+        """The last seq recorded at or before `timestamp` (RFC 3339, UTC), 0 if none."""
+        ...
+
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS log_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    recorded_at TEXT NOT NULL,
+    actor_sub TEXT NOT NULL,
+    actor_client_id TEXT,
+    request_id TEXT,
+    payload BLOB,
+    payload_sha256 TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    entry_hash TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    header BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    redacted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_recorded_at ON events(recorded_at);
+CREATE TRIGGER IF NOT EXISTS events_are_gapless BEFORE INSERT ON events
+WHEN NEW.seq IS NOT coalesce((SELECT max(seq) FROM events), 0) + 1
+BEGIN SELECT RAISE(ABORT, 'event seq must follow the last one without a gap'); END;
+CREATE TRIGGER IF NOT EXISTS events_are_never_deleted BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_change_only_by_redaction BEFORE UPDATE ON events
+WHEN NOT (OLD.redacted = 0 AND NEW.redacted = 1 AND NEW.payload IS NULL
+    AND NEW.seq IS OLD.seq AND NEW.event_id IS OLD.event_id AND NEW.type IS OLD.type
+    AND NEW.schema_version IS OLD.schema_version AND NEW.recorded_at IS OLD.recorded_at
+    AND NEW.actor_sub IS OLD.actor_sub AND NEW.actor_client_id IS OLD.actor_client_id
+    AND NEW.request_id IS OLD.request_id AND NEW.payload_sha256 IS OLD.payload_sha256
+    AND NEW.prev_hash IS OLD.prev_hash AND NEW.entry_hash IS OLD.entry_hash
+    AND NEW.key_id IS OLD.key_id AND NEW.header IS OLD.header AND NEW.signature IS OLD.signature)
+BEGIN SELECT RAISE(ABORT, 'an event can only have its payload redacted'); END;
+"""
+
+_COLUMNS = (
+    "seq, event_id, type, schema_version, recorded_at, actor_sub, actor_client_id, request_id, "
+    "payload, payload_sha256, prev_hash, entry_hash, key_id, header, signature, redacted"
+)
+_header_encoder = msgspec.json.Encoder()
+_READ_CHUNK = 1000
+
+
+def log_path(data_dir: str | Path, owner: Identity) -> Path:
+    return Path(data_dir) / "users" / owner.key / "events.sqlite"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    # Erasure overwrites what it frees instead of leaving the old bytes in free pages.
+    db.execute("PRAGMA secure_delete=ON")
+    return db
+
+
+def _row_to_event(row: tuple) -> StoredEvent:
+    (seq, event_id, type_, version, recorded_at, actor_sub, actor_client, request_id,
+     payload, payload_sha, prev_hash, entry_hash, key_id, header, signature, redacted) = row
+    return StoredEvent(
+        seq=seq,
+        event_id=event_id,
+        type=type_,
+        schema_version=version,
+        recorded_at=recorded_at,
+        actor=Actor(actor_sub, actor_client),
+        request_id=request_id,
+        payload=None if payload is None else decode_payload(payload, type_, version),
+        payload_bytes=payload,
+        payload_sha256=payload_sha,
+        prev_hash=prev_hash,
+        entry_hash=entry_hash,
+        key_id=key_id,
+        header=header,
+        signature=signature,
+        redacted=bool(redacted),
+    )
+
+
+class SqliteEventLog:
+    """`EventStore` on one SQLite file in WAL mode, fsynced on every commit."""
+
+    def __init__(self, path: str | Path, owner: Identity, keys: KeyRing):
+        self._path = Path(path)
+        self._owner = owner
+        self._keys = keys
+        self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._writer = _connect(self._path)
+        self._writer.executescript(_SCHEMA)
+        self._claim_owner()
+        self._reader = _connect(self._path)
+
+    @property
+    def owner(self) -> Identity:
+        return self._owner
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def _claim_owner(self) -> None:
+        with self._write_lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                rows = dict(self._writer.execute("SELECT key, value FROM log_meta"))
+                if not rows:
+                    self._writer.executemany(
+                        "INSERT INTO log_meta VALUES (?, ?)",
+                        [("owner_iss", self._owner.iss), ("owner_sub", self._owner.sub),
+                         ("log", self._owner.key), ("created_at", _now())],
+                    )
+                elif (rows.get("owner_iss"), rows.get("owner_sub")) != (self._owner.iss, self._owner.sub):
+                    raise LogIntegrityError(f"{self._path} belongs to another user")
+                self._writer.execute("COMMIT")
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+
+    def append_events(
+        self, drafts: Sequence[EventDraft], *, redact_seqs: Sequence[int] = ()
+    ) -> list[StoredEvent]:
+        encoded = [(d, encode_payload(d.payload)) for d in drafts]
+        with self._write_lock:
+            db = self._writer
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StorageError(f"cannot write the event log: {exc}") from exc
+            try:
+                existing = self._existing(db, encoded)
+                if existing is not None:
+                    db.execute("ROLLBACK")
+                    return existing
+                last = db.execute("SELECT seq, entry_hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+                seq, prev_hash = last if last else (0, GENESIS_HASH)
+                rows = []
+                for draft, payload in encoded:
+                    seq += 1
+                    row = self._sealed_row(seq, prev_hash, draft, payload)
+                    prev_hash = row[11]
+                    rows.append(row)
+                db.executemany(f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join('?' * 16)})", rows)
+                if redact_seqs:
+                    db.executemany(
+                        "UPDATE events SET payload = NULL, redacted = 1 WHERE seq = ? AND redacted = 0",
+                        [(s,) for s in redact_seqs],
+                    )
+                db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                db.execute("ROLLBACK")
+                raise StorageError(f"cannot write the event log: {exc}") from exc
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            if redact_seqs:
+                # Leave no copy of a redacted payload in the WAL file.
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return [_row_to_event(r) for r in rows]
+
+    def _existing(self, db: sqlite3.Connection, encoded: list[tuple[EventDraft, bytes]]) -> list[StoredEvent] | None:
+        ids = [d.event_id for d, _ in encoded]
+        marks = ", ".join("?" * len(ids))
+        found = {r[1]: r for r in db.execute(f"SELECT {_COLUMNS} FROM events WHERE event_id IN ({marks})", ids)}
+        if not found:
+            return None
+        if len(found) != len(ids):
+            raise IdempotencyConflict("some of these event ids were already used for other events")
+        for draft, payload in encoded:
+            row = found[draft.event_id]
+            same_payload = row[9] == hashlib.sha256(payload).hexdigest()
+            if row[2] != draft.payload.__struct_config__.tag or not same_payload:
+                raise IdempotencyConflict(
+                    f"event id {draft.event_id} was already used for a different {row[2]} event"
+                )
+        return [_row_to_event(found[i]) for i in ids]
+
+    def _sealed_row(self, seq: int, prev_hash: str, draft: EventDraft, payload: bytes) -> tuple:
+        event_type = draft.payload.__struct_config__.tag
+        payload_sha = hashlib.sha256(payload).hexdigest()
+        recorded_at = _now()
+        header = EventHeader(
+            format=HEADER_FORMAT, log=self._owner.key, owner=self._owner, seq=seq,
+            event_id=draft.event_id, type=event_type, schema_version=SCHEMA_VERSIONS[event_type],
+            recorded_at=recorded_at, actor=draft.actor, request_id=draft.request_id,
+            payload_sha256=payload_sha, prev_hash=prev_hash, key_id=self._keys.active_key_id,
+        )
+        header_bytes = _header_encoder.encode(header)
+        key_id, signature = self._keys.sign(header_bytes)
+        assert key_id == header.key_id, "the signing key rotated mid-append"
+        entry_hash = hashlib.sha256(header_bytes).hexdigest()
+        return (seq, draft.event_id, event_type, header.schema_version, recorded_at, draft.actor.sub,
+                draft.actor.client_id, draft.request_id, payload, payload_sha, prev_hash, entry_hash,
+                key_id, header_bytes, signature, 0)
+
+    def read_events(self, after_seq: int = 0, to_seq: int | None = None) -> Iterator[StoredEvent]:
+        last = after_seq
+        while True:
+            with self._read_lock:
+                rows = self._reader.execute(
+                    f"SELECT {_COLUMNS} FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                    (last, to_seq if to_seq is not None else 2**62, _READ_CHUNK),
+                ).fetchall()
+            for row in rows:
+                yield _row_to_event(row)
+            if len(rows) < _READ_CHUNK:
+                return
+            last = rows[-1][0]
+
+    def read_raw(self, after_seq: int = 0) -> Iterator[tuple]:
+        """Rows as stored, payloads undecoded: for verification, which must not trust the decoder."""
+        last = after_seq
+        while True:
+            with self._read_lock:
+                rows = self._reader.execute(
+                    f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (last, _READ_CHUNK)
+                ).fetchall()
+            yield from rows
+            if len(rows) < _READ_CHUNK:
+                return
+            last = rows[-1][0]
+
+    def get_event(self, seq: int) -> StoredEvent | None:
+        with self._read_lock:
+            row = self._reader.execute(f"SELECT {_COLUMNS} FROM events WHERE seq = ?", (seq,)).fetchone()
+        return _row_to_event(row) if row else None
+
+    def last_seq(self) -> int:
+        with self._read_lock:
+            return self._reader.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+
+    def seq_at_time(self, timestamp: str) -> int:
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT coalesce(max(seq), 0) FROM events WHERE recorded_at <= ?", (timestamp,)
+            ).fetchone()
+        return row[0]
+
+    def checkpoint(self) -> None:
+        with self._write_lock:
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        with self._write_lock, self._read_lock:
+            self._reader.close()
+            self._writer.close()

@@ -1,0 +1,94 @@
+"""What the service answers: plain msgspec structs that every adapter can serialise."""
+
+from typing import Any
+
+import msgspec
+
+from memory.model import Entity, Memory
+
+__all__ = [
+    "RetrievedMemory",
+    "RetrievalResult",
+    "SearchHit",
+    "ForgetResult",
+    "HistoryEntry",
+    "HistoryPage",
+    "EntityPage",
+    "ProjectSummary",
+    "ContextInfo",
+    "SyncResult",
+]
+
+
+class RetrievedMemory(msgspec.Struct, kw_only=True):
+    memory: Memory
+    score: float
+    related: list[Memory] = []
+
+
+class RetrievalResult(msgspec.Struct, kw_only=True):
+    query: str
+    memories: list[RetrievedMemory]
+    as_of_seq: int | None = None
+    project: str | None = None
+
+
+class SearchHit(msgspec.Struct, kw_only=True):
+    id: str
+    title: str
+    snippet: str
+    score: float
+
+
+class ForgetResult(msgspec.Struct, kw_only=True):
+    memory_id: str
+    tombstone_seq: int
+    redacted_seqs: list[int]
+
+
+class HistoryEntry(msgspec.Struct, kw_only=True):
+    seq: int
+    type: str
+    recorded_at: str
+    actor: str
+    client_id: str | None
+    request_id: str | None
+    redacted: bool
+    payload: dict[str, Any] | None
+
+
+class HistoryPage(msgspec.Struct, kw_only=True):
+    memory_id: str
+    entries: list[HistoryEntry]
+    next_cursor: int | None = None
+
+
+class EntityPage(msgspec.Struct, kw_only=True):
+    entities: list[Entity]
+    next_cursor: str | None = None
+
+
+class ProjectSummary(msgspec.Struct, kw_only=True):
+    project: str
+    counts_by_type: dict[str, int]
+    counts_by_status: dict[str, int]
+    recent_decisions: list[Memory]
+    open_tasks: list[Memory]
+
+
+class ContextInfo(msgspec.Struct, kw_only=True):
+    user: str
+    active_project: str | None
+    counts_by_type: dict[str, int]
+    total_memories: int
+    known_projects: list[str]
+    entity_roots: list[str]
+    events: int
+
+
+class SyncResult(msgspec.Struct, kw_only=True):
+    created: list[str] = []
+    updated: list[str] = []
+    superseded: list[str] = []
+
+

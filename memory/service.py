@@ -1,0 +1,447 @@
+"""The service layer: every operation the tools expose, for one caller at a time.
+
+Adapters (MCP tools, REST handlers, the CLI) call these methods and nothing below them. Every
+method appends its event — reads included, so a person can see who read what — and answers from
+projections that are caught up to that event.
+"""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+from memory import reads
+from memory.commands import (
+    RetrieveQuery,
+    SessionItem,
+    StoreMemory,
+    SyncSession,
+    UpdateMemory,
+    clean_entity,
+    clean_tags,
+    clean_text,
+    clean_timestamp,
+)
+from memory.errors import InvalidInput, NotFound
+from memory.events import (
+    EntityRegistered,
+    EventPayload,
+    MemoriesLinked,
+    MemoriesRead,
+    MemoryDeleted,
+    MemoryForgotten,
+    MemoryStored,
+    MemoryUpdated,
+    ProjectSet,
+)
+from memory.ids import is_uuid, new_uuid7
+from memory.identity import Actor, Identity
+from memory.log import EventDraft
+from memory.model import Entity, Link, LinkType, Memory, MemoryType, Scope, Status
+from memory.results import (
+    ContextInfo,
+    EntityPage,
+    ForgetResult,
+    HistoryEntry,
+    HistoryPage,
+    ProjectSummary,
+    RetrievalResult,
+    RetrievedMemory,
+    SearchHit,
+    SyncResult,
+)
+from memory.signing import KeyRing
+from memory.userstore import ProjectionView, UserDirectory, UserStore
+from projections.embedder import Embedder
+from projections.ranking import Filters, rank_memories
+
+__all__ = ["Caller", "MemoryService"]
+
+_MAX_RELATED = 5
+_MAX_PAGE = 100
+_QUERY_IN_HISTORY = 200
+_REDACTABLE = ("memory.stored", "memory.updated", "memory.deleted")
+
+
+class Caller(msgspec.Struct, frozen=True):
+    """Who is calling: the identity owning the log, and the client and request it came through."""
+
+    identity: Identity
+    client_id: str | None = None
+    request_id: str | None = None
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.identity.sub, self.client_id)
+
+
+def _title(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= 80 else line[:77].rstrip() + "..."
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class MemoryService:
+    def __init__(self, data_dir: str | Path, embedder: Embedder, keys: KeyRing | None = None):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.keys = keys or KeyRing(self.data_dir)
+        self.embedder = embedder
+        self.users = UserDirectory(self.data_dir, self.keys, embedder)
+
+    def close(self) -> None:
+        self.users.close()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _store(self, caller: Caller) -> UserStore:
+        return self.users.get(caller.identity)
+
+    def _append(self, caller: Caller, payloads: list[EventPayload], *, redact_seqs: list[int] | None = None):
+        # A memory's id is the id of the event that stored it: retries of a store are idempotent,
+        # and the log alone says which memory ids belong to whom (isolation-check relies on it).
+        drafts = [
+            EventDraft(event_id=p.memory_id if isinstance(p, MemoryStored) else new_uuid7(), payload=p,
+                       actor=caller.actor, request_id=caller.request_id)
+            for p in payloads
+        ]
+        return self._store(caller).append(drafts, redact_seqs or ())
+
+    def _audit_read(self, caller: Caller, operation: str, query: str | None, returned: list[str],
+                    filters: dict | None = None) -> int:
+        event = self._append(caller, [MemoriesRead(operation=operation, query=query,
+                                                   filters=filters or {}, returned_ids=returned)])
+        return event[0].seq
+
+    def _existing(self, store: UserStore, memory_id: str, *, allow_deleted: bool = False) -> Memory:
+        # An id of another user is simply not in this user's projections: "not found", as for any id.
+        memory = reads.load_memory(store.view.db, memory_id) if isinstance(memory_id, str) else None
+        if memory is None or (memory.deleted and not allow_deleted):
+            raise NotFound(f"no memory with id {memory_id!r}")
+        return memory
+
+    def _active_project(self, store: UserStore, caller: Caller) -> str | None:
+        return reads.active_project(store.view.db, caller.client_id)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def store(self, caller: Caller, cmd: StoreMemory) -> Memory:
+        store = self._store(caller)
+        with store.lock:
+            payload = self._stored_payload(store, caller, cmd)
+            self._append(caller, [payload])
+            return self._existing(store, payload.memory_id)
+
+    def _stored_payload(self, store: UserStore, caller: Caller, cmd: StoreMemory) -> MemoryStored:
+        if cmd.event_id is not None and not is_uuid(cmd.event_id):
+            raise InvalidInput("event_id must be a UUID (it is the idempotency key and the new memory's id)")
+        project = clean_entity(cmd.project, "project")
+        if project is None and cmd.scope in (Scope.PROJECT, Scope.TASK):
+            project = self._active_project(store, caller)
+        if cmd.scope in (Scope.PROJECT, Scope.TASK) and project is None:
+            raise InvalidInput(f"scope {cmd.scope.value!r} needs a project (or set_project first)")
+        if cmd.scope == Scope.TASK and not (cmd.task_id and cmd.task_id.strip()):
+            raise InvalidInput("scope 'task' needs a task_id")
+        status = cmd.status
+        if status is None and cmd.memory_type == MemoryType.PROJECT_CONTEXT:
+            status = Status.ACTIVE
+        return MemoryStored(
+            memory_id=cmd.event_id or new_uuid7(),
+            text=clean_text(cmd.text),
+            memory_type=cmd.memory_type,
+            scope=cmd.scope,
+            entity=clean_entity(cmd.entity),
+            project=project,
+            task_id=cmd.task_id.strip() if cmd.task_id else None,
+            tags=clean_tags(cmd.tags),
+            status=status,
+            priority=cmd.priority,
+            occurred_at=clean_timestamp(cmd.occurred_at),
+        )
+
+    def update(self, caller: Caller, memory_id: str, changes: UpdateMemory) -> Memory:
+        store = self._store(caller)
+        with store.lock:
+            current = self._existing(store, memory_id)
+            fields = {f: getattr(changes, f) for f in changes.__struct_fields__ if getattr(changes, f) is not msgspec.UNSET}
+            if "text" in fields:
+                fields["text"] = clean_text(fields["text"])
+            if "tags" in fields:
+                fields["tags"] = clean_tags(fields["tags"])
+            if "entity" in fields:
+                fields["entity"] = clean_entity(fields["entity"])
+            if "occurred_at" in fields:
+                fields["occurred_at"] = clean_timestamp(fields["occurred_at"])
+            fields = {k: v for k, v in fields.items() if getattr(current, k) != v}
+            if not fields:
+                raise InvalidInput("nothing to change: give at least one field with a new value")
+            self._append(caller, [MemoryUpdated(memory_id=memory_id, **fields)])
+            return self._existing(store, memory_id)
+
+    def delete(self, caller: Caller, memory_id: str, reason: str | None = None) -> Memory:
+        store = self._store(caller)
+        with store.lock:
+            self._existing(store, memory_id)
+            self._append(caller, [MemoryDeleted(memory_id=memory_id, reason=reason)])
+            return self._existing(store, memory_id, allow_deleted=True)
+
+    def forget(self, caller: Caller, memory_id: str) -> ForgetResult:
+        """Erasure: a tombstone, the memory's payloads redacted, its text gone from every projection."""
+        store = self._store(caller)
+        with store.lock:
+            self._existing(store, memory_id, allow_deleted=True)
+            seqs = [s for s, t in reads.memory_event_seqs(store.view.db, memory_id, 0, 10**9) if t in _REDACTABLE]
+            events = self._append(caller, [MemoryForgotten(memory_id=memory_id, redacted_seqs=seqs)], redact_seqs=seqs)
+            # Leave no copy of the old pages in the projection's WAL.
+            store.view.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return ForgetResult(memory_id=memory_id, tombstone_seq=events[0].seq, redacted_seqs=seqs)
+
+    def link(self, caller: Caller, source_id: str, target_id: str, link_type: LinkType) -> Link:
+        store = self._store(caller)
+        with store.lock:
+            if source_id == target_id:
+                raise InvalidInput("a memory cannot be linked to itself")
+            self._existing(store, source_id)
+            self._existing(store, target_id)
+            self._append(caller, [MemoriesLinked(source_id=source_id, target_id=target_id, link_type=link_type)])
+            return Link(source_id, target_id, link_type)
+
+    def register_entity(self, caller: Caller, name: str, description: str | None = None,
+                        parent: str | None = None) -> Entity:
+        name = clean_entity(name, "name")
+        parent = clean_entity(parent, "parent")
+        if parent == name:
+            raise InvalidInput("an entity cannot be its own parent")
+        if description is not None:
+            description = clean_text(description, "description")
+        store = self._store(caller)
+        with store.lock:
+            self._append(caller, [EntityRegistered(name=name, description=description, parent=parent)])
+            entities, _ = reads.entity_page(store.view.db, name, None, 1)
+            return entities[0]
+
+    def set_project(self, caller: Caller, project: str) -> ProjectSummary:
+        project = clean_entity(project, "project")
+        store = self._store(caller)
+        with store.lock:
+            if not reads.project_exists(store.view.db, project):
+                known = ", ".join(reads.known_projects(store.view.db, 20) + reads.entity_roots(store.view.db, 20))
+                raise NotFound(
+                    f"no project {project!r}: register it as an entity or store a memory in it first"
+                    + (f" (known: {known})" if known else "")
+                )
+            self._append(caller, [ProjectSet(project=project, client_id=caller.client_id)])
+            return self._project_summary(store.view, project)
+
+    def sync_session(self, caller: Caller, session: SyncSession) -> SyncResult:
+        """A session's outcome in one atomic append: decisions and learnings are added, status
+        updates and feedback replace the previous one for the same entity, and `supersedes`
+        links the new memory to the old and marks the old one superseded."""
+        store = self._store(caller)
+        with store.lock:
+            project = clean_entity(session.project, "project") or self._active_project(store, caller)
+            scope = Scope.PROJECT if project else Scope.GLOBAL
+            payloads: list[EventPayload] = []
+            result = SyncResult()
+            kinds = (
+                (session.decisions, MemoryType.PROJECT_CONTEXT, "decision", False),
+                (session.learnings, MemoryType.EPISODIC, "learning", False),
+                (session.status_updates, MemoryType.PROJECT_CONTEXT, "status", True),
+                (session.feedback, MemoryType.TASK_INSTRUCTION, "feedback", True),
+            )
+            for items, memory_type, tag, upsert in kinds:
+                for item in items:
+                    payloads += self._session_item(store, item, memory_type, tag, upsert, project, scope,
+                                                   session.task_id, result)
+            if not payloads:
+                raise InvalidInput("nothing to sync: give decisions, learnings, status_updates or feedback")
+            self._append(caller, payloads)
+            return result
+
+    def _session_item(self, store: UserStore, item: SessionItem, memory_type: MemoryType, tag: str,
+                      upsert: bool, project: str | None, scope: Scope, task_id: str | None,
+                      result: SyncResult) -> list[EventPayload]:
+        entity = clean_entity(item.entity)
+        if upsert and entity is None:
+            raise InvalidInput(f"each {tag} item needs an entity (it replaces the last {tag} of that entity)")
+        text = clean_text(item.text)
+        tags = clean_tags([tag, *item.tags])
+        status = item.status or (Status.ACTIVE if memory_type == MemoryType.PROJECT_CONTEXT else None)
+        previous = self._previous_item(store, tag, entity, project) if upsert else None
+        if previous is not None:
+            result.updated.append(previous)
+            payloads: list[EventPayload] = [MemoryUpdated(memory_id=previous, text=text, tags=tags, status=status)]
+            new_id = previous
+        else:
+            new_id = new_uuid7()
+            result.created.append(new_id)
+            payloads = [MemoryStored(memory_id=new_id, text=text, memory_type=memory_type, scope=scope,
+                                     entity=entity, project=project, task_id=task_id, tags=tags, status=status)]
+        if item.supersedes:
+            self._existing(store, item.supersedes)
+            if item.supersedes == new_id:
+                raise InvalidInput("a memory cannot supersede itself")
+            payloads += [
+                MemoriesLinked(source_id=new_id, target_id=item.supersedes, link_type=LinkType.SUPERSEDES),
+                MemoryUpdated(memory_id=item.supersedes, status=Status.SUPERSEDED),
+            ]
+            result.superseded.append(item.supersedes)
+        return payloads
+
+    @staticmethod
+    def _previous_item(store: UserStore, tag: str, entity: str | None, project: str | None) -> str | None:
+        row = store.view.db.execute(
+            "SELECT id FROM memories m WHERE deleted = 0 AND entity IS ? AND project IS ? "
+            "AND EXISTS (SELECT 1 FROM json_each(m.tags) WHERE value = ?) ORDER BY updated_seq DESC LIMIT 1",
+            (entity, project, tag),
+        ).fetchone()
+        return row[0] if row else None
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def retrieve_context(self, caller: Caller, q: RetrieveQuery) -> RetrievalResult:
+        store = self._store(caller)
+        query = q.query.strip()
+        if len(query.encode()) > 4096:
+            raise InvalidInput("query is longer than 4096 bytes")
+        # The only model call on the read path, done before taking the user's lock.
+        vector = self.embedder.embed_query(query) if query else None
+        with store.lock:
+            project = clean_entity(q.project, "project") or self._active_project(store, caller)
+            as_of = self._as_of_seq(store, q.as_of)
+            view = store.view if as_of is None else store.view_as_of(as_of)
+            filters = Filters(
+                memory_types=[t.value for t in q.memory_types] if q.memory_types else None,
+                scope=q.scope.value if q.scope else None, project=project,
+                task_id=q.task_id, entity=clean_entity(q.entity),
+                tags=clean_tags(q.tags) if q.tags else None, status=q.status.value if q.status else None,
+            )
+            ranked = rank_memories(view.db, view.embeddings.index, query, vector, filters, q.limit,
+                                   q.recency_weight, _now())
+            memories = reads.load_memories(view.db, [r.memory_id for r in ranked])
+            results = []
+            for r in ranked:
+                related: list[Memory] = []
+                if q.include_related:
+                    ids = reads.linked_ids(view.db, r.memory_id, _MAX_RELATED)
+                    related = [m for m in reads.load_memories(view.db, ids).values() if not m.deleted]
+                results.append(RetrievedMemory(memory=memories[r.memory_id], score=r.score, related=related))
+            returned = [r.memory.id for r in results] + [m.id for r in results for m in r.related]
+            self._audit_read(caller, "retrieve_context", query,  list(dict.fromkeys(returned)),
+                             msgspec.to_builtins(filters) | {"as_of": as_of})
+            return RetrievalResult(query=query, memories=results, as_of_seq=as_of, project=project)
+
+    def _as_of_seq(self, store: UserStore, as_of: int | str | None) -> int | None:
+        if as_of is None:
+            return None
+        if isinstance(as_of, int):
+            if as_of < 0:
+                raise InvalidInput("as_of must be a seq ≥ 0 or an RFC 3339 time")
+            return min(as_of, store.log.last_seq())
+        stamp = clean_timestamp(as_of, "as_of")
+        return store.log.seq_at_time(stamp)
+
+    def search(self, caller: Caller, query: str, limit: int = 10) -> list[SearchHit]:
+        """The ChatGPT `search` contract: ids and titles to `fetch` later."""
+        if not 1 <= limit <= _MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {_MAX_PAGE}")
+        result = self.retrieve_context(caller, RetrieveQuery(query=query, limit=limit, recency_weight=0.1))
+        return [
+            SearchHit(id=r.memory.id, title=_title(r.memory.text), snippet=r.memory.text[:300], score=r.score)
+            for r in result.memories
+        ]
+
+    def get(self, caller: Caller, memory_id: str) -> Memory:
+        store = self._store(caller)
+        with store.lock:
+            memory = self._existing(store, memory_id, allow_deleted=True)
+            self._audit_read(caller, "fetch", None, [memory_id])
+            return memory
+
+    def history(self, caller: Caller, memory_id: str, cursor: int = 0, limit: int = 20) -> HistoryPage:
+        if not 1 <= limit <= _MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {_MAX_PAGE}")
+        store = self._store(caller)
+        with store.lock:
+            rows = reads.memory_event_seqs(store.view.db, memory_id, cursor, limit + 1)
+            if not rows and cursor == 0:
+                raise NotFound(f"no memory with id {memory_id!r}")
+            more = len(rows) > limit
+            entries = [self._history_entry(store, seq) for seq, _ in rows[:limit]]
+            self._audit_read(caller, "history", memory_id, [])
+            return HistoryPage(memory_id=memory_id, entries=entries,
+                               next_cursor=rows[limit - 1][0] if more else None)
+
+    @staticmethod
+    def _history_entry(store: UserStore, seq: int) -> HistoryEntry:
+        event = store.log.get_event(seq)
+        assert event is not None
+        payload = msgspec.to_builtins(event.payload) if event.payload is not None else None
+        if payload and isinstance(payload.get("query"), str):
+            payload["query"] = payload["query"][:_QUERY_IN_HISTORY]
+        if payload and "returned_ids" in payload:
+            payload["returned_count"] = len(payload.pop("returned_ids"))
+        return HistoryEntry(seq=event.seq, type=event.type, recorded_at=event.recorded_at, actor=event.actor.sub,
+                            client_id=event.actor.client_id, request_id=event.request_id,
+                            redacted=event.redacted, payload=payload)
+
+    def list_entities(self, caller: Caller, prefix: str | None = None, cursor: str | None = None,
+                      limit: int = 50) -> EntityPage:
+        if not 1 <= limit <= _MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {_MAX_PAGE}")
+        prefix = clean_entity(prefix, "prefix")
+        store = self._store(caller)
+        with store.lock:
+            entities, next_cursor = reads.entity_page(store.view.db, prefix, cursor, limit)
+            self._audit_read(caller, "list_entities", prefix, [])
+            return EntityPage(entities=entities, next_cursor=next_cursor)
+
+    def search_entities(self, caller: Caller, query: str, limit: int = 10) -> list[Entity]:
+        if not 1 <= limit <= _MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {_MAX_PAGE}")
+        if not query.strip():
+            raise InvalidInput("query must not be empty")
+        store = self._store(caller)
+        with store.lock:
+            found = reads.find_entities(store.view.db, query[:200], limit)
+            self._audit_read(caller, "search_entities", query[:200], [])
+            return found
+
+    def project_summary(self, caller: Caller, project: str) -> ProjectSummary:
+        store = self._store(caller)
+        with store.lock:
+            return self._project_summary(store.view, clean_entity(project, "project"))
+
+    @staticmethod
+    def _project_summary(view: ProjectionView, project: str) -> ProjectSummary:
+        db = view.db
+
+        def recent(where: str, limit: int) -> list[Memory]:
+            ids = [r[0] for r in db.execute(
+                f"SELECT id FROM memories m WHERE deleted = 0 AND project = ? AND {where} "
+                "ORDER BY updated_seq DESC LIMIT ?", (project, limit))]
+            found = reads.load_memories(db, ids)
+            return [found[i] for i in ids]
+
+        return ProjectSummary(
+            project=project,
+            counts_by_type=reads.counts_by(db, "memory_type", project),
+            counts_by_status=reads.counts_by(db, "status", project),
+            recent_decisions=recent("EXISTS (SELECT 1 FROM json_each(m.tags) WHERE value = 'decision')", 5),
+            open_tasks=recent("memory_type = 'task_instruction' AND (status IS NULL OR status = 'active')", 10),
+        )
+
+    def context_info(self, caller: Caller) -> ContextInfo:
+        store = self._store(caller)
+        with store.lock:
+            db = store.view.db
+            counts = reads.counts_by(db, "memory_type")
+            return ContextInfo(
+                user=str(caller.identity), active_project=self._active_project(store, caller),
+                counts_by_type=counts, total_memories=sum(counts.values()),
+                known_projects=reads.known_projects(db), entity_roots=reads.entity_roots(db),
+                events=store.log.last_seq(),
+            )

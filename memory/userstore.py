@@ -1,0 +1,163 @@
+"""One user's log and projections kept in step, and the directory of all users' stores.
+
+Each user has a folder `<data_dir>/users/<hash of identity>/` holding `events.sqlite` (the log,
+the truth) and `projections.sqlite` (derived; deleted or corrupted, it is rebuilt on open).
+Every user has a lock of their own, so one user's writes never hold up another user's reads.
+"""
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from memory.identity import Identity
+from memory.log import EventDraft, SqliteEventLog, StoredEvent, log_path
+from memory.signing import KeyRing
+from projections.base import ProjectionSet, open_projection_db
+from projections.embedder import Embedder
+from projections.embeddings import EmbeddingsProjection
+from projections.entities import EntitiesProjection
+from projections.fulltext import FullTextProjection
+from projections.links import LinksProjection
+from projections.memories import MemoriesProjection
+
+__all__ = ["UserStore", "ProjectionView", "UserDirectory", "build_projections", "list_logs"]
+
+
+class ProjectionView:
+    """Projections to read from: the live ones, or a point-in-time copy built in memory."""
+
+    def __init__(self, projections: ProjectionSet, embeddings: EmbeddingsProjection):
+        self.projections = projections
+        self.embeddings = embeddings
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        return self.projections.db
+
+    @property
+    def checkpoint(self) -> int:
+        return self.projections.checkpoint
+
+
+def build_projections(
+    db: sqlite3.Connection, embedder: Embedder, cache_db: sqlite3.Connection | None = None
+) -> ProjectionView:
+    embeddings = EmbeddingsProjection(embedder, cache_db)
+    projections = ProjectionSet(
+        db, [MemoriesProjection(), FullTextProjection(), EntitiesProjection(), LinksProjection(), embeddings]
+    )
+    return ProjectionView(projections, embeddings)
+
+
+class UserStore:
+    def __init__(self, data_dir: Path, owner: Identity, keys: KeyRing, embedder: Embedder):
+        self.owner = owner
+        self.embedder = embedder
+        self.lock = threading.RLock()
+        self.log = SqliteEventLog(log_path(data_dir, owner), owner, keys)
+        self._projection_path = self.log.path.parent / "projections.sqlite"
+        self.view = self._open_view()
+        self.view.embeddings.load_index(self.view.db)
+        self.catch_up()
+
+    def _open_view(self) -> ProjectionView:
+        try:
+            db = open_projection_db(self._projection_path)
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("quick_check failed")
+            return build_projections(db, self.embedder)
+        except sqlite3.DatabaseError:
+            # Derived data only: set the damaged file aside and rebuild from the log.
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self._projection_path}{suffix}").unlink(missing_ok=True)
+            return build_projections(open_projection_db(self._projection_path), self.embedder)
+
+    def catch_up(self, to_seq: int | None = None, progress: Callable[[int], None] | None = None) -> int:
+        with self.lock:
+            try:
+                return self.view.projections.catch_up(self.log, to_seq, progress)
+            except BaseException:
+                self.view.embeddings.load_index(self.view.db)
+                raise
+
+    def rebuild(self, to_seq: int | None = None, progress: Callable[[int], None] | None = None) -> int:
+        with self.lock:
+            return self.view.projections.rebuild(self.log, to_seq, progress)
+
+    def append(self, drafts: Sequence[EventDraft], redact_seqs: Sequence[int] = ()) -> list[StoredEvent]:
+        """Append, then bring the projections up to date before answering (read your writes)."""
+        with self.lock:
+            events = self.log.append_events(drafts, redact_seqs=redact_seqs)
+            self.catch_up()
+            return events
+
+    def view_as_of(self, seq: int) -> ProjectionView:
+        """The projections as they were after `seq`, rebuilt in memory from the log."""
+        with self.lock:
+            view = build_projections(open_projection_db(":memory:"), self.embedder, cache_db=self.view.db)
+            view.projections.catch_up(self.log, to_seq=seq)
+            return view
+
+    def close(self) -> None:
+        with self.lock:
+            self.view.db.close()
+            self.log.close()
+
+
+def list_logs(data_dir: str | Path) -> Iterator[tuple[Path, Identity]]:
+    """Every user folder with a log, and its owner as the log itself records it."""
+    for path in sorted((Path(data_dir) / "users").glob("*/events.sqlite")):
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            meta = dict(db.execute("SELECT key, value FROM log_meta"))
+        finally:
+            db.close()
+        yield path.parent, Identity(meta["owner_iss"], meta["owner_sub"])
+
+
+class UserDirectory:
+    """Opens each user's store once and keeps it; finds every log on disk."""
+
+    def __init__(self, data_dir: str | Path, keys: KeyRing, embedder: Embedder):
+        self.data_dir = Path(data_dir)
+        self.keys = keys
+        self.embedder = embedder
+        self._stores: dict[str, UserStore] = {}
+        self._lock = threading.Lock()
+        self._opening: dict[str, threading.Lock] = {}
+
+    def get(self, owner: Identity) -> UserStore:
+        store = self._stores.get(owner.key)
+        if store is not None:
+            return store
+        with self._lock:
+            opening = self._opening.setdefault(owner.key, threading.Lock())
+        # Opening may replay a long log: hold only this user's lock while it does.
+        with opening:
+            store = self._stores.get(owner.key)
+            if store is None:
+                store = UserStore(self.data_dir, owner, self.keys, self.embedder)
+                self._stores[owner.key] = store
+        return store
+
+    def owners(self) -> Iterator[Identity]:
+        return (owner for _, owner in list_logs(self.data_dir))
+
+    def close(self) -> None:
+        with self._lock:
+            for store in self._stores.values():
+                store.close()
+            self._stores.clear()
+
+    def remove_projections(self, owner: Identity) -> None:
+        """Drop a user's projection file (the next open rebuilds it)."""
+        with self._lock:
+            store = self._stores.pop(owner.key, None)
+        if store:
+            store.close()
+        folder = log_path(self.data_dir, owner).parent
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{folder / 'projections.sqlite'}{suffix}").unlink(missing_ok=True)
+
+

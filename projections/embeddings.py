@@ -1,0 +1,130 @@
+"""Embeddings of memory texts, with a cache keyed by (model id, text hash).
+
+The cache table survives rebuilds, so replaying a log does not embed unchanged text again; it
+holds vectors, not text, and forgetting a memory deletes its vector. Vectors also live in a
+`VectorIndex` in memory, published only after the batch that produced them commits.
+"""
+
+import hashlib
+import sqlite3
+from collections.abc import Sequence
+
+import numpy as np
+
+from memory.events import MemoryDeleted, MemoryForgotten, MemoryStored, MemoryUpdated
+from memory.log import StoredEvent
+from projections.base import execute_script
+from projections.embedder import Embedder
+from projections.vectors import VectorIndex
+
+__all__ = ["EmbeddingsProjection", "text_hash"]
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class EmbeddingsProjection:
+    name = "embeddings"
+
+    def __init__(self, embedder: Embedder, cache_db: sqlite3.Connection | None = None):
+        """`cache_db` holds the vector cache when the projection itself lives elsewhere (a
+        point-in-time view in memory borrows the user's cache on disk)."""
+        self.embedder = embedder
+        self.index = VectorIndex(embedder.dimensions)
+        self._cache_db = cache_db
+        self._pending: list[tuple[str, np.ndarray | None]] = []
+        self._loaded = False
+
+    @property
+    def version(self) -> str:
+        return f"1:{self.embedder.model_id}"
+
+    def create(self, db: sqlite3.Connection) -> None:
+        execute_script(db, 
+            """
+            CREATE TABLE IF NOT EXISTS embeddings (memory_id TEXT PRIMARY KEY, text_hash TEXT NOT NULL);
+            CREATE INDEX IF NOT EXISTS embeddings_by_hash ON embeddings(text_hash);
+            CREATE TABLE IF NOT EXISTS embedding_cache (
+                model_id TEXT NOT NULL, text_hash TEXT NOT NULL, vector BLOB NOT NULL,
+                PRIMARY KEY (model_id, text_hash)
+            ) WITHOUT ROWID;
+            """
+        )
+
+    def drop(self, db: sqlite3.Connection) -> None:
+        db.execute("DROP TABLE IF EXISTS embeddings")
+        self._pending.append(("", None))  # "" marks "clear the index" for after_commit
+
+    def load_index(self, db: sqlite3.Connection) -> None:
+        """Fill the in-memory index from the table (once, when a user's projections open)."""
+        cache = self._cache_db or db
+        self.index.clear()
+        rows = db.execute("SELECT memory_id, text_hash FROM embeddings").fetchall()
+        vectors = self._cached(cache, {h for _, h in rows})
+        for memory_id, h in rows:
+            if h in vectors:
+                self.index.upsert(memory_id, vectors[h])
+        self._loaded = True
+
+    def apply(self, db: sqlite3.Connection, events: Sequence[StoredEvent]) -> None:
+        cache = self._cache_db or db
+        wanted: dict[str, str] = {}  # memory_id -> text, in event order, last write wins
+        for event in events:
+            match event.payload:
+                case MemoryStored(memory_id=memory_id, text=text) | MemoryUpdated(memory_id=memory_id, text=str() as text):
+                    wanted[memory_id] = text
+                case MemoryDeleted(memory_id=memory_id) | MemoryForgotten(memory_id=memory_id):
+                    wanted.pop(memory_id, None)
+                    self._remove(db, cache, memory_id, forget=isinstance(event.payload, MemoryForgotten))
+        if not wanted:
+            return
+        hashes = {memory_id: text_hash(text) for memory_id, text in wanted.items()}
+        vectors = self._cached(cache, set(hashes.values()))
+        missing = {h: wanted[m] for m, h in hashes.items() if h not in vectors}
+        if missing:
+            fresh = self.embedder.embed_documents(list(missing.values()))
+            for h, vector in zip(missing, fresh, strict=True):
+                vectors[h] = vector
+            cache.executemany(
+                "INSERT OR REPLACE INTO embedding_cache VALUES (?, ?, ?)",
+                [(self.embedder.model_id, h, vectors[h].astype(np.float32).tobytes()) for h in missing],
+            )
+        db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?)", list(hashes.items()))
+        self._pending.extend((m, vectors[h]) for m, h in hashes.items())
+
+    def _remove(self, db: sqlite3.Connection, cache: sqlite3.Connection, memory_id: str, forget: bool) -> None:
+        row = db.execute("SELECT text_hash FROM embeddings WHERE memory_id = ?", (memory_id,)).fetchone()
+        db.execute("DELETE FROM embeddings WHERE memory_id = ?", (memory_id,))
+        self._pending.append((memory_id, None))
+        if forget and row and not db.execute("SELECT 1 FROM embeddings WHERE text_hash = ?", row).fetchone():
+            cache.execute("DELETE FROM embedding_cache WHERE text_hash = ?", row)
+
+    def _cached(self, cache: sqlite3.Connection, hashes: set[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        ordered = sorted(hashes)
+        for i in range(0, len(ordered), 500):
+            chunk = ordered[i : i + 500]
+            rows = cache.execute(
+                f"SELECT text_hash, vector FROM embedding_cache WHERE model_id = ? AND text_hash IN ({', '.join('?' * len(chunk))})",
+                (self.embedder.model_id, *chunk),
+            )
+            found.update((h, np.frombuffer(v, dtype=np.float32)) for h, v in rows)
+        return found
+
+    def snapshot(self, db: sqlite3.Connection) -> list[tuple]:
+        return db.execute("SELECT memory_id, text_hash FROM embeddings ORDER BY memory_id").fetchall()
+
+    def after_commit(self) -> None:
+        for memory_id, vector in self._pending:
+            if memory_id == "":
+                self.index.clear()
+            elif vector is None:
+                self.index.remove(memory_id)
+            else:
+                self.index.upsert(memory_id, vector)
+        self._pending.clear()
+
+    def after_rollback(self) -> None:
+        self._pending.clear()
+        self._loaded = False  # the caller reloads the index from the table

@@ -1,0 +1,117 @@
+"""The entity tree: registered entities, entities named by memories, and their dotted ancestors.
+
+Every row is recomputed from what currently refers to it (registrations and live memories), so
+forgetting the last memory that named an entity removes the entity too, exactly as a rebuild
+from the redacted log would.
+"""
+
+import sqlite3
+from collections.abc import Sequence
+
+import msgspec
+
+from memory.events import EntityRegistered, MemoryDeleted, MemoryForgotten, MemoryStored, MemoryUpdated
+from memory.log import StoredEvent
+from projections.base import execute_script
+
+__all__ = ["EntitiesProjection", "parent_of"]
+
+
+def parent_of(name: str) -> str | None:
+    head, dot, _ = name.rpartition(".")
+    return head if dot and head else None
+
+
+class EntitiesProjection:
+    name = "entities"
+    version = "1"
+
+    def create(self, db: sqlite3.Connection) -> None:
+        execute_script(db, 
+            """
+            CREATE TABLE IF NOT EXISTS entities (
+                name TEXT PRIMARY KEY, description TEXT, parent TEXT, registered INTEGER NOT NULL,
+                memory_count INTEGER NOT NULL, first_seen TEXT, last_seen TEXT
+            );
+            CREATE INDEX IF NOT EXISTS entities_by_parent ON entities(parent);
+            CREATE TABLE IF NOT EXISTS entity_registrations (
+                name TEXT PRIMARY KEY, description TEXT, parent TEXT
+            );
+            CREATE TABLE IF NOT EXISTS entity_members (
+                memory_id TEXT PRIMARY KEY, entity TEXT NOT NULL, seen_at TEXT NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS entity_members_by_entity ON entity_members(entity);
+            """
+        )
+
+    def drop(self, db: sqlite3.Connection) -> None:
+        execute_script(db, 
+            "DROP TABLE IF EXISTS entities; DROP TABLE IF EXISTS entity_registrations; "
+            "DROP TABLE IF EXISTS entity_members;"
+        )
+
+    def apply(self, db: sqlite3.Connection, events: Sequence[StoredEvent]) -> None:
+        dirty: set[str] = set()
+        for event in events:
+            match event.payload:
+                case MemoryStored(memory_id=memory_id, entity=str() as entity):
+                    db.execute("INSERT OR REPLACE INTO entity_members VALUES (?, ?, ?)",
+                               (memory_id, entity, event.recorded_at))
+                    dirty.add(entity)
+                case MemoryUpdated(memory_id=memory_id, entity=entity) if entity is not msgspec.UNSET:
+                    dirty.update(self._remove_member(db, memory_id))
+                    if entity is not None:
+                        db.execute("INSERT INTO entity_members VALUES (?, ?, ?)",
+                                   (memory_id, entity, event.recorded_at))
+                        dirty.add(entity)
+                case MemoryDeleted(memory_id=memory_id) | MemoryForgotten(memory_id=memory_id):
+                    dirty.update(self._remove_member(db, memory_id))
+                case EntityRegistered(name=name, description=description, parent=parent):
+                    db.execute("INSERT OR REPLACE INTO entity_registrations VALUES (?, ?, ?)",
+                               (name, description, parent))
+                    dirty.add(name)
+        for name in sorted(dirty, key=lambda n: -n.count(".")):
+            self._refresh(db, name)
+
+    @staticmethod
+    def _remove_member(db: sqlite3.Connection, memory_id: str) -> list[str]:
+        row = db.execute("SELECT entity FROM entity_members WHERE memory_id = ?", (memory_id,)).fetchone()
+        db.execute("DELETE FROM entity_members WHERE memory_id = ?", (memory_id,))
+        return [row[0]] if row else []
+
+    def _refresh(self, db: sqlite3.Connection, name: str | None) -> None:
+        """Recompute `name` from what refers to it, then its ancestors."""
+        seen: set[str] = set()
+        while name and name not in seen:  # registered parents could form a cycle
+            seen.add(name)
+            reg = db.execute(
+                "SELECT description, parent FROM entity_registrations WHERE name = ?", (name,)
+            ).fetchone()
+            count, first, last = db.execute(
+                "SELECT count(*), min(seen_at), max(seen_at) FROM entity_members WHERE entity = ?", (name,)
+            ).fetchone()
+            parent = (reg[1] if reg and reg[1] else None) or parent_of(name)
+            has_children = db.execute(
+                "SELECT 1 FROM entities WHERE parent = ? AND name != ? LIMIT 1", (name, name)
+            ).fetchone()
+            if reg or count or has_children:
+                db.execute(
+                    "INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (name, reg[0] if reg else None, parent, 1 if reg else 0, count, first, last),
+                )
+            else:
+                db.execute("DELETE FROM entities WHERE name = ?", (name,))
+            name = parent
+
+    def snapshot(self, db: sqlite3.Connection) -> list[tuple]:
+        return (
+            db.execute("SELECT * FROM entities ORDER BY name").fetchall()
+            + db.execute("SELECT * FROM entity_registrations ORDER BY name").fetchall()
+            + db.execute("SELECT * FROM entity_members ORDER BY memory_id").fetchall()
+        )
+
+    def after_commit(self) -> None:
+        pass
+
+    def after_rollback(self) -> None:
+        pass
