@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from memory.errors import MemoryServiceError
 from memory.identity import Identity
 from memory.log import SqliteEventLog, log_path
 from memory.signing import KeyRing
@@ -85,7 +86,12 @@ def verify(data_dir: Path, user: str | None) -> None:
     embedder = _embedder()
     failed = 0
     for owner in owners:
-        report = verify_user(data_dir, owner, keys, embedder)
+        try:
+            report = verify_user(data_dir, owner, keys, embedder)
+        except MemoryServiceError as exc:
+            failed += 1
+            click.echo(f"FAIL {owner}: {exc}", err=True)
+            continue
         if report.ok:
             click.echo(f"ok {owner}: {report.event_count} events, head {report.head_hash[:16]}, "
                        f"{len(report.redacted_seqs)} redacted")
@@ -178,6 +184,78 @@ def rotate_key(data_dir: Path) -> None:
 def jwks(data_dir: Path) -> None:
     """Print the public keys (JWKS) that verify this server's events, exports and tokens."""
     click.echo(json.dumps(KeyRing(data_dir).jwks(), indent=2))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="MEMORY_HOST", help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, envvar="MEMORY_PORT")
+@_data_dir
+@click.option("--public-url", envvar="MEMORY_PUBLIC_URL", metavar="URL",
+              help="The URL clients reach this server at (default http://HOST:PORT): the base of metadata "
+                   "documents, token audiences and memory urls.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="HOST[:PORT]",
+              help="Another Host header /mcp accepts (repeatable); the public URL's and loopback's always are.")
+@click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
+              help="Another Origin header /mcp accepts (repeatable).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+def serve(host: str, port: int, data_dir: Path, public_url: str | None, allowed_hosts: tuple[str, ...],
+          allowed_origins: tuple[str, ...], log_level: str) -> None:
+    """Serve MCP at /mcp and the REST API at /api/v1 (the embedding model loads in the background)."""
+    import uvicorn
+
+    from memory.server.app import create_app
+    from memory.server.settings import ServerSettings
+
+    try:
+        settings = ServerSettings(data_dir=str(data_dir), host=host, port=port, public_url=public_url,
+                                  allowed_hosts=list(allowed_hosts), allowed_origins=list(allowed_origins),
+                                  log_level=log_level)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, lifespan="on",
+                proxy_headers=False, server_header=False, timeout_graceful_shutdown=5)
+
+
+def _duration(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = int(number) * units[unit]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m, 1h or 7d") from None
+    if seconds <= 0:
+        raise click.BadParameter("the duration must be positive")
+    return seconds
+
+
+@cli.command()
+@_data_dir
+@_user
+@click.option("--scope", "scopes", default="memories:read memories:write", show_default=True,
+              help="Space-separated scopes: memories:read, memories:write.")
+@click.option("--ttl", default="1h", show_default=True, help="Lifetime: 90s, 30m, 1h, 7d.")
+@click.option("--public-url", envvar="MEMORY_PUBLIC_URL", default="http://127.0.0.1:8000", show_default=True,
+              metavar="URL", help="The server's public URL, as given to `memory serve`.")
+def token(data_dir: Path, user: str | None, scopes: str, ttl: str, public_url: str) -> None:
+    """Print a bearer token for a local account, signed with this data directory's key."""
+    from memory.identity import LOCAL_ISSUER
+    from memory.server.auth import ALL_SCOPES, issue_token
+    from memory.server.settings import ServerSettings
+
+    if not user:
+        raise click.UsageError("--user is required")
+    if Identity.parse(user).iss != LOCAL_ISSUER:
+        raise click.UsageError("tokens of this server are for local accounts: give a plain name like alice")
+    unknown = sorted(set(scopes.split()) - set(ALL_SCOPES))
+    if unknown or not scopes.split():
+        raise click.BadParameter(f"scopes must be among {' '.join(ALL_SCOPES)} (got {scopes!r})")
+    try:
+        settings = ServerSettings(data_dir=str(data_dir), public_url=public_url)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    click.echo(issue_token(KeyRing(data_dir), issuer=settings.base_url, audience=settings.resource_url,
+                           subject=user, scopes=scopes.split(), ttl_seconds=_duration(ttl)))
 
 
 def main() -> None:

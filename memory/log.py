@@ -282,6 +282,8 @@ class SqliteEventLog:
 
     def _existing(self, db: sqlite3.Connection, encoded: list[tuple[EventDraft, bytes]]) -> list[StoredEvent] | None:
         ids = [d.event_id for d, _ in encoded]
+        if len(set(ids)) != len(ids):
+            raise IdempotencyConflict("a batch of events repeats an event id")
         marks = ", ".join("?" * len(ids))
         found = {r[1]: r for r in db.execute(f"SELECT {_COLUMNS} FROM events WHERE event_id IN ({marks})", ids)}
         if not found:
@@ -308,8 +310,7 @@ class SqliteEventLog:
             payload_sha256=payload_sha, prev_hash=prev_hash, key_id=self._keys.active_key_id,
         )
         header_bytes = _header_encoder.encode(header)
-        key_id, signature = self._keys.sign(header_bytes)
-        assert key_id == header.key_id, "the signing key rotated mid-append"
+        key_id, signature = self._keys.sign(header_bytes, header.key_id)
         entry_hash = hashlib.sha256(header_bytes).hexdigest()
         return (seq, draft.event_id, event_type, header.schema_version, recorded_at, draft.actor.sub,
                 draft.actor.client_id, draft.request_id, payload, payload_sha, prev_hash, entry_hash,
@@ -352,9 +353,15 @@ class SqliteEventLog:
             return self._reader.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
 
     def seq_at_time(self, timestamp: str) -> int:
+        # recorded_at is stored in one fixed-width UTC form, so text order is time order once the
+        # question is spelled the same way.
+        when = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        canonical = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         with self._read_lock:
             row = self._reader.execute(
-                "SELECT coalesce(max(seq), 0) FROM events WHERE recorded_at <= ?", (timestamp,)
+                "SELECT coalesce(max(seq), 0) FROM events WHERE recorded_at <= ?", (canonical,)
             ).fetchone()
         return row[0]
 

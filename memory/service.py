@@ -21,6 +21,7 @@ from memory.commands import (
     clean_tags,
     clean_text,
     clean_timestamp,
+    parse_command,
 )
 from memory.errors import InvalidInput, NotFound
 from memory.events import (
@@ -73,6 +74,11 @@ class Caller(msgspec.Struct, frozen=True):
     @property
     def actor(self) -> Actor:
         return Actor(self.identity.sub, self.client_id)
+
+
+def _checked(command):
+    """Commands built in code skip the decoder's range checks (priority, limit): run them here."""
+    return parse_command(type(command), msgspec.to_builtins(command))
 
 
 def _title(text: str) -> str:
@@ -129,6 +135,7 @@ class MemoryService:
     # -- writes ---------------------------------------------------------------------------
 
     def store(self, caller: Caller, cmd: StoreMemory) -> Memory:
+        cmd = _checked(cmd)
         store = self._store(caller)
         with store.lock:
             payload = self._stored_payload(store, caller, cmd)
@@ -163,6 +170,7 @@ class MemoryService:
         )
 
     def update(self, caller: Caller, memory_id: str, changes: UpdateMemory) -> Memory:
+        changes = _checked(changes)
         store = self._store(caller)
         with store.lock:
             current = self._existing(store, memory_id)
@@ -240,6 +248,7 @@ class MemoryService:
         """A session's outcome in one atomic append: decisions and learnings are added, status
         updates and feedback replace the previous one for the same entity, and `supersedes`
         links the new memory to the old and marks the old one superseded."""
+        session = _checked(session)
         store = self._store(caller)
         with store.lock:
             project = clean_entity(session.project, "project") or self._active_project(store, caller)
@@ -303,6 +312,7 @@ class MemoryService:
     # -- reads ----------------------------------------------------------------------------
 
     def retrieve_context(self, caller: Caller, q: RetrieveQuery) -> RetrievalResult:
+        q = _checked(q)
         store = self._store(caller)
         query = q.query.strip()
         if len(query.encode()) > 4096:
@@ -413,7 +423,9 @@ class MemoryService:
     def project_summary(self, caller: Caller, project: str) -> ProjectSummary:
         store = self._store(caller)
         with store.lock:
-            return self._project_summary(store.view, clean_entity(project, "project"))
+            summary = self._project_summary(store.view, clean_entity(project, "project"))
+            self._audit_read(caller, "project_summary", project, [])
+            return summary
 
     @staticmethod
     def _project_summary(view: ProjectionView, project: str) -> ProjectSummary:
@@ -439,6 +451,7 @@ class MemoryService:
         with store.lock:
             db = store.view.db
             counts = reads.counts_by(db, "memory_type")
+            self._audit_read(caller, "get_context_info", None, [])
             return ContextInfo(
                 user=str(caller.identity), active_project=self._active_project(store, caller),
                 counts_by_type=counts, total_memories=sum(counts.values()),

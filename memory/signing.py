@@ -6,10 +6,13 @@ stay in the published JWKS so that old events and exports keep verifying.
 """
 
 import base64
+import fcntl
 import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -54,8 +57,9 @@ class KeyRing:
     def active_key_id(self) -> str:
         return self._active
 
-    def sign(self, data: bytes) -> tuple[str, bytes]:
-        kid = self._active
+    def sign(self, data: bytes, kid: str | None = None) -> tuple[str, bytes]:
+        """Sign with `kid` (the active key by default); name the key when it is already in the data."""
+        kid = kid or self._active
         return kid, self._private[kid].sign(data)
 
     def private_key(self, kid: str | None = None) -> Ed25519PrivateKey:
@@ -77,8 +81,12 @@ class KeyRing:
         return [dict(r) for r in self._records]
 
     def rotate(self) -> str:
-        """Make a new key the signer; the old one is retired but stays published."""
-        with self._lock:
+        """Make a new key the signer; the old one is retired but stays published.
+
+        Another process may have rotated since this keyring loaded: re-read the index first so
+        that no key it created is dropped from it."""
+        with self._lock, self._locked():
+            self._load_index()
             now = _now()
             for record in self._records:
                 if record["kid"] == self._active:
@@ -88,17 +96,32 @@ class KeyRing:
             self._save_index()
             return kid
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Across processes: a server and the CLI starting on a fresh data dir must agree on one key."""
+        fd = os.open(self._dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
     def _load_or_create(self) -> None:
         self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        index = self._dir / "keyring.json"
-        if not index.exists():
-            self._active = self._create_key(_now())
-            self._save_index()
-            return
-        doc = json.loads(index.read_text())
+        with self._locked():
+            if (self._dir / "keyring.json").exists():
+                self._load_index()
+            else:
+                self._active = self._create_key(_now())
+                self._save_index()
+
+    def _load_index(self) -> None:
+        doc = json.loads((self._dir / "keyring.json").read_text())
         self._records = doc["keys"]
         self._active = doc["active"]
         for record in self._records:
+            if record["kid"] in self._private:
+                continue
             pem = (self._dir / f"{record['kid']}.pem").read_bytes()
             key = serialization.load_pem_private_key(pem, password=None)
             if not isinstance(key, Ed25519PrivateKey):

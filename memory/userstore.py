@@ -58,6 +58,10 @@ class UserStore:
         self.log = SqliteEventLog(log_path(data_dir, owner), owner, keys)
         self._projection_path = self.log.path.parent / "projections.sqlite"
         self.view = self._open_view()
+        if self.view.checkpoint > self.log.last_seq():
+            # Projections of a longer log (the log was restored from an older backup): they
+            # describe events that are not there, so start again from what is.
+            self.view.projections.rebuild(self.log)
         self.view.embeddings.load_index(self.view.db)
         self.catch_up()
 

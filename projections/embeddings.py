@@ -38,13 +38,17 @@ class EmbeddingsProjection:
 
     @property
     def version(self) -> str:
-        return f"1:{self.embedder.model_id}"
+        return f"2:{self.embedder.model_id}"
 
     def create(self, db: sqlite3.Connection) -> None:
         execute_script(db, 
             """
             CREATE TABLE IF NOT EXISTS embeddings (memory_id TEXT PRIMARY KEY, text_hash TEXT NOT NULL);
             CREATE INDEX IF NOT EXISTS embeddings_by_hash ON embeddings(text_hash);
+            CREATE TABLE IF NOT EXISTS embedded_texts (
+                memory_id TEXT NOT NULL, text_hash TEXT NOT NULL, PRIMARY KEY (memory_id, text_hash)
+            ) WITHOUT ROWID;
+            CREATE INDEX IF NOT EXISTS embedded_texts_by_hash ON embedded_texts(text_hash);
             CREATE TABLE IF NOT EXISTS embedding_cache (
                 model_id TEXT NOT NULL, text_hash TEXT NOT NULL, vector BLOB NOT NULL,
                 PRIMARY KEY (model_id, text_hash)
@@ -54,6 +58,7 @@ class EmbeddingsProjection:
 
     def drop(self, db: sqlite3.Connection) -> None:
         db.execute("DROP TABLE IF EXISTS embeddings")
+        db.execute("DROP TABLE IF EXISTS embedded_texts")
         self._pending.append(("", None))  # "" marks "clear the index" for after_commit
 
     def load_index(self, db: sqlite3.Connection) -> None:
@@ -74,6 +79,8 @@ class EmbeddingsProjection:
             match event.payload:
                 case MemoryStored(memory_id=memory_id, text=text) | MemoryUpdated(memory_id=memory_id, text=str() as text):
                     wanted[memory_id] = text
+                    # Every text, not only the last of the batch: batching must not change the result.
+                    db.execute("INSERT OR IGNORE INTO embedded_texts VALUES (?, ?)", (memory_id, text_hash(text)))
                 case MemoryDeleted(memory_id=memory_id) | MemoryForgotten(memory_id=memory_id):
                     wanted.pop(memory_id, None)
                     self._remove(db, cache, memory_id, forget=isinstance(event.payload, MemoryForgotten))
@@ -94,11 +101,17 @@ class EmbeddingsProjection:
         self._pending.extend((m, vectors[h]) for m, h in hashes.items())
 
     def _remove(self, db: sqlite3.Connection, cache: sqlite3.Connection, memory_id: str, forget: bool) -> None:
-        row = db.execute("SELECT text_hash FROM embeddings WHERE memory_id = ?", (memory_id,)).fetchone()
         db.execute("DELETE FROM embeddings WHERE memory_id = ?", (memory_id,))
         self._pending.append((memory_id, None))
-        if forget and row and not db.execute("SELECT 1 FROM embeddings WHERE text_hash = ?", row).fetchone():
-            cache.execute("DELETE FROM embedding_cache WHERE text_hash = ?", row)
+        if not forget:
+            return
+        # Every text the memory ever had (before updates, before a soft delete) leaves the cache,
+        # unless another memory still has the same text.
+        hashes = [r[0] for r in db.execute("SELECT text_hash FROM embedded_texts WHERE memory_id = ?", (memory_id,))]
+        db.execute("DELETE FROM embedded_texts WHERE memory_id = ?", (memory_id,))
+        for h in hashes:
+            if not db.execute("SELECT 1 FROM embedded_texts WHERE text_hash = ?", (h,)).fetchone():
+                cache.execute("DELETE FROM embedding_cache WHERE text_hash = ?", (h,))
 
     def _cached(self, cache: sqlite3.Connection, hashes: set[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
@@ -113,7 +126,10 @@ class EmbeddingsProjection:
         return found
 
     def snapshot(self, db: sqlite3.Connection) -> list[tuple]:
-        return db.execute("SELECT memory_id, text_hash FROM embeddings ORDER BY memory_id").fetchall()
+        return (
+            db.execute("SELECT memory_id, text_hash FROM embeddings ORDER BY memory_id").fetchall()
+            + db.execute("SELECT * FROM embedded_texts ORDER BY memory_id, text_hash").fetchall()
+        )
 
     def after_commit(self) -> None:
         for memory_id, vector in self._pending:

@@ -80,10 +80,12 @@ class EntitiesProjection:
         return [row[0]] if row else []
 
     def _refresh(self, db: sqlite3.Connection, name: str | None) -> None:
-        """Recompute `name` from what refers to it, then its ancestors."""
-        seen: set[str] = set()
-        while name and name not in seen:  # registered parents could form a cycle
-            seen.add(name)
+        """Recompute `name` from what refers to it; when its row changes, recompute the parents it
+        had and has. A row that comes out the same stops the walk, so cycles end."""
+        todo = [name] if name else []
+        while todo:
+            name = todo.pop()
+            before = db.execute("SELECT * FROM entities WHERE name = ?", (name,)).fetchone()
             reg = db.execute(
                 "SELECT description, parent FROM entity_registrations WHERE name = ?", (name,)
             ).fetchone()
@@ -94,14 +96,16 @@ class EntitiesProjection:
             has_children = db.execute(
                 "SELECT 1 FROM entities WHERE parent = ? AND name != ? LIMIT 1", (name, name)
             ).fetchone()
-            if reg or count or has_children:
-                db.execute(
-                    "INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (name, reg[0] if reg else None, parent, 1 if reg else 0, count, first, last),
-                )
+            after = (name, reg[0] if reg else None, parent, 1 if reg else 0, count, first, last)
+            if not (reg or count or has_children):
+                after = None
+            if after == before:
+                continue
+            if after:
+                db.execute("INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?, ?, ?)", after)
             else:
                 db.execute("DELETE FROM entities WHERE name = ?", (name,))
-            name = parent
+            todo += [p for p in {before[2] if before else None, parent} if p and p != name]
 
     def snapshot(self, db: sqlite3.Connection) -> list[tuple]:
         return (
