@@ -160,7 +160,11 @@ def isolation_check(data_dir: str | Path, keys: KeyRing) -> list[Violation]:
                     ids_of[owner.key].add(event_id)
         finally:
             log.close()
-    owner_of_id = {i: key for key, ids in ids_of.items() for i in ids}
+    # Ids are unique within one log only: two users may hold the same id, each their own memory.
+    owners_of_id: dict[str, set[str]] = {}
+    for key, ids in ids_of.items():
+        for i in ids:
+            owners_of_id.setdefault(i, set()).add(key)
     for _, owner in owners:
         log = _open_log(data_dir, owner, keys)
         try:
@@ -172,9 +176,9 @@ def isolation_check(data_dir: str | Path, keys: KeyRing) -> list[Violation]:
                 touched = event.returned_ids if isinstance(event, MemoriesRead) else (
                     [event.source_id, event.target_id] if isinstance(event, MemoriesLinked) else [])
                 for memory_id in touched:
-                    holder = owner_of_id.get(memory_id)
-                    if holder != owner.key:
-                        whose = "no user's memory" if holder is None else f"a memory of user {holder}"
+                    holders = owners_of_id.get(memory_id, set())
+                    if owner.key not in holders:
+                        whose = f"a memory of user {min(holders)}" if holders else "no user's memory"
                         violations.append(Violation(str(owner), seq, f"seq {seq} ({type_}) returned {memory_id}, {whose}"))
         finally:
             log.close()

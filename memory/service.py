@@ -61,7 +61,9 @@ __all__ = ["Caller", "MemoryService"]
 _MAX_RELATED = 5
 _MAX_PAGE = 100
 _QUERY_IN_HISTORY = 200
-_REDACTABLE = ("memory.stored", "memory.updated", "memory.deleted")
+# What erasure redacts: every event carrying the memory's text, and every read that returned it
+# (its query most likely holds the same words).
+_REDACTABLE = ("memory.stored", "memory.updated", "memory.deleted", "memories.read")
 
 
 class Caller(msgspec.Struct, frozen=True):

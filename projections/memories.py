@@ -97,7 +97,9 @@ class MemoriesProjection:
                 case MemoryForgotten():
                     db.execute("DELETE FROM memories WHERE id = ?", (p.memory_id,))
                     # A rebuild cannot see what a redacted event was, so incremental application
-                    # must not remember it either: both record the seq as redacted.
+                    # must not remember it either: a redacted read leaves no trace on the other
+                    # memories it returned, and the forgotten memory records each seq as redacted.
+                    db.executemany("DELETE FROM memory_events WHERE seq = ?", [(seq,) for seq in p.redacted_seqs])
                     db.executemany(
                         "INSERT OR REPLACE INTO memory_events VALUES (?, ?, 'redacted')",
                         [(p.memory_id, seq) for seq in p.redacted_seqs],
