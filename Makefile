@@ -6,7 +6,7 @@ DATA_DIR ?= data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test bench clean
+.PHONY: install serve test bench clean conformance-deps
 
 $(BIN)/memory: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,15 @@ install: $(BIN)/memory
 serve: install
 	$(BIN)/memory serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
-test: install
+# The MCP conformance suite (npm, pinned by its lock file); installed once, when missing.
+CONFORMANCE := tests/conformance
+$(CONFORMANCE)/node_modules: $(CONFORMANCE)/package.json $(CONFORMANCE)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the MCP conformance suite (apt-get install npm)" >&2; exit 1; }
+	cd $(CONFORMANCE) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules
+
+conformance-deps: $(CONFORMANCE)/node_modules
+
+test: install conformance-deps
 	$(BIN)/python -m pytest -q
 
 clean:

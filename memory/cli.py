@@ -188,7 +188,7 @@ def jwks(data_dir: Path) -> None:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="MEMORY_HOST", help="Interface to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, envvar="MEMORY_PORT")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, envvar="MEMORY_PORT")
 @_data_dir
 @click.option("--public-url", envvar="MEMORY_PUBLIC_URL", metavar="URL",
               help="The URL clients reach this server at (default http://HOST:PORT): the base of metadata "

@@ -1,0 +1,181 @@
+"""The one Litestar app: MCP at /mcp, REST at /api/v1, health, metadata and the OpenAPI document."""
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from litestar import Litestar, asgi
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+from litestar.logging import LoggingConfig
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, OAuthFlow, OAuthFlows, SecurityScheme, Server
+from litestar.types import Receive, Scope, Send
+from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.authentication import AuthCredentials
+
+from memory.errors import LogIntegrityError, MemoryServiceError, StorageError
+from memory.server.auth import (
+    PRINCIPAL_SCOPE_KEY,
+    READ_SCOPE,
+    WRITE_SCOPE,
+    BearerAuthMiddleware,
+    LocalTokenVerifier,
+    Principal,
+    TokenVerifier,
+)
+from memory.server.health import HealthController
+from memory.server.mcp_tools import build_mcp_server
+from memory.server.rest import build_rest_controller, domain_error_response
+from memory.server.settings import ServerSettings, server_version
+from memory.server.wellknown import WellKnownController
+from memory.service import MemoryService
+from memory.signing import KeyRing
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("memory.server")
+
+
+class _McpEndpoint:
+    """Hands /mcp requests to the session manager of the running lifespan, as the SDK's own
+    auth layer would have prepared them: the caller as an `AuthenticatedUser`, so a session
+    can only be resumed with the credentials of the principal that opened it."""
+
+    def __init__(self, server: MCPServer, settings: ServerSettings):
+        self._server = server
+        self._settings = settings
+        self._handle: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        # A session manager runs once; a fresh one per lifespan lets the app start again. Building
+        # the SDK's Starlette app is the public way to get one; the app itself is not used.
+        self._server.streamable_http_app(
+            max_request_body_size=self._settings.max_body_bytes,
+            transport_security=TransportSecuritySettings(
+                enable_dns_rebinding_protection=True,
+                allowed_hosts=self._settings.trusted_hosts(),
+                allowed_origins=self._settings.trusted_origins(),
+            ),
+        )
+        manager = self._server.session_manager
+        async with manager.run():
+            # The SDK's request-state binding reads the caller from the context variable this sets.
+            self._handle = AuthContextMiddleware(manager.handle_request)
+            try:
+                yield
+            finally:
+                self._handle = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._handle is None:
+            raise RuntimeError("the MCP session manager is not running (app lifespan not started)")
+        principal: Principal = scope[PRINCIPAL_SCOPE_KEY]  # type: ignore[typeddict-item]
+        token = AccessToken(
+            token="", client_id=principal.client_id, scopes=sorted(principal.scopes),
+            expires_at=principal.expires_at, subject=principal.identity.sub,
+            claims={"iss": principal.identity.iss},
+        )
+        scope["user"] = AuthenticatedUser(token)
+        scope["auth"] = AuthCredentials(sorted(principal.scopes))
+        await self._handle(scope, receive, send)
+
+
+def _logging(settings: ServerSettings) -> LoggingConfig:
+    level = settings.log_level.upper()
+    return LoggingConfig(
+        root={"handlers": ["queue_listener"], "level": level},
+        loggers={"litestar": {"level": level, "handlers": ["queue_listener"], "propagate": False}},
+        # Litestar would log every 404 as an "uncaught exception"; _log_failure picks what matters.
+        log_exceptions="never",
+    )
+
+
+def _log_failure(exc: Exception, scope: Scope) -> None:
+    path = scope.get("path")
+    if isinstance(exc, LogIntegrityError | StorageError):
+        # The caller got a 503/507 with the message; the operator needs to hear about it too.
+        logger.error("%s on %s: %s", type(exc).__name__, path, exc)
+    elif not isinstance(exc, HTTPException | MemoryServiceError):
+        # Answered with a bare 500: the trace is only here.
+        logger.error("unexpected error on %s", path, exc_info=exc)
+
+
+def _openapi(settings: ServerSettings) -> OpenAPIConfig:
+    base = settings.base_url
+    scopes = {READ_SCOPE: "Read your memories", WRITE_SCOPE: "Store, change and erase your memories"}
+    return OpenAPIConfig(
+        title="Memory",
+        version=server_version(),
+        description="Your long-term memory for AI assistants. OAuth 2.1 authorization code flow with PKCE "
+                    "(S256); or a bearer token from `memory token`.",
+        servers=[Server(url=base)],
+        path="/schema",
+        render_plugins=[JsonRenderPlugin()],
+        use_handler_docstrings=True,
+        components=Components(security_schemes={
+            "oauth2": SecurityScheme(
+                type="oauth2",
+                description="Authorization code with PKCE (S256).",
+                flows=OAuthFlows(authorization_code=OAuthFlow(
+                    authorization_url=f"{base}/authorize", token_url=f"{base}/token", scopes=scopes,
+                )),
+            ),
+            "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT"),
+        }),
+    )
+
+
+def create_app(settings: ServerSettings, *, service: MemoryService | None = None,
+               verifier: TokenVerifier | None = None) -> Litestar:
+    if service is None:
+        from projections.embedder import default_embedder
+
+        service = MemoryService(settings.data_dir, default_embedder())
+    if verifier is None:
+        verifier = LocalTokenVerifier(service.keys, issuer=settings.base_url, audience=settings.resource_url,
+                                      leeway_seconds=settings.token_leeway_seconds,
+                                      reload_keys=lambda: KeyRing(settings.data_dir))
+    auth = DefineMiddleware(BearerAuthMiddleware, verifier=verifier,
+                            resource_metadata_url=settings.resource_metadata_url)
+    endpoint = _McpEndpoint(build_mcp_server(service, settings), settings)
+
+    @asgi("/mcp", copy_scope=True, middleware=[auth], include_in_schema=False)
+    async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
+        await endpoint(scope, receive, send)
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        # The model loads in the background: requests are accepted at once, /readyz tells when it is done.
+        start_loading = getattr(service.embedder, "start_loading", None)
+        if start_loading is not None:
+            start_loading()
+        try:
+            async with endpoint.running():
+                yield
+        finally:
+            await anyio.to_thread.run_sync(service.close)
+
+    return Litestar(
+        route_handlers=[mcp, build_rest_controller(service, settings, auth), HealthController, WellKnownController],
+        dependencies={
+            "service": Provide(lambda: service, use_cache=True, sync_to_thread=False),
+            "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
+        },
+        lifespan=[lifespan],
+        exception_handlers={MemoryServiceError: domain_error_response},
+        after_exception=[_log_failure],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=_openapi(settings),
+        logging_config=_logging(settings),
+        debug=False,
+    )
+

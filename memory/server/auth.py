@@ -1,0 +1,247 @@
+"""Who is calling: bearer tokens, the verifier seam, and the middleware that enforces them.
+
+A request's principal is (issuer, subject) plus the client it came through and what it may do.
+Token verification is a seam (`TokenVerifier`): today only tokens this server signs itself
+(`LocalTokenVerifier`); an external identity provider plugs in beside it later. Everything past
+the verifier sees only a `Principal`.
+
+This module imports no web framework: the middleware is plain ASGI, so `memory token` stays fast.
+"""
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, runtime_checkable
+
+import jwt
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from memory.identity import LOCAL_ISSUER, Identity
+from memory.signing import KeyRing
+
+__all__ = [
+    "READ_SCOPE",
+    "WRITE_SCOPE",
+    "ALL_SCOPES",
+    "Principal",
+    "InvalidToken",
+    "InsufficientScope",
+    "TokenVerifier",
+    "LocalTokenVerifier",
+    "issue_token",
+    "BearerAuthMiddleware",
+    "PRINCIPAL_SCOPE_KEY",
+    "insufficient_scope_challenge",
+]
+
+READ_SCOPE = "memories:read"
+WRITE_SCOPE = "memories:write"
+ALL_SCOPES = (READ_SCOPE, WRITE_SCOPE)
+
+#: Where the middleware leaves the verified principal in the ASGI scope (besides scope["user"],
+#: which Litestar reads as `request.user`).
+PRINCIPAL_SCOPE_KEY = "memory.principal"
+
+_ALGORITHM = "EdDSA"
+_MAX_SUBJECT = 255
+_MAX_TOKEN_BYTES = 8192
+_RELOAD_EVERY = 5.0
+
+
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    """A verified caller: whose log it acts on, through which client, allowed to do what."""
+
+    identity: Identity
+    client_id: str
+    scopes: frozenset[str]
+    token_id: str | None = None
+    expires_at: int | None = None
+
+    def may(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+class InvalidToken(Exception):
+    """The token proves nothing: malformed, unsigned, expired, or meant for someone else.
+
+    The message is safe to show the caller (it goes into `error_description`).
+    """
+
+
+class InsufficientScope(Exception):
+    """A valid token that does not grant what the call needs."""
+
+    def __init__(self, needed: str, message: str | None = None):
+        self.needed = needed
+        super().__init__(message or f"this token lacks the {needed!r} scope")
+
+
+@runtime_checkable
+class TokenVerifier(Protocol):
+    async def verify(self, token: str) -> Principal:
+        """The principal a bearer token stands for; raises `InvalidToken` for anything less."""
+        ...
+
+
+def _scopes(claim: Any) -> frozenset[str]:
+    if claim is None:
+        return frozenset()
+    if isinstance(claim, str):
+        return frozenset(claim.split())
+    if isinstance(claim, list) and all(isinstance(s, str) for s in claim):
+        return frozenset(claim)
+    raise InvalidToken("the token's scope claim is neither a string nor a list of strings")
+
+
+class LocalTokenVerifier:
+    """Tokens this server signed with one of its Ed25519 keys (`memory token`, later its own OAuth server).
+
+    Their subjects are local accounts: the identity is (LOCAL_ISSUER, sub) whatever URL the
+    server had when it issued them, so moving behind a proxy never changes who owns a log. The
+    `iss` and `aud` claims must still name this server as it is reached now.
+    """
+
+    def __init__(self, keys: KeyRing, *, issuer: str, audience: str, leeway_seconds: int = 30,
+                 reload_keys: Callable[[], KeyRing] | None = None):
+        self._keys = keys
+        self.issuer = issuer
+        self.audience = audience
+        self._leeway = leeway_seconds
+        self._reload_keys = reload_keys
+        self._reloaded_at = 0.0
+
+    def _public_key(self, kid: Any) -> Ed25519PublicKey | None:
+        if not isinstance(kid, str):
+            return None
+        key = self._keys.public_keys().get(kid)
+        # `memory rotate-key` may have run since this process loaded the key ring: look again,
+        # but not more than every few seconds, whatever a stream of bogus kids asks for.
+        if key is None and self._reload_keys is not None and time.monotonic() - self._reloaded_at > _RELOAD_EVERY:
+            self._reloaded_at = time.monotonic()
+            self._keys = self._reload_keys()
+            key = self._keys.public_keys().get(kid)
+        return key
+
+    async def verify(self, token: str) -> Principal:
+        if len(token) > _MAX_TOKEN_BYTES:
+            raise InvalidToken("the token is too long")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidToken("the token is not a JWT") from None
+        if header.get("alg") != _ALGORITHM:
+            raise InvalidToken(f"tokens must be signed with {_ALGORITHM}")
+        key = self._public_key(header.get("kid"))
+        if key is None:
+            raise InvalidToken("the token was not signed by a key of this server")
+        claims = self._decode(token, key)
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not subject.strip() or len(subject) > _MAX_SUBJECT:
+            raise InvalidToken("the token's subject is empty or too long")
+        client_id = claims.get("client_id")
+        jti = claims.get("jti")
+        return Principal(
+            identity=Identity(LOCAL_ISSUER, subject),
+            client_id=client_id if isinstance(client_id, str) and client_id else "unknown",
+            scopes=_scopes(claims.get("scope")),
+            token_id=jti if isinstance(jti, str) else None,
+            expires_at=int(claims["exp"]),
+        )
+
+    def _decode(self, token: str, key: Ed25519PublicKey) -> dict[str, Any]:
+        try:
+            return jwt.decode(
+                token, key=key, algorithms=[_ALGORITHM], audience=self.audience, issuer=self.issuer,
+                leeway=self._leeway, options={"require": ["exp", "iat", "sub", "aud", "iss"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise InvalidToken("the token is not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise InvalidToken(f"the token is not meant for {self.audience}") from None
+        except jwt.InvalidIssuerError:
+            raise InvalidToken(f"the token was not issued by {self.issuer}") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise InvalidToken(f"the token has no {exc.claim!r} claim") from None
+        except jwt.InvalidSignatureError:
+            raise InvalidToken("the token's signature does not verify") from None
+        except jwt.PyJWTError:
+            raise InvalidToken("the token is malformed") from None
+
+
+def issue_token(keys: KeyRing, *, issuer: str, audience: str, subject: str, scopes: Iterable[str],
+                ttl_seconds: int, client_id: str = "cli", now: int | None = None) -> str:
+    """A token `LocalTokenVerifier` accepts, signed with the key ring's active key."""
+    if not subject or not subject.strip():
+        raise ValueError("subject must not be empty")
+    if ttl_seconds <= 0:
+        raise ValueError("ttl must be positive")
+    issued = int(time.time()) if now is None else now
+    claims = {
+        "iss": issuer, "sub": subject, "aud": audience, "iat": issued, "nbf": issued,
+        "exp": issued + ttl_seconds, "jti": uuid.uuid4().hex, "scope": " ".join(dict.fromkeys(scopes)),
+        "client_id": client_id,
+    }
+    return jwt.encode(claims, keys.private_key(), algorithm=_ALGORITHM, headers={"kid": keys.active_key_id})
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', "'")
+
+
+def insufficient_scope_challenge(needed: str, resource_metadata_url: str) -> str:
+    return (f'Bearer error="insufficient_scope", scope="{needed}", '
+            f'resource_metadata="{resource_metadata_url}"')
+
+
+class BearerAuthMiddleware:
+    """Refuses a request without a valid bearer token (401 + RFC 9728 challenge); otherwise puts
+    the `Principal` in the scope for the handler. Attach it to the routes that need a caller."""
+
+    def __init__(self, app: Any, *, verifier: TokenVerifier, resource_metadata_url: str):
+        self.app = app
+        self.verifier = verifier
+        self.resource_metadata_url = resource_metadata_url
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        token = _bearer_token(scope)
+        if token is None:
+            await self._refuse(send, None, "send an Authorization: Bearer <token> header (see resource_metadata)")
+            return
+        try:
+            principal = await self.verifier.verify(token)
+        except InvalidToken as exc:
+            await self._refuse(send, "invalid_token", str(exc))
+            return
+        scope["user"] = principal
+        scope["auth"] = principal
+        scope[PRINCIPAL_SCOPE_KEY] = principal
+        await self.app(scope, receive, send)
+
+    async def _refuse(self, send: Any, error: str | None, description: str) -> None:
+        # RFC 6750 §3.1: no error code when the request carried no credentials at all.
+        challenge = f'Bearer resource_metadata="{self.resource_metadata_url}"'
+        if error:
+            challenge = (f'Bearer error="{error}", error_description="{_quoted(description)}", '
+                         f'resource_metadata="{self.resource_metadata_url}"')
+        body = json.dumps({"error": error or "unauthorized", "error_description": description}).encode()
+        await send({"type": "http.response.start", "status": 401, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"www-authenticate", challenge.encode()), (b"cache-control", b"no-store"),
+        ]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _bearer_token(scope: dict) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else None
+    return None

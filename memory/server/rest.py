@@ -1,0 +1,200 @@
+"""The REST API at /api/v1: the same service operations as the MCP tools, for scripts and Custom GPTs.
+
+Bodies are the domain's own msgspec commands (Litestar validates them; garbage is a 400 naming the
+field); answers are the domain's result structs. Handlers are sync and run in Litestar's worker
+threads, because the service blocks.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.background_tasks import BackgroundTask
+from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import DefineMiddleware
+from litestar.params import JSONBody, Parameter, QueryParameter
+from litestar.response import File
+
+from memory.audit import export_user
+from memory.commands import StoreMemory, UpdateMemory
+from memory.errors import (
+    IdempotencyConflict,
+    InvalidInput,
+    LogIntegrityError,
+    MemoryServiceError,
+    NotFound,
+    StorageError,
+)
+from memory.ids import new_uuid7
+from memory.model import Memory
+from memory.results import EntityPage, ForgetResult, HistoryPage, SearchHit
+from memory.server.auth import PRINCIPAL_SCOPE_KEY, READ_SCOPE, WRITE_SCOPE, Principal, insufficient_scope_challenge
+from memory.server.settings import ServerSettings
+from memory.service import Caller, MemoryService
+
+__all__ = ["build_rest_controller", "domain_error_response", "SearchResponse", "ErrorBody"]
+
+_MAX_REQUEST_ID = 128
+
+#: Domain errors as HTTP statuses. Order matters only for subclasses (none today).
+_STATUS: tuple[tuple[type[MemoryServiceError], int], ...] = (
+    (InvalidInput, 400),
+    (NotFound, 404),
+    (IdempotencyConflict, 409),
+    (LogIntegrityError, 503),
+    (StorageError, 507),
+)
+
+
+class SearchResponse(msgspec.Struct, kw_only=True):
+    results: list[SearchHit]
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    status_code: int
+    error: str
+    detail: str
+
+
+def domain_error_response(_: Request, exc: MemoryServiceError) -> Response[ErrorBody]:
+    status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 400)
+    return Response(ErrorBody(status_code=status, error=exc.code, detail=str(exc)), status_code=status)
+
+
+def _principal(connection: ASGIConnection) -> Principal:
+    principal = connection.scope.get(PRINCIPAL_SCOPE_KEY)  # type: ignore[call-overload]
+    # The auth middleware sits on this router; without a principal the wiring is wrong, not the caller.
+    assert isinstance(principal, Principal), "BearerAuthMiddleware must guard the REST router"
+    return principal
+
+
+def _requires(scope: str, resource_metadata_url: str):
+    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        principal = _principal(connection)
+        if not principal.may(scope):
+            raise PermissionDeniedException(
+                detail=f"this token lacks the {scope!r} scope (it has: {' '.join(sorted(principal.scopes)) or 'none'})",
+                headers={"WWW-Authenticate": insufficient_scope_challenge(scope, resource_metadata_url)},
+            )
+
+    return guard
+
+
+def _caller(request: Request) -> Caller:
+    principal = _principal(request)
+    given = request.headers.get("x-request-id")
+    request_id = given if given and len(given) <= _MAX_REQUEST_ID and given.isprintable() else new_uuid7()
+    return Caller(principal.identity, principal.client_id, request_id)
+
+
+Service = NamedDependency[MemoryService]
+CallerDep = NamedDependency[Caller]
+MemoryId = Annotated[str, Parameter(description="A memory id.", max_length=64)]
+Limit = Annotated[int, Parameter(ge=1, le=100, description="Page size, 1 to 100.")]
+
+
+class MemoriesController(Controller):
+    tags = ["memories"]
+
+    @post("/memories", operation_id="storeMemory", summary="Store a memory", sync_to_thread=True,
+          opt={"needs": WRITE_SCOPE})
+    def store(self, data: JSONBody[StoreMemory], service: Service, caller: CallerDep) -> Memory:
+        """Remember something. With `event_id` (a UUID) a retry stores once; the id becomes the memory's id."""
+        return service.store(caller, data)
+
+    @get("/memories/search", operation_id="searchMemories", summary="Search memories", sync_to_thread=True,
+         opt={"needs": READ_SCOPE})
+    def search(self, service: Service, caller: CallerDep,
+               # `query` is Litestar's reserved name for the whole query string, hence the alias.
+               text: Annotated[str, QueryParameter(name="query", description="What to look for.", max_length=4096)],
+               limit: Annotated[int, Parameter(ge=1, le=100, description="How many hits, 1 to 100.")] = 10,
+               ) -> SearchResponse:
+        """Memories matching a query by meaning and words, best first: ids, titles and snippets."""
+        return SearchResponse(results=service.search(caller, text, limit))
+
+    @get("/memories/{memory_id:str}", operation_id="getMemory", summary="Get a memory", sync_to_thread=True,
+         opt={"needs": READ_SCOPE})
+    def fetch(self, memory_id: MemoryId, service: Service, caller: CallerDep) -> Memory:
+        """One memory, whole. Ids of other users are not found, like ids that never existed."""
+        return service.get(caller, memory_id)
+
+    @patch("/memories/{memory_id:str}", operation_id="updateMemory", summary="Update a memory",
+           sync_to_thread=True, opt={"needs": WRITE_SCOPE})
+    def update(self, memory_id: MemoryId, data: JSONBody[UpdateMemory], service: Service,
+               caller: CallerDep) -> Memory:
+        """Change the fields given; `null` clears entity, status or occurred_at. History keeps the old version."""
+        return service.update(caller, memory_id, data)
+
+    @delete("/memories/{memory_id:str}", operation_id="deleteMemory", summary="Delete or forget a memory",
+            status_code=200, sync_to_thread=True, opt={"needs": WRITE_SCOPE})
+    def remove(self, memory_id: MemoryId, service: Service, caller: CallerDep,
+               forget: Annotated[bool, Parameter(description="Erase it for good (its text leaves the log and "
+                                                             "every index) instead of a soft delete.")] = False,
+               reason: Annotated[str | None, Parameter(description="Why, for the record (soft delete).",
+                                                       max_length=500)] = None,
+               ) -> Memory | ForgetResult:
+        """Soft delete (the memory leaves search but stays in its history), or with `forget=true` erasure."""
+        if forget:
+            return service.forget(caller, memory_id)
+        return service.delete(caller, memory_id, reason)
+
+    @get("/memories/{memory_id:str}/history", operation_id="memoryHistory", summary="A memory's events",
+         sync_to_thread=True, opt={"needs": READ_SCOPE})
+    def history(self, memory_id: MemoryId, service: Service, caller: CallerDep,
+                cursor: Annotated[int, Parameter(ge=0, description="next_cursor of the previous page.")] = 0,
+                limit: Limit = 20) -> HistoryPage:
+        """The events of one memory, oldest first, a page at a time."""
+        return service.history(caller, memory_id, cursor, limit)
+
+    @get("/entities", operation_id="listEntities", summary="List entities", sync_to_thread=True,
+         opt={"needs": READ_SCOPE})
+    def entities(self, service: Service, caller: CallerDep,
+                 prefix: Annotated[str | None, Parameter(description="Only this entity and those below it.",
+                                                         max_length=200)] = None,
+                 cursor: Annotated[str | None, Parameter(description="next_cursor of the previous page.",
+                                                         max_length=200)] = None,
+                 limit: Limit = 50) -> EntityPage:
+        """The entities the caller's memories are about, by name."""
+        return service.list_entities(caller, prefix, cursor, limit)
+
+    @get("/export", operation_id="exportMemories", summary="Export your memory log", sync_to_thread=True,
+         media_type="application/json", opt={"needs": READ_SCOPE})
+    def export(self, service: Service, caller: CallerDep) -> File:
+        """The caller's whole log as a signed bundle that `memory verify-export` checks offline."""
+        fd, name = tempfile.mkstemp(prefix="export-", suffix=".json")
+        os.close(fd)
+        path = Path(name)
+        try:
+            export_user(service.data_dir, caller.identity, service.keys, path)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return File(path, filename="memory-export.json", media_type="application/json",
+                    background=BackgroundTask(path.unlink, missing_ok=True))
+
+
+def build_rest_controller(service: MemoryService, settings: ServerSettings,
+                          auth: DefineMiddleware) -> type[Controller]:
+    """The API mounted at /api/v1, bound to one service. (A class rather than a Router: Litestar
+    deep-copies routers, and the service holds locks and open databases.)"""
+    guards = {scope: _requires(scope, settings.resource_metadata_url) for scope in (READ_SCOPE, WRITE_SCOPE)}
+
+    def scope_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+        guards[handler.opt["needs"]](connection, handler)
+
+    return type("MemoryAPI", (MemoriesController,), {
+        "path": "/api/v1",
+        "middleware": [auth],
+        "guards": [scope_guard],
+        "dependencies": {
+            "service": Provide(lambda: service, use_cache=True, sync_to_thread=False),
+            "caller": Provide(_caller, sync_to_thread=False),
+        },
+        "security": [{"oauth2": [READ_SCOPE, WRITE_SCOPE]}, {"bearer": []}],
+    })

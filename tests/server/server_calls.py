@@ -1,0 +1,40 @@
+"""Small helpers the server tests share (conftest.py is not importable)."""
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from mcp import Client
+
+#: The SDK client's two ways in: `server/discover` then 2026-07-28, and the `initialize` handshake.
+MODES = ["auto", "legacy"]
+
+
+async def call(client: Client, tool: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A tool's structuredContent; fails the test on a tool error."""
+    result = await client.call_tool(tool, arguments or {})
+    assert not result.is_error, f"{tool} failed: {result.content}"
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def call_error(client: Client, tool: str, arguments: dict[str, Any] | None = None) -> str:
+    """The message of a tool error; fails the test if the call succeeded."""
+    result = await client.call_tool(tool, arguments or {})
+    assert result.is_error, f"{tool} unexpectedly succeeded: {result.structured_content}"
+    return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def cli_token(server: Any, user: str, *args: str) -> str:
+    """What `memory token` prints for `server`, run as the operator would run it."""
+    memory = Path(sys.executable).parent / "memory"
+    result = subprocess.run(
+        [str(memory), "token", "--data-dir", str(server.data_dir), "--user", user, "--public-url", server.url, *args],
+        check=True, capture_output=True, text=True,
+    )
+    return result.stdout
