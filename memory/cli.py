@@ -199,8 +199,26 @@ def jwks(data_dir: Path) -> None:
               help="Another Origin header /mcp accepts (repeatable).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
+@click.option("--access-token-ttl", envvar="MEMORY_ACCESS_TOKEN_TTL", default="15m", show_default=True,
+              help="Lifetime of access tokens from the built-in authorization server: 90s, 15m, 1h.")
+@click.option("--cors-origin", "cors_origins", multiple=True, envvar="MEMORY_CORS_ORIGINS", metavar="ORIGIN",
+              help="A browser origin allowed by CORS (repeatable; default https://chatgpt.com and "
+                   "https://chat.openai.com).")
+@click.option("--oauth-rate-limit", type=click.IntRange(min=1), default=60, show_default=True,
+              envvar="MEMORY_OAUTH_RATE_LIMIT",
+              help="Requests per minute and address to /register, /token, /revoke and the login form.")
+@click.option("--allow-loopback-client-metadata", is_flag=True, envvar="MEMORY_ALLOW_LOOPBACK_CLIENT_METADATA",
+              help="Accept client metadata documents over http on 127.0.0.1/localhost (development only).")
+@click.option("--idp-issuer", envvar="MEMORY_IDP_ISSUER", metavar="URL",
+              help="Use an external identity provider (Auth0, Keycloak): its issuer, exactly as in its tokens' iss.")
+@click.option("--idp-jwks-url", envvar="MEMORY_IDP_JWKS_URL", metavar="URL",
+              help="Where the external provider publishes its signing keys (required with --idp-issuer).")
+@click.option("--idp-audience", envvar="MEMORY_IDP_AUDIENCE", metavar="AUD",
+              help="The aud the provider's access tokens carry for this server (default: PUBLIC_URL/mcp).")
 def serve(host: str, port: int, data_dir: Path, public_url: str | None, allowed_hosts: tuple[str, ...],
-          allowed_origins: tuple[str, ...], log_level: str) -> None:
+          allowed_origins: tuple[str, ...], log_level: str, access_token_ttl: str, cors_origins: tuple[str, ...],
+          oauth_rate_limit: int, allow_loopback_client_metadata: bool, idp_issuer: str | None,
+          idp_jwks_url: str | None, idp_audience: str | None) -> None:
     """Serve MCP at /mcp and the REST API at /api/v1 (the embedding model loads in the background)."""
     import uvicorn
 
@@ -210,9 +228,15 @@ def serve(host: str, port: int, data_dir: Path, public_url: str | None, allowed_
     try:
         settings = ServerSettings(data_dir=str(data_dir), host=host, port=port, public_url=public_url,
                                   allowed_hosts=list(allowed_hosts), allowed_origins=list(allowed_origins),
-                                  log_level=log_level)
+                                  log_level=log_level, access_token_ttl_seconds=_duration(access_token_ttl),
+                                  oauth_rate_limit_per_minute=oauth_rate_limit,
+                                  allow_loopback_client_metadata=allow_loopback_client_metadata,
+                                  idp_issuer=idp_issuer, idp_jwks_url=idp_jwks_url, idp_audience=idp_audience,
+                                  **({"cors_origins": list(cors_origins)} if cors_origins else {}))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    if (idp_issuer is None) != (idp_jwks_url is None):
+        raise click.UsageError("--idp-issuer and --idp-jwks-url go together")
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, lifespan="on",
                 proxy_headers=False, server_header=False, timeout_graceful_shutdown=5)
 
@@ -256,6 +280,68 @@ def token(data_dir: Path, user: str | None, scopes: str, ttl: str, public_url: s
         raise click.BadParameter(str(exc)) from None
     click.echo(issue_token(KeyRing(data_dir), issuer=settings.base_url, audience=settings.resource_url,
                            subject=user, scopes=scopes.split(), ttl_seconds=_duration(ttl)))
+
+
+@cli.group()
+def user() -> None:
+    """Accounts of the built-in authorization server (who may sign in when an assistant connects)."""
+
+
+@user.command("add")
+@_data_dir
+@click.argument("name")
+def user_add(data_dir: Path, name: str) -> None:
+    """Create account NAME; the password is read from stdin, or prompted for on a terminal.
+
+    NAME's memories are those of `memory token --user NAME`: the same log.
+    """
+    from memory.server.oauth.passwords import hash_password
+    from memory.server.oauth.store import OAuthStore, valid_username
+
+    if not valid_username(name):
+        raise click.BadParameter(f"{name!r}: use letters, digits, '.', '_', '@' or '-' (at most 64)")
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 8:
+        raise click.ClickException("the password must have at least 8 characters")
+    store = OAuthStore(data_dir)
+    try:
+        store.add_user(name, hash_password(password))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+    click.echo(f"added account {name}")
+
+
+@user.command("list")
+@_data_dir
+def user_list(data_dir: Path) -> None:
+    """The accounts, one a line."""
+    from memory.server.oauth.store import OAuthStore
+
+    store = OAuthStore(data_dir)
+    for name in store.users():
+        click.echo(name)
+    store.close()
+
+
+@user.command("remove")
+@_data_dir
+@click.argument("name")
+def user_remove(data_dir: Path, name: str) -> None:
+    """Remove account NAME and revoke its refresh tokens (its memories stay in its log)."""
+    from memory.server.oauth.store import OAuthStore
+
+    store = OAuthStore(data_dir)
+    try:
+        if not store.remove_user(name):
+            raise click.ClickException(f"no account {name!r}")
+    finally:
+        store.close()
+    click.echo(f"removed account {name}")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from litestar import Litestar, asgi
+from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.logging import LoggingConfig
@@ -33,6 +34,10 @@ from memory.server.auth import (
 )
 from memory.server.health import HealthController
 from memory.server.mcp_tools import build_mcp_server
+from memory.server.oauth.endpoints import build_oauth_controllers
+from memory.server.oauth.external import ExternalTokenVerifier, IssuerRoutingVerifier
+from memory.server.oauth.ratelimit import oauth_rate_limit
+from memory.server.oauth.store import OAuthStore
 from memory.server.rest import build_rest_controller, domain_error_response
 from memory.server.settings import ServerSettings, server_version
 from memory.server.wellknown import WellKnownController
@@ -109,6 +114,32 @@ def _log_failure(exc: Exception, scope: Scope) -> None:
         logger.error("unexpected error on %s", path, exc_info=exc)
 
 
+def _verifier(settings: ServerSettings, keys: KeyRing, oauth_store: OAuthStore) -> TokenVerifier:
+    local = LocalTokenVerifier(keys, issuer=settings.base_url, audience=settings.resource_url,
+                               leeway_seconds=settings.token_leeway_seconds,
+                               reload_keys=lambda: KeyRing(settings.data_dir), grant_revoked=oauth_store.grant_revoked)
+    if not settings.external_idp:
+        return local
+    assert settings.idp_issuer is not None and settings.idp_jwks_url is not None
+    external = ExternalTokenVerifier(issuer=settings.idp_issuer, audience=settings.idp_audience or settings.resource_url,
+                                     jwks_url=settings.idp_jwks_url, leeway_seconds=settings.token_leeway_seconds)
+    # `memory token` keeps working for scripts beside the provider's tokens.
+    return IssuerRoutingVerifier({settings.base_url: local, settings.idp_issuer: external})
+
+
+def _cors(settings: ServerSettings) -> CORSConfig | None:
+    if not settings.cors_origins:
+        return None
+    # Bearer tokens, not cookies: no credentials mode, so no origin can ride on a browser session.
+    return CORSConfig(
+        allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Accept", "Mcp-Session-Id", "Mcp-Protocol-Version",
+                       "Last-Event-ID"],
+        expose_headers=["WWW-Authenticate", "Mcp-Session-Id", "Mcp-Protocol-Version", "Retry-After"],
+        allow_credentials=False, max_age=600,
+    )
+
+
 def _openapi(settings: ServerSettings) -> OpenAPIConfig:
     base = settings.base_url
     scopes = {READ_SCOPE: "Read your memories", WRITE_SCOPE: "Store, change and erase your memories"}
@@ -140,13 +171,15 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
         from projections.embedder import default_embedder
 
         service = MemoryService(settings.data_dir, default_embedder())
+    oauth_store = OAuthStore(settings.data_dir)
     if verifier is None:
-        verifier = LocalTokenVerifier(service.keys, issuer=settings.base_url, audience=settings.resource_url,
-                                      leeway_seconds=settings.token_leeway_seconds,
-                                      reload_keys=lambda: KeyRing(settings.data_dir))
+        verifier = _verifier(settings, service.keys, oauth_store)
     auth = DefineMiddleware(BearerAuthMiddleware, verifier=verifier,
                             resource_metadata_url=settings.resource_metadata_url)
     endpoint = _McpEndpoint(build_mcp_server(service, settings), settings)
+    # With an external identity provider people sign in there: the built-in server stays out of the way.
+    oauth = [] if settings.external_idp else build_oauth_controllers(
+        settings, service.keys, oauth_store, oauth_rate_limit(settings.oauth_rate_limit_per_minute))
 
     @asgi("/mcp", copy_scope=True, middleware=[auth], include_in_schema=False)
     async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
@@ -158,14 +191,20 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
         start_loading = getattr(service.embedder, "start_loading", None)
         if start_loading is not None:
             start_loading()
+        if not settings.external_idp and not oauth_store.users():
+            logger.warning("no accounts yet: nobody can sign in to connect an assistant. "
+                           "Create one with `memory user add NAME --data-dir %s`", settings.data_dir)
         try:
             async with endpoint.running():
                 yield
         finally:
+            # The OAuth store stays open: the app may start again, and its writes are already durable.
             await anyio.to_thread.run_sync(service.close)
 
     return Litestar(
-        route_handlers=[mcp, build_rest_controller(service, settings, auth), HealthController, WellKnownController],
+        route_handlers=[mcp, build_rest_controller(service, settings, auth), HealthController, WellKnownController,
+                        *oauth],
+        cors_config=_cors(settings),
         dependencies={
             "service": Provide(lambda: service, use_cache=True, sync_to_thread=False),
             "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),

@@ -1,8 +1,9 @@
 """Who is calling: bearer tokens, the verifier seam, and the middleware that enforces them.
 
 A request's principal is (issuer, subject) plus the client it came through and what it may do.
-Token verification is a seam (`TokenVerifier`): today only tokens this server signs itself
-(`LocalTokenVerifier`); an external identity provider plugs in beside it later. Everything past
+Token verification is a seam (`TokenVerifier`): tokens this server signs itself
+(`LocalTokenVerifier`: `memory token` and the built-in authorization server), and those of an
+external identity provider (`memory.server.oauth.external`). Everything past
 the verifier sees only a `Principal`.
 
 This module imports no web framework: the middleware is plain ASGI, so `memory token` stays fast.
@@ -13,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import parse_qsl
 
 import jwt
 import msgspec
@@ -48,6 +50,7 @@ _ALGORITHM = "EdDSA"
 _MAX_SUBJECT = 255
 _MAX_TOKEN_BYTES = 8192
 _RELOAD_EVERY = 5.0
+_SELF_KEYING_HEADERS = ("jku", "jwk", "x5u", "x5c")
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,8 +107,12 @@ class LocalTokenVerifier:
     """
 
     def __init__(self, keys: KeyRing, *, issuer: str, audience: str, leeway_seconds: int = 30,
-                 reload_keys: Callable[[], KeyRing] | None = None):
+                 reload_keys: Callable[[], KeyRing] | None = None,
+                 grant_revoked: Callable[[str], bool] | None = None):
         self._keys = keys
+        # Tokens of the built-in authorization server name their grant (`sid`); a grant revoked
+        # (a replayed code or refresh token, /revoke, a removed account) takes its tokens with it.
+        self._grant_revoked = grant_revoked
         self.issuer = issuer
         self.audience = audience
         self._leeway = leeway_seconds
@@ -133,13 +140,23 @@ class LocalTokenVerifier:
             raise InvalidToken("the token is not a JWT") from None
         if header.get("alg") != _ALGORITHM:
             raise InvalidToken(f"tokens must be signed with {_ALGORITHM}")
+        # A token that says where to find its own key vouches for itself: never trusted here.
+        if any(name in header for name in _SELF_KEYING_HEADERS):
+            raise InvalidToken("tokens must not carry their own key (jku, jwk, x5u, x5c)")
         key = self._public_key(header.get("kid"))
         if key is None:
             raise InvalidToken("the token was not signed by a key of this server")
         claims = self._decode(token, key)
+        if not isinstance(claims["aud"], str):
+            # PyJWT accepts a list that contains us; a token for several resources is refused.
+            raise InvalidToken(f"the token is not meant for {self.audience} alone")
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject.strip() or len(subject) > _MAX_SUBJECT:
             raise InvalidToken("the token's subject is empty or too long")
+        grant = claims.get("sid")
+        if grant is not None and self._grant_revoked is not None and \
+                (not isinstance(grant, str) or self._grant_revoked(grant)):
+            raise InvalidToken("the grant behind this token was revoked")
         client_id = claims.get("client_id")
         jti = claims.get("jti")
         return Principal(
@@ -173,7 +190,7 @@ class LocalTokenVerifier:
 
 
 def issue_token(keys: KeyRing, *, issuer: str, audience: str, subject: str, scopes: Iterable[str],
-                ttl_seconds: int, client_id: str = "cli", now: int | None = None) -> str:
+                ttl_seconds: int, client_id: str = "cli", now: int | None = None, grant_id: str | None = None) -> str:
     """A token `LocalTokenVerifier` accepts, signed with the key ring's active key."""
     if not subject or not subject.strip():
         raise ValueError("subject must not be empty")
@@ -185,6 +202,8 @@ def issue_token(keys: KeyRing, *, issuer: str, audience: str, subject: str, scop
         "exp": issued + ttl_seconds, "jti": uuid.uuid4().hex, "scope": " ".join(dict.fromkeys(scopes)),
         "client_id": client_id,
     }
+    if grant_id is not None:
+        claims["sid"] = grant_id
     return jwt.encode(claims, keys.private_key(), algorithm=_ALGORITHM, headers={"kid": keys.active_key_id})
 
 
@@ -210,6 +229,10 @@ class BearerAuthMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if _token_in_query(scope):
+            # RFC 6750 §2.3 / OAuth 2.1: URLs end up in logs and histories; tokens go in the header only.
+            await self._refuse(send, "invalid_request", "access tokens are not accepted in the query string")
+            return
         token = _bearer_token(scope)
         if token is None:
             await self._refuse(send, None, "send an Authorization: Bearer <token> header (see resource_metadata)")
@@ -226,16 +249,22 @@ class BearerAuthMiddleware:
 
     async def _refuse(self, send: Any, error: str | None, description: str) -> None:
         # RFC 6750 §3.1: no error code when the request carried no credentials at all.
-        challenge = f'Bearer resource_metadata="{self.resource_metadata_url}"'
+        scope = " ".join(ALL_SCOPES)
+        challenge = f'Bearer resource_metadata="{self.resource_metadata_url}", scope="{scope}"'
         if error:
             challenge = (f'Bearer error="{error}", error_description="{_quoted(description)}", '
-                         f'resource_metadata="{self.resource_metadata_url}"')
+                         f'resource_metadata="{self.resource_metadata_url}", scope="{scope}"')
         body = json.dumps({"error": error or "unauthorized", "error_description": description}).encode()
         await send({"type": "http.response.start", "status": 401, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
             (b"www-authenticate", challenge.encode()), (b"cache-control", b"no-store"),
         ]})
         await send({"type": "http.response.body", "body": body})
+
+
+def _token_in_query(scope: dict) -> bool:
+    query = scope.get("query_string", b"").decode("latin-1")
+    return "access_token" in query and any(k == "access_token" for k, _ in parse_qsl(query))
 
 
 def _bearer_token(scope: dict) -> str | None:

@@ -4,10 +4,12 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-__all__ = ["ServerSettings", "MiB", "server_version"]
+__all__ = ["ServerSettings", "MiB", "DEFAULT_CORS_ORIGINS", "server_version"]
 
 MiB = 1024 * 1024
+DEFAULT_CORS_ORIGINS = ("https://chatgpt.com", "https://chat.openai.com")
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def server_version() -> str:
@@ -34,6 +36,20 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: Clock skew tolerated when checking a token's exp/nbf/iat.
     token_leeway_seconds: int = 30
     log_level: str = "info"
+    #: Lifetime of the access tokens the built-in authorization server issues.
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_seconds: int = 30 * 86400
+    #: Browser origins allowed to call /mcp, /.well-known/*, /register and /token (CORS).
+    cors_origins: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_CORS_ORIGINS))
+    #: Requests per minute and client address to /register, /token, /revoke and the login form.
+    oauth_rate_limit_per_minute: int = 60
+    #: Accept client metadata documents over plain http on loopback (tests, local development).
+    allow_loopback_client_metadata: bool = False
+    #: External identity provider mode: people sign in there, not at the built-in server.
+    idp_issuer: str | None = None
+    #: The `aud` its access tokens carry for this server (default: the resource URL).
+    idp_audience: str | None = None
+    idp_jwks_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.public_url is not None:
@@ -46,6 +62,16 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"unknown log level {self.log_level!r}")
+        if self.idp_issuer is not None or self.idp_jwks_url is not None:
+            for name, url in (("issuer", self.idp_issuer), ("JWKS URL", self.idp_jwks_url)):
+                parts = urlsplit(url or "")
+                if not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)) \
+                        or not parts.hostname:
+                    raise ValueError(f"the identity provider's {name} must be an https URL, got {url!r}")
+        if self.access_token_ttl_seconds <= 0 or self.refresh_token_ttl_seconds <= 0:
+            raise ValueError("token lifetimes must be positive")
+        if self.oauth_rate_limit_per_minute <= 0:
+            raise ValueError("the OAuth rate limit must be positive")
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
 
@@ -63,6 +89,15 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     def resource_url(self) -> str:
         """The protected resource (RFC 9728) and the audience of every token: the MCP endpoint."""
         return f"{self.base_url}/mcp"
+
+    @property
+    def external_idp(self) -> bool:
+        return self.idp_issuer is not None
+
+    @property
+    def authorization_server(self) -> str:
+        """Where clients get tokens: the external provider, or this server itself."""
+        return self.idp_issuer or self.base_url
 
     @property
     def resource_metadata_url(self) -> str:
@@ -84,4 +119,5 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
         public = urlsplit(self.base_url)
         origins = [f"{public.scheme}://{public.netloc}", f"http://127.0.0.1:{self.port}",
                    f"http://localhost:{self.port}", f"http://[::1]:{self.port}"]
-        return list(dict.fromkeys([*origins, *self.allowed_origins]))
+        # Browsers on the CORS origins (ChatGPT's web app) may call /mcp too.
+        return list(dict.fromkeys([*origins, *self.allowed_origins, *self.cors_origins]))

@@ -14,7 +14,7 @@ __all__ = ["WellKnownController", "protected_resource_metadata"]
 def protected_resource_metadata(settings: ServerSettings) -> dict:
     return {
         "resource": settings.resource_url,
-        "authorization_servers": [settings.base_url],
+        "authorization_servers": [settings.authorization_server],
         "scopes_supported": list(ALL_SCOPES),
         "bearer_methods_supported": ["header"],
         "resource_name": "Memory",

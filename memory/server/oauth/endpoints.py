@@ -1,0 +1,373 @@
+"""The built-in authorization server's HTTP surface: /authorize (login, consent), /token, /register,
+/revoke and the RFC 8414 metadata. OAuth 2.1 with PKCE S256 only; access tokens are this server's
+own EdDSA JWTs (`issue_token`), so `LocalTokenVerifier` checks them like those of `memory token`.
+
+The SDK's handlers (`mcp.server.auth.handlers`) are Starlette endpoints built around a provider that
+cannot fetch client metadata documents, add the RFC 9207 `iss` to the redirect or bind the audience
+to `resource`; the protocol is small enough to state here directly.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from typing import Any
+from urllib.parse import unquote, urlencode, urlsplit
+
+import anyio.to_thread
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import Cookie
+from litestar.enums import MediaType
+from litestar.middleware import DefineMiddleware
+
+from memory.server.auth import ALL_SCOPES, issue_token
+from memory.server.oauth.clients import (
+    Client,
+    ClientError,
+    MetadataDocuments,
+    client_from_registration,
+    is_metadata_url,
+    redirect_matches,
+)
+from memory.server.oauth.metadata import authorization_server_metadata
+from memory.server.oauth.pages import consent_page, error_page, login_page
+from memory.server.oauth.passwords import password_matches
+from memory.server.oauth.store import Grant, OAuthStore, PendingRequest
+from memory.server.settings import ServerSettings
+from memory.signing import KeyRing
+
+__all__ = ["build_oauth_controllers"]
+
+logger = logging.getLogger("memory.server.oauth")
+
+_CODE_TTL = 60.0
+_PENDING_TTL = 600.0
+_BROWSER_COOKIE = "memory_oauth_browser"
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# Whatever the verifier needs to get past `password_matches` when the account does not exist, so
+# that a wrong name takes as long as a wrong password.
+_DUMMY_HASH = "scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+
+class _OAuthError(Exception):
+    def __init__(self, error: str, description: str, status: int = 400):
+        self.error = error
+        self.description = description
+        self.status = status
+
+
+def _json_error(error: str, description: str, status: int = 400, headers: dict[str, str] | None = None) -> Response:
+    return Response({"error": error, "error_description": description}, status_code=status,
+                    headers={**_NO_STORE, **(headers or {})}, media_type=MediaType.JSON)
+
+
+def _html(content: str, status: int = 200, cookies: list[Cookie] | None = None) -> Response:
+    # The pages must never be framed (clickjacking the Allow button) nor cached. No form-action:
+    # browsers apply it to the redirect after the consent form, which goes to the client's host.
+    return Response(content, status_code=status, media_type=MediaType.HTML, cookies=cookies or [],
+                    headers={**_NO_STORE, "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer",
+                             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                                        "frame-ancestors 'none'"})
+
+
+def _redirect(uri: str, params: dict[str, str]) -> Response:
+    separator = "&" if urlsplit(uri).query else "?"
+    return Response(b"", status_code=302, headers={**_NO_STORE, "Location": f"{uri}{separator}{urlencode(params)}"})
+
+
+def _pkce_matches(verifier: str, challenge: str) -> bool:
+    if not 43 <= len(verifier) <= 128:
+        return False
+    digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii", "replace")).digest()).rstrip(b"=")
+    return hmac.compare_digest(digest.decode(), challenge)
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        client_id, _, secret = base64.b64decode(encoded.strip()).decode().partition(":")
+    except ValueError:
+        return None
+    return unquote(client_id), unquote(secret)
+
+
+class _AuthorizationServer:
+    """The state behind the endpoints: settings, keys, store and the metadata-document fetcher."""
+
+    def __init__(self, settings: ServerSettings, keys: KeyRing, store: OAuthStore, documents: MetadataDocuments):
+        self.settings = settings
+        self.keys = keys
+        self.store = store
+        self.documents = documents
+
+    async def client(self, client_id: str) -> Client | None:
+        if is_metadata_url(client_id, allow_loopback_http=self.settings.allow_loopback_client_metadata):
+            return await self.documents.client(client_id)
+        row = self.store.client(client_id)
+        if row is None:
+            return None
+        metadata, secret_hash = row
+        return Client(client_id=client_id, client_name=metadata["client_name"],
+                      redirect_uris=metadata["redirect_uris"],
+                      token_endpoint_auth_method=metadata["token_endpoint_auth_method"], secret_hash=secret_hash)
+
+    async def authenticated_client(self, request: Request, form: dict[str, str]) -> Client:
+        basic = _basic_credentials(request)
+        client_id = basic[0] if basic else form.get("client_id", "")
+        if not client_id:
+            raise _OAuthError("invalid_client", "client_id is required", 401)
+        try:
+            client = await self.client(client_id)
+        except ClientError as exc:
+            raise _OAuthError("invalid_client", exc.description, 401) from None
+        if client is None:
+            raise _OAuthError("invalid_client", "unknown client", 401)
+        if not client.public:
+            secret = basic[1] if basic else form.get("client_secret", "")
+            if not self.store.secret_matches(secret, client.secret_hash):
+                raise _OAuthError("invalid_client", "client authentication failed", 401)
+        return client
+
+    def scopes(self, requested: str | None) -> list[str]:
+        if not requested or not requested.split():
+            # ChatGPT asks for no scope when it reconnects: everything this server has.
+            return list(ALL_SCOPES)
+        # Scopes of other servers (openid, offline_access) are ignored, not refused: the token says what it grants.
+        granted = [s for s in ALL_SCOPES if s in requested.split()]
+        if not granted:
+            raise _OAuthError("invalid_scope", f"scopes must be among {' '.join(ALL_SCOPES)}")
+        return granted
+
+    def check_resource(self, resource: str | None) -> str:
+        # RFC 8707: the token is for one resource, this server's MCP endpoint (its base URL names it too).
+        if resource is None or resource.rstrip("/") in (self.settings.resource_url, self.settings.base_url):
+            return self.settings.resource_url
+        raise _OAuthError("invalid_target", f"this server only issues tokens for {self.settings.resource_url}")
+
+    def tokens(self, grant: Grant) -> dict[str, Any]:
+        access = issue_token(self.keys, issuer=self.settings.base_url, audience=grant.resource, subject=grant.user,
+                             scopes=grant.scopes, ttl_seconds=self.settings.access_token_ttl_seconds,
+                             client_id=grant.client_id, grant_id=grant.family)
+        refresh = secrets.token_urlsafe(32)
+        self.store.save_refresh(refresh, grant, self.settings.refresh_token_ttl_seconds)
+        return {"access_token": access, "token_type": "Bearer", "expires_in": self.settings.access_token_ttl_seconds,
+                "refresh_token": refresh, "scope": " ".join(grant.scopes)}
+
+
+def _pending_fields(pending: PendingRequest) -> dict[str, str]:
+    return {"request_id": pending.id, "csrf": pending.csrf}
+
+
+def build_oauth_controllers(settings: ServerSettings, keys: KeyRing, store: OAuthStore,
+                            rate_limit: DefineMiddleware) -> list[type[Controller]]:
+    server = _AuthorizationServer(settings, keys, store,
+                                  MetadataDocuments(allow_loopback_http=settings.allow_loopback_client_metadata))
+    issuer = settings.base_url
+    # Absolute, so that the forms post back through whatever proxy path the public URL has.
+    login_url, consent_url = f"{issuer}/authorize/login", f"{issuer}/authorize/consent"
+    cookie_path = (urlsplit(issuer).path or "") + "/authorize"
+
+    class AuthorizationServerMetadata(Controller):
+        path = "/.well-known"
+        include_in_schema = False
+
+        @get(["/oauth-authorization-server", "/openid-configuration"], operation_id="authorizationServerMetadata")
+        async def metadata(self) -> dict:
+            return authorization_server_metadata(settings)
+
+    class Authorization(Controller):
+        path = "/authorize"
+        include_in_schema = False
+
+        @get("/", operation_id="authorize")
+        async def authorize(self, request: Request) -> Response:
+            params = {k: v for k, v in request.query_params.items()}
+            client_id = params.get("client_id", "")
+            try:
+                client = await server.client(client_id) if client_id else None
+            except ClientError as exc:
+                return _html(error_page(f"The client could not be verified: {exc.description}"), 400)
+            if client is None:
+                return _html(error_page("Unknown client: register it again from your assistant."), 400)
+            redirect_uri = params.get("redirect_uri") or (client.redirect_uris[0] if len(client.redirect_uris) == 1
+                                                          else "")
+            if not redirect_uri or not redirect_matches(redirect_uri, client.redirect_uris):
+                # Never redirect to an unregistered address: that is how codes get stolen.
+                return _html(error_page(f"The redirect address {redirect_uri!r} is not registered for this client."),
+                             400)
+            state = params.get("state")
+            back = {"iss": issuer, **({"state": state} if state is not None else {})}
+            try:
+                if params.get("response_type") != "code":
+                    raise _OAuthError("unsupported_response_type", "response_type must be code")
+                if not params.get("code_challenge"):
+                    raise _OAuthError("invalid_request", "PKCE is required: send code_challenge (S256)")
+                if params.get("code_challenge_method") != "S256":
+                    raise _OAuthError("invalid_request", "code_challenge_method must be S256")
+                scopes = server.scopes(params.get("scope"))
+                resource = server.check_resource(params.get("resource"))
+            except _OAuthError as exc:
+                return _redirect(redirect_uri, {"error": exc.error, "error_description": exc.description, **back})
+            browser = request.cookies.get(_BROWSER_COOKIE) or secrets.token_urlsafe(24)
+            pending = PendingRequest(
+                id=secrets.token_urlsafe(24), browser=browser, csrf=secrets.token_urlsafe(24), user=None,
+                params={"client_id": client.client_id, "client_name": client.client_name,
+                        "redirect_uri": redirect_uri, "state": state, "challenge": params["code_challenge"],
+                        "scopes": scopes, "resource": resource})
+            store.save_pending(pending, _PENDING_TTL)
+            cookie = Cookie(key=_BROWSER_COOKIE, value=browser, path=cookie_path, httponly=True, samesite="lax",
+                            secure=issuer.startswith("https://"), max_age=int(_PENDING_TTL))
+            return _html(login_page(action=login_url, hidden=_pending_fields(pending),
+                                    client_name=client.client_name), cookies=[cookie])
+
+        async def _pending(self, request: Request, form: dict[str, str]) -> PendingRequest | Response:
+            pending = store.pending(form.get("request_id", ""))
+            if pending is None:
+                return _html(error_page("This sign-in has expired. Start connecting again from your assistant."), 400)
+            # Double-submit: the form must come from the page this browser was shown (CSRF).
+            if not (hmac.compare_digest(form.get("csrf", ""), pending.csrf) and
+                    hmac.compare_digest(request.cookies.get(_BROWSER_COOKIE, ""), pending.browser)):
+                return _html(error_page("The form could not be verified. Start connecting again."), 403)
+            return pending
+
+        @post("/login", operation_id="authorizeLogin", status_code=200, middleware=[rate_limit])
+        async def login(self, request: Request) -> Response:
+            form = dict((await request.form()).items())
+            pending = await self._pending(request, form)
+            if isinstance(pending, Response):
+                return pending
+            username, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
+            stored = store.password_hash(username)
+            matches = await anyio.to_thread.run_sync(password_matches, password, stored or _DUMMY_HASH)
+            if stored is None or not matches:
+                logger.info("failed sign-in for %r from %s", username[:64], request.client.host if request.client else "?")
+                return _html(login_page(action=login_url, hidden=_pending_fields(pending), username=username,
+                                        client_name=pending.params["client_name"],
+                                        error="Wrong account name or password."), 401)
+            csrf = secrets.token_urlsafe(24)
+            store.log_in_pending(pending.id, username, csrf)
+            params = pending.params
+            return _html(consent_page(action=consent_url, hidden={"request_id": pending.id, "csrf": csrf},
+                                      user=username, client_name=params["client_name"],
+                                      redirect_host=urlsplit(params["redirect_uri"]).netloc, scopes=params["scopes"]))
+
+        @post("/consent", operation_id="authorizeConsent", status_code=200)
+        async def consent(self, request: Request) -> Response:
+            form = dict((await request.form()).items())
+            pending = await self._pending(request, form)
+            if isinstance(pending, Response):
+                return pending
+            if pending.user is None:
+                return _html(error_page("Sign in first."), 403)
+            if not store.drop_pending(pending.id):
+                return _html(error_page("This request was already answered."), 400)
+            params = pending.params
+            back = {"iss": issuer, **({"state": params["state"]} if params["state"] is not None else {})}
+            if "approve" not in form:
+                return _redirect(params["redirect_uri"], {"error": "access_denied",
+                                                          "error_description": "the person declined", **back})
+            code = secrets.token_urlsafe(32)
+            store.save_code(code, Grant(family=secrets.token_hex(16), client_id=params["client_id"], user=pending.user,
+                                        scopes=params["scopes"], resource=params["resource"],
+                                        redirect_uri=params["redirect_uri"], challenge=params["challenge"]), _CODE_TTL)
+            logger.info("%s allowed %s (%s)", pending.user, params["client_name"], " ".join(params["scopes"]))
+            return _redirect(params["redirect_uri"], {"code": code, **back})
+
+    class Tokens(Controller):
+        path = "/"
+        include_in_schema = False
+
+        @post("/token", operation_id="token", status_code=200, middleware=[rate_limit])
+        async def token(self, request: Request) -> Response:
+            form = {k: str(v) for k, v in (await request.form()).items()}
+            try:
+                client = await server.authenticated_client(request, form)
+                grant_type = form.get("grant_type")
+                if grant_type == "authorization_code":
+                    body = self._exchange_code(client, form)
+                elif grant_type == "refresh_token":
+                    body = self._refresh(client, form)
+                else:
+                    raise _OAuthError("unsupported_grant_type", "grant_type must be authorization_code or refresh_token")
+            except _OAuthError as exc:
+                basic = {"WWW-Authenticate": 'Basic realm="memory"'} if exc.status == 401 else None
+                return _json_error(exc.error, exc.description, exc.status, basic)
+            return Response(body, status_code=200, headers=_NO_STORE, media_type=MediaType.JSON)
+
+        def _exchange_code(self, client: Client, form: dict[str, str]) -> dict[str, Any]:
+            used = store.use_code(form.get("code", ""))
+            if used is None:
+                raise _OAuthError("invalid_grant", "unknown authorization code")
+            grant, fresh = used
+            if not fresh:
+                logger.warning("authorization code of %s used twice or late: its tokens are revoked", grant.user)
+                raise _OAuthError("invalid_grant", "the authorization code was already used or has expired")
+            if grant.client_id != client.client_id:
+                raise _OAuthError("invalid_grant", "the code was issued to another client")
+            if form.get("redirect_uri", "") != grant.redirect_uri:
+                raise _OAuthError("invalid_grant", "redirect_uri does not match the authorization request")
+            if not _pkce_matches(form.get("code_verifier", ""), grant.challenge):
+                raise _OAuthError("invalid_grant", "code_verifier does not match the code_challenge")
+            if "resource" in form and server.check_resource(form["resource"]) != grant.resource:
+                raise _OAuthError("invalid_target", "resource differs from the authorization request")
+            if grant.user not in store.users():
+                raise _OAuthError("invalid_grant", "the account no longer exists")
+            return server.tokens(grant)
+
+        def _refresh(self, client: Client, form: dict[str, str]) -> dict[str, Any]:
+            used = store.use_refresh(form.get("refresh_token", ""))
+            if used is None:
+                raise _OAuthError("invalid_grant", "unknown refresh token")
+            grant, status = used
+            if grant.client_id != client.client_id:
+                raise _OAuthError("invalid_grant", "the refresh token was issued to another client")
+            if status == "reused":
+                logger.warning("a rotated refresh token of %s was presented again: the grant is revoked", grant.user)
+                raise _OAuthError("invalid_grant", "the refresh token was already used; the grant is revoked")
+            if status != "ok":
+                raise _OAuthError("invalid_grant", f"the refresh token is {status}")
+            if "resource" in form and server.check_resource(form["resource"]) != grant.resource:
+                raise _OAuthError("invalid_target", "resource differs from the original grant")
+            scopes = grant.scopes
+            if form.get("scope"):
+                asked = form["scope"].split()
+                if not set(asked) <= set(grant.scopes):
+                    raise _OAuthError("invalid_scope", "a refresh cannot widen the grant")
+                scopes = [s for s in grant.scopes if s in asked]
+            return server.tokens(Grant(family=grant.family, client_id=grant.client_id, user=grant.user, scopes=scopes,
+                                       resource=grant.resource))
+
+        @post("/register", operation_id="register", status_code=201, middleware=[rate_limit])
+        async def register(self, request: Request) -> Response:
+            client_id = secrets.token_urlsafe(16)
+            try:
+                client, metadata = client_from_registration(client_id, json.loads(await request.body()))
+            except ValueError:
+                return _json_error("invalid_client_metadata", "the registration must be a JSON object")
+            except ClientError as exc:
+                return _json_error(exc.error, exc.description)
+            secret = None if client.public else secrets.token_urlsafe(32)
+            store.save_client(client_id, metadata, secret)
+            logger.info("registered client %s (%s)", client_id, client.client_name)
+            body = {"client_id": client_id, "client_id_issued_at": int(time.time()), **metadata}
+            if secret:
+                body |= {"client_secret": secret, "client_secret_expires_at": 0}
+            return Response(body, status_code=201, headers=_NO_STORE, media_type=MediaType.JSON)
+
+        @post("/revoke", operation_id="revoke", status_code=200, middleware=[rate_limit])
+        async def revoke(self, request: Request) -> Response:
+            form = {k: str(v) for k, v in (await request.form()).items()}
+            try:
+                client = await server.authenticated_client(request, form)
+            except _OAuthError as exc:
+                return _json_error(exc.error, exc.description, exc.status)
+            # Revoking a refresh token revokes its grant, and with it the grant's access tokens (`sid`).
+            store.revoke_refresh(form.get("token", ""), client.client_id)
+            return Response(b"", status_code=200, headers=_NO_STORE)
+
+    return [AuthorizationServerMetadata, Authorization, Tokens]

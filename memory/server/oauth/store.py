@@ -1,0 +1,226 @@
+"""Everything the built-in authorization server must remember, in `<data_dir>/oauth.sqlite` (mode 0600):
+accounts, registered clients, pending authorization requests, codes and refresh tokens.
+
+Codes and refresh tokens are stored as SHA-256 hashes: a copy of the file lets no one act as a user.
+The CLI (`memory user ...`) and a running server share the file; WAL and a busy timeout let them.
+"""
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+__all__ = ["OAuthStore", "oauth_db_path", "valid_username", "Grant", "PendingRequest"]
+
+_USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS clients (client_id TEXT PRIMARY KEY, metadata TEXT NOT NULL, secret_hash TEXT,
+                                    created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pending (id TEXT PRIMARY KEY, params TEXT NOT NULL, browser TEXT NOT NULL,
+                                    csrf TEXT NOT NULL, user TEXT, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS codes (hash TEXT PRIMARY KEY, family TEXT NOT NULL, client_id TEXT NOT NULL,
+                                  redirect_uri TEXT NOT NULL, challenge TEXT NOT NULL, user TEXT NOT NULL,
+                                  scopes TEXT NOT NULL, resource TEXT NOT NULL, expires_at REAL NOT NULL,
+                                  used INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS refresh (hash TEXT PRIMARY KEY, family TEXT NOT NULL, client_id TEXT NOT NULL,
+                                    user TEXT NOT NULL, scopes TEXT NOT NULL, resource TEXT NOT NULL,
+                                    expires_at REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0,
+                                    revoked INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS refresh_family ON refresh (family);
+"""
+
+
+def oauth_db_path(data_dir: str | Path) -> Path:
+    return Path(data_dir) / "oauth.sqlite"
+
+
+def valid_username(name: str) -> bool:
+    # No '#': `Identity.parse` reads it as ISSUER#SUBJECT.
+    return bool(_USERNAME.fullmatch(name))
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class PendingRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """An /authorize request between the login page and the consent button."""
+
+    id: str
+    params: dict[str, Any]
+    browser: str
+    csrf: str
+    user: str | None
+
+
+class Grant(msgspec.Struct, frozen=True, kw_only=True):
+    """What a code or refresh token stands for."""
+
+    family: str
+    client_id: str
+    user: str
+    scopes: list[str]
+    resource: str
+    redirect_uri: str = ""
+    challenge: str = ""
+
+
+class OAuthStore:
+    def __init__(self, data_dir: str | Path):
+        path = oauth_db_path(data_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        for suffix in ("-wal", "-shm"):
+            sidecar = Path(f"{path}{suffix}")
+            if sidecar.exists():
+                os.chmod(sidecar, 0o600)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # Accounts
+
+    def add_user(self, name: str, password_hash: str) -> None:
+        if not valid_username(name):
+            raise ValueError(f"{name!r} is not a valid account name (letters, digits, . _ @ -; at most 64)")
+        try:
+            self._run("INSERT INTO users VALUES (?, ?, ?)", (name, password_hash, time.time()))
+        except sqlite3.IntegrityError:
+            raise ValueError(f"account {name!r} already exists") from None
+
+    def remove_user(self, name: str) -> bool:
+        with self._lock, self._db:
+            removed = self._db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount
+            # Whatever the account was granted dies with it.
+            self._db.execute("UPDATE refresh SET revoked = 1 WHERE user = ?", (name,))
+        return bool(removed)
+
+    def users(self) -> list[str]:
+        return [name for (name,) in self._run("SELECT name FROM users ORDER BY name")]
+
+    def password_hash(self, name: str) -> str | None:
+        rows = self._run("SELECT password_hash FROM users WHERE name = ?", (name,))
+        return rows[0][0] if rows else None
+
+    # Clients
+
+    def save_client(self, client_id: str, metadata: dict[str, Any], secret: str | None) -> None:
+        self._run("INSERT OR REPLACE INTO clients VALUES (?, ?, ?, ?)",
+                  (client_id, json.dumps(metadata), _digest(secret) if secret else None, time.time()))
+
+    def client(self, client_id: str) -> tuple[dict[str, Any], str | None] | None:
+        rows = self._run("SELECT metadata, secret_hash FROM clients WHERE client_id = ?", (client_id,))
+        return (json.loads(rows[0][0]), rows[0][1]) if rows else None
+
+    @staticmethod
+    def secret_matches(secret: str, secret_hash: str | None) -> bool:
+        import hmac
+
+        return secret_hash is not None and hmac.compare_digest(_digest(secret), secret_hash)
+
+    # Pending authorization requests
+
+    def save_pending(self, request: PendingRequest, ttl: float) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute("DELETE FROM pending WHERE expires_at < ?", (now,))
+            self._db.execute("INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?)",
+                             (request.id, json.dumps(request.params), request.browser, request.csrf, request.user,
+                              now + ttl))
+
+    def pending(self, request_id: str) -> PendingRequest | None:
+        rows = self._run("SELECT params, browser, csrf, user FROM pending WHERE id = ? AND expires_at >= ?",
+                         (request_id, time.time()))
+        if not rows:
+            return None
+        params, browser, csrf, user = rows[0]
+        return PendingRequest(id=request_id, params=json.loads(params), browser=browser, csrf=csrf, user=user)
+
+    def log_in_pending(self, request_id: str, user: str, csrf: str) -> None:
+        self._run("UPDATE pending SET user = ?, csrf = ? WHERE id = ?", (user, csrf, request_id))
+
+    def drop_pending(self, request_id: str) -> bool:
+        return bool(self._run("DELETE FROM pending WHERE id = ? RETURNING id", (request_id,)))
+
+    # Codes
+
+    def save_code(self, code: str, grant: Grant, ttl: float) -> None:
+        # An hour past expiry a code can no longer be told apart from a guess: forget old ones.
+        self._run("DELETE FROM codes WHERE expires_at < ?", (time.time() - 3600,))
+        self._run("INSERT INTO codes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                  (_digest(code), grant.family, grant.client_id, grant.redirect_uri, grant.challenge, grant.user,
+                   " ".join(grant.scopes), grant.resource, time.time() + ttl))
+
+    def use_code(self, code: str) -> tuple[Grant, bool] | None:
+        """The code's grant and whether it was fresh; a second use revokes what the first one issued."""
+        with self._lock, self._db:
+            rows = self._db.execute(
+                "SELECT family, client_id, redirect_uri, challenge, user, scopes, resource, expires_at, used "
+                "FROM codes WHERE hash = ?", (_digest(code),)).fetchall()
+            if not rows:
+                return None
+            family, client_id, redirect_uri, challenge, user, scopes, resource, expires_at, used = rows[0]
+            grant = Grant(family=family, client_id=client_id, redirect_uri=redirect_uri, challenge=challenge,
+                          user=user, scopes=scopes.split(), resource=resource)
+            if used:
+                self._db.execute("UPDATE refresh SET revoked = 1 WHERE family = ?", (family,))
+                return grant, False
+            self._db.execute("UPDATE codes SET used = 1 WHERE hash = ?", (_digest(code),))
+            return grant, expires_at >= time.time()
+
+    # Refresh tokens
+
+    def save_refresh(self, token: str, grant: Grant, ttl: float) -> None:
+        self._run("DELETE FROM refresh WHERE expires_at < ?", (time.time() - 86400,))
+        self._run("INSERT INTO refresh VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0)",
+                  (_digest(token), grant.family, grant.client_id, grant.user, " ".join(grant.scopes), grant.resource,
+                   time.time() + ttl))
+
+    def use_refresh(self, token: str) -> tuple[Grant, str] | None:
+        """(grant, "ok" | "expired" | "revoked" | "reused"); a reused token revokes its whole family."""
+        with self._lock, self._db:
+            rows = self._db.execute(
+                "SELECT family, client_id, user, scopes, resource, expires_at, used, revoked FROM refresh "
+                "WHERE hash = ?", (_digest(token),)).fetchall()
+            if not rows:
+                return None
+            family, client_id, user, scopes, resource, expires_at, used, revoked = rows[0]
+            grant = Grant(family=family, client_id=client_id, user=user, scopes=scopes.split(), resource=resource)
+            if revoked:
+                return grant, "revoked"
+            if used:
+                self._db.execute("UPDATE refresh SET revoked = 1 WHERE family = ?", (family,))
+                return grant, "reused"
+            self._db.execute("UPDATE refresh SET used = 1 WHERE hash = ?", (_digest(token),))
+            return grant, ("ok" if expires_at >= time.time() else "expired")
+
+    def grant_revoked(self, family: str) -> bool:
+        return bool(self._run("SELECT 1 FROM refresh WHERE family = ? AND revoked = 1 LIMIT 1", (family,)))
+
+    def revoke_refresh(self, token: str, client_id: str | None) -> None:
+        with self._lock, self._db:
+            rows = self._db.execute("SELECT family, client_id FROM refresh WHERE hash = ?",
+                                    (_digest(token),)).fetchall()
+            # RFC 7009 §2.1: a client may only revoke its own tokens (and learns nothing either way).
+            if rows and (client_id is None or rows[0][1] == client_id):
+                self._db.execute("UPDATE refresh SET revoked = 1 WHERE family = ?", (rows[0][0],))
