@@ -207,6 +207,9 @@ def jwks(data_dir: Path) -> None:
 @click.option("--oauth-rate-limit", type=click.IntRange(min=1), default=60, show_default=True,
               envvar="MEMORY_OAUTH_RATE_LIMIT",
               help="Requests per minute and address to /register, /token, /revoke and the login form.")
+@click.option("--call-rate-limit", type=click.IntRange(min=1), default=3000, show_default=True,
+              envvar="MEMORY_CALL_RATE_LIMIT",
+              help="Requests per minute and person to /mcp and /api/v1 (429 with Retry-After beyond).")
 @click.option("--allow-loopback-client-metadata", is_flag=True, envvar="MEMORY_ALLOW_LOOPBACK_CLIENT_METADATA",
               help="Accept client metadata documents over http on 127.0.0.1/localhost (development only).")
 @click.option("--idp-issuer", envvar="MEMORY_IDP_ISSUER", metavar="URL",
@@ -217,7 +220,7 @@ def jwks(data_dir: Path) -> None:
               help="The aud the provider's access tokens carry for this server (default: PUBLIC_URL/mcp).")
 def serve(host: str, port: int, data_dir: Path, public_url: str | None, allowed_hosts: tuple[str, ...],
           allowed_origins: tuple[str, ...], log_level: str, access_token_ttl: str, cors_origins: tuple[str, ...],
-          oauth_rate_limit: int, allow_loopback_client_metadata: bool, idp_issuer: str | None,
+          oauth_rate_limit: int, call_rate_limit: int, allow_loopback_client_metadata: bool, idp_issuer: str | None,
           idp_jwks_url: str | None, idp_audience: str | None) -> None:
     """Serve MCP at /mcp and the REST API at /api/v1 (the embedding model loads in the background)."""
     import uvicorn
@@ -230,6 +233,7 @@ def serve(host: str, port: int, data_dir: Path, public_url: str | None, allowed_
                                   allowed_hosts=list(allowed_hosts), allowed_origins=list(allowed_origins),
                                   log_level=log_level, access_token_ttl_seconds=_duration(access_token_ttl),
                                   oauth_rate_limit_per_minute=oauth_rate_limit,
+                                  call_rate_limit_per_minute=call_rate_limit,
                                   allow_loopback_client_metadata=allow_loopback_client_metadata,
                                   idp_issuer=idp_issuer, idp_jwks_url=idp_jwks_url, idp_audience=idp_audience,
                                   **({"cors_origins": list(cors_origins)} if cors_origins else {}))

@@ -36,7 +36,7 @@ from memory.server.health import HealthController
 from memory.server.mcp_tools import build_mcp_server
 from memory.server.oauth.endpoints import build_oauth_controllers
 from memory.server.oauth.external import ExternalTokenVerifier, IssuerRoutingVerifier
-from memory.server.oauth.ratelimit import oauth_rate_limit
+from memory.server.oauth.ratelimit import oauth_rate_limit, principal_rate_limit
 from memory.server.oauth.store import OAuthStore
 from memory.server.rest import build_rest_controller, domain_error_response
 from memory.server.settings import ServerSettings, server_version
@@ -176,12 +176,13 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
         verifier = _verifier(settings, service.keys, oauth_store)
     auth = DefineMiddleware(BearerAuthMiddleware, verifier=verifier,
                             resource_metadata_url=settings.resource_metadata_url)
+    limit = principal_rate_limit(settings.call_rate_limit_per_minute)
     endpoint = _McpEndpoint(build_mcp_server(service, settings), settings)
     # With an external identity provider people sign in there: the built-in server stays out of the way.
     oauth = [] if settings.external_idp else build_oauth_controllers(
         settings, service.keys, oauth_store, oauth_rate_limit(settings.oauth_rate_limit_per_minute))
 
-    @asgi("/mcp", copy_scope=True, middleware=[auth], include_in_schema=False)
+    @asgi("/mcp", copy_scope=True, middleware=[auth, limit], include_in_schema=False)
     async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
         await endpoint(scope, receive, send)
 
@@ -202,7 +203,7 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
             await anyio.to_thread.run_sync(service.close)
 
     return Litestar(
-        route_handlers=[mcp, build_rest_controller(service, settings, auth), HealthController, WellKnownController,
+        route_handlers=[mcp, build_rest_controller(service, settings, [auth, limit]), HealthController, WellKnownController,
                         *oauth],
         cors_config=_cors(settings),
         dependencies={

@@ -180,7 +180,7 @@ class MemoriesController(Controller):
 
 
 def build_rest_controller(service: MemoryService, settings: ServerSettings,
-                          auth: DefineMiddleware) -> type[Controller]:
+                          middleware: list[DefineMiddleware]) -> type[Controller]:
     """The API mounted at /api/v1, bound to one service. (A class rather than a Router: Litestar
     deep-copies routers, and the service holds locks and open databases.)"""
     guards = {scope: _requires(scope, settings.resource_metadata_url) for scope in (READ_SCOPE, WRITE_SCOPE)}
@@ -190,7 +190,7 @@ def build_rest_controller(service: MemoryService, settings: ServerSettings,
 
     return type("MemoryAPI", (MemoriesController,), {
         "path": "/api/v1",
-        "middleware": [auth],
+        "middleware": middleware,
         "guards": [scope_guard],
         "dependencies": {
             "service": Provide(lambda: service, use_cache=True, sync_to_thread=False),

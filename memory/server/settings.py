@@ -43,6 +43,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     cors_origins: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_CORS_ORIGINS))
     #: Requests per minute and client address to /register, /token, /revoke and the login form.
     oauth_rate_limit_per_minute: int = 60
+    #: Requests per minute and person to /mcp and /api/v1 (one assistant's burst, not a flood).
+    call_rate_limit_per_minute: int = 3000
     #: Accept client metadata documents over plain http on loopback (tests, local development).
     allow_loopback_client_metadata: bool = False
     #: External identity provider mode: people sign in there, not at the built-in server.
@@ -70,8 +72,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
                     raise ValueError(f"the identity provider's {name} must be an https URL, got {url!r}")
         if self.access_token_ttl_seconds <= 0 or self.refresh_token_ttl_seconds <= 0:
             raise ValueError("token lifetimes must be positive")
-        if self.oauth_rate_limit_per_minute <= 0:
-            raise ValueError("the OAuth rate limit must be positive")
+        if self.oauth_rate_limit_per_minute <= 0 or self.call_rate_limit_per_minute <= 0:
+            raise ValueError("rate limits must be positive")
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
 

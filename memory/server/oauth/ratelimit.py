@@ -1,9 +1,14 @@
-"""Litestar's rate limiter, keyed by client address, answering 429 with a Retry-After header."""
+"""Litestar's rate limiter answering 429 with a Retry-After header: keyed by client address for
+the OAuth endpoints (nobody is signed in yet), by principal for tool and API calls (a client
+address says little behind a proxy or for ChatGPT, whose calls all come from its servers)."""
 
+from typing import Any
+
+from litestar import Request
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
 
-__all__ = ["oauth_rate_limit"]
+__all__ = ["oauth_rate_limit", "principal_rate_limit"]
 
 
 class _RetryAfterRateLimit(RateLimitMiddleware):
@@ -17,3 +22,15 @@ class _RetryAfterRateLimit(RateLimitMiddleware):
 def oauth_rate_limit(per_minute: int) -> DefineMiddleware:
     return RateLimitConfig(rate_limit=("minute", per_minute), middleware_class=_RetryAfterRateLimit,
                            store="oauth_rate_limit").middleware
+
+
+def _principal_key(request: Request[Any, Any, Any]) -> str:
+    from memory.server.auth import PRINCIPAL_SCOPE_KEY
+
+    return request.scope[PRINCIPAL_SCOPE_KEY].identity.key  # type: ignore[typeddict-item]
+
+
+def principal_rate_limit(per_minute: int) -> DefineMiddleware:
+    """Goes after the bearer middleware, which puts the principal in the scope."""
+    return RateLimitConfig(rate_limit=("minute", per_minute), middleware_class=_RetryAfterRateLimit,
+                           store="call_rate_limit", identifier_for_request=_principal_key).middleware
