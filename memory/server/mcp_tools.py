@@ -226,12 +226,12 @@ class _MemoryTools:
         project: Annotated[str | None, Field(description="Only this project (defaults to the active one).")] = None,
         task_id: Annotated[str | None, Field(description="Only this task.")] = None,
         entity: Annotated[str | None, Field(description="Only this entity and the ones below it.")] = None,
-        tags: Annotated[list[str] | None, Field(description="Only memories carrying all these tags.")] = None,
+        tags: Annotated[list[str] | None, Field(description="Only memories carrying any of these tags.")] = None,
         status: Annotated[StatusName | None, Field(description="Only this status: active, completed, "
                                                                "superseded, parked.")] = None,
         limit: Annotated[int, Field(ge=1, le=50, description="How many memories, 1 to 50.")] = 10,
         recency_weight: Annotated[float, Field(ge=0.0, le=1.0, description="0 ranks by relevance only; 1 "
-                                                                           "prefers recent memories.")] = 0.3,
+                                                                           "prefers recent memories.")] = 0.1,
         include_related: Annotated[bool, Field(description="Also return memories linked to each result.")] = False,
         as_of: Annotated[int | str | None, Field(description="Answer as the memory was at an event seq or an "
                                                              "ISO 8601 time: '2026-05-01T00:00:00Z'.")] = None,
