@@ -36,6 +36,7 @@ __all__ = [
     "BearerAuthMiddleware",
     "PRINCIPAL_SCOPE_KEY",
     "insufficient_scope_challenge",
+    "decode_jwt",
 ]
 
 READ_SCOPE = "memories:read"
@@ -168,25 +169,30 @@ class LocalTokenVerifier:
         )
 
     def _decode(self, token: str, key: Ed25519PublicKey) -> dict[str, Any]:
-        try:
-            return jwt.decode(
-                token, key=key, algorithms=[_ALGORITHM], audience=self.audience, issuer=self.issuer,
-                leeway=self._leeway, options={"require": ["exp", "iat", "sub", "aud", "iss"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise InvalidToken("the token has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise InvalidToken("the token is not valid yet") from None
-        except jwt.InvalidAudienceError:
-            raise InvalidToken(f"the token is not meant for {self.audience}") from None
-        except jwt.InvalidIssuerError:
-            raise InvalidToken(f"the token was not issued by {self.issuer}") from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise InvalidToken(f"the token has no {exc.claim!r} claim") from None
-        except jwt.InvalidSignatureError:
-            raise InvalidToken("the token's signature does not verify") from None
-        except jwt.PyJWTError:
-            raise InvalidToken("the token is malformed") from None
+        return decode_jwt(token, key, _ALGORITHM, audience=self.audience, issuer=self.issuer,
+                          leeway=self._leeway, required=("exp", "iat", "sub", "aud", "iss"))
+
+
+def decode_jwt(token: str, key: Any, algorithm: str, *, audience: str, issuer: str, leeway: int,
+               required: tuple[str, ...]) -> dict[str, Any]:
+    """PyJWT's checks with one algorithm, its errors turned into messages a person can act on."""
+    try:
+        return jwt.decode(token, key=key, algorithms=[algorithm], audience=audience, issuer=issuer,
+                          leeway=leeway, options={"require": list(required)})
+    except jwt.ExpiredSignatureError:
+        raise InvalidToken("the token has expired") from None
+    except jwt.ImmatureSignatureError:
+        raise InvalidToken("the token is not valid yet") from None
+    except jwt.InvalidAudienceError:
+        raise InvalidToken(f"the token is not meant for {audience}") from None
+    except jwt.InvalidIssuerError:
+        raise InvalidToken(f"the token was not issued by {issuer}") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise InvalidToken(f"the token has no {exc.claim!r} claim") from None
+    except jwt.InvalidSignatureError:
+        raise InvalidToken("the token's signature does not verify") from None
+    except jwt.PyJWTError:
+        raise InvalidToken("the token is malformed") from None
 
 
 def issue_token(keys: KeyRing, *, issuer: str, audience: str, subject: str, scopes: Iterable[str],

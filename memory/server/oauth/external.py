@@ -12,7 +12,7 @@ import anyio.to_thread
 import jwt
 
 from memory.identity import Identity
-from memory.server.auth import InvalidToken, Principal, TokenVerifier
+from memory.server.auth import InvalidToken, Principal, TokenVerifier, decode_jwt
 
 __all__ = ["ExternalTokenVerifier", "IssuerRoutingVerifier"]
 
@@ -74,22 +74,9 @@ class ExternalTokenVerifier:
                          expires_at=int(claims["exp"]))
 
     def _decode(self, token: str, key: Any, algorithm: str) -> dict[str, Any]:
-        try:
-            # The algorithm must also fit the key's type: PyJWT refuses an RSA key under ES256.
-            return jwt.decode(token, key=key, algorithms=[algorithm], audience=self.audience, issuer=self.issuer,
-                              leeway=self._leeway, options={"require": ["exp", "sub", "aud", "iss"]})
-        except jwt.ExpiredSignatureError:
-            raise InvalidToken("the token has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise InvalidToken("the token is not valid yet") from None
-        except jwt.InvalidAudienceError:
-            raise InvalidToken(f"the token is not meant for {self.audience}") from None
-        except jwt.InvalidIssuerError:
-            raise InvalidToken(f"the token was not issued by {self.issuer}") from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise InvalidToken(f"the token has no {exc.claim!r} claim") from None
-        except jwt.PyJWTError:
-            raise InvalidToken("the token's signature does not verify or it is malformed") from None
+        # The algorithm must also fit the key's type: PyJWT refuses an RSA key under ES256.
+        return decode_jwt(token, key, algorithm, audience=self.audience, issuer=self.issuer,
+                          leeway=self._leeway, required=("exp", "sub", "aud", "iss"))
 
 
 class IssuerRoutingVerifier:
