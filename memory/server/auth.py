@@ -37,6 +37,7 @@ __all__ = [
     "PRINCIPAL_SCOPE_KEY",
     "insufficient_scope_challenge",
     "decode_jwt",
+    "checked_header",
 ]
 
 READ_SCOPE = "memories:read"
@@ -133,17 +134,7 @@ class LocalTokenVerifier:
         return key
 
     async def verify(self, token: str) -> Principal:
-        if len(token) > _MAX_TOKEN_BYTES:
-            raise InvalidToken("the token is too long")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise InvalidToken("the token is not a JWT") from None
-        if header.get("alg") != _ALGORITHM:
-            raise InvalidToken(f"tokens must be signed with {_ALGORITHM}")
-        # A token that says where to find its own key vouches for itself: never trusted here.
-        if any(name in header for name in _SELF_KEYING_HEADERS):
-            raise InvalidToken("tokens must not carry their own key (jku, jwk, x5u, x5c)")
+        header = checked_header(token, max_bytes=_MAX_TOKEN_BYTES, algorithms=(_ALGORITHM,))
         key = self._public_key(header.get("kid"))
         if key is None:
             raise InvalidToken("the token was not signed by a key of this server")
@@ -171,6 +162,22 @@ class LocalTokenVerifier:
     def _decode(self, token: str, key: Ed25519PublicKey) -> dict[str, Any]:
         return decode_jwt(token, key, _ALGORITHM, audience=self.audience, issuer=self.issuer,
                           leeway=self._leeway, required=("exp", "iat", "sub", "aud", "iss"))
+
+
+def checked_header(token: str, *, max_bytes: int, algorithms: tuple[str, ...]) -> dict[str, Any]:
+    """The unverified header, refused early when it could never lead to a trusted key."""
+    if len(token) > max_bytes:
+        raise InvalidToken("the token is too long")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise InvalidToken("the token is not a JWT") from None
+    if header.get("alg") not in algorithms:
+        raise InvalidToken(f"tokens must be signed with {' or '.join(algorithms)}")
+    # A token that says where to find its own key vouches for itself: never trusted here.
+    if any(name in header for name in _SELF_KEYING_HEADERS):
+        raise InvalidToken("tokens must not carry their own key (jku, jwk, x5u, x5c)")
+    return header
 
 
 def decode_jwt(token: str, key: Any, algorithm: str, *, audience: str, issuer: str, leeway: int,
