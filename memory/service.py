@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 
 from memory import reads
+from memory.audit import export_user
 from memory.commands import (
     RetrieveQuery,
     SessionItem,
@@ -447,6 +448,14 @@ class MemoryService:
             recent_decisions=recent("EXISTS (SELECT 1 FROM json_each(m.tags) WHERE value = 'decision')", 5),
             open_tasks=recent("memory_type = 'task_instruction' AND (status IS NULL OR status = 'active')", 10),
         )
+
+    def export(self, caller: Caller, output: str | Path) -> dict:
+        """The caller's log as a signed bundle. The export is a read like any other: its event is
+        appended first, so the bundle shows that it was taken."""
+        store = self._store(caller)
+        with store.lock:
+            self._audit_read(caller, "export", None, [])
+            return export_user(self.data_dir, caller.identity, self.keys, output)
 
     def context_info(self, caller: Caller) -> ContextInfo:
         store = self._store(caller)

@@ -21,7 +21,6 @@ from litestar.middleware import DefineMiddleware
 from litestar.params import JSONBody, Parameter, QueryParameter
 from litestar.response import File
 
-from memory.audit import export_user
 from memory.commands import StoreMemory, UpdateMemory
 from memory.errors import (
     IdempotencyConflict,
@@ -171,7 +170,7 @@ class MemoriesController(Controller):
         os.close(fd)
         path = Path(name)
         try:
-            export_user(service.data_dir, caller.identity, service.keys, path)
+            service.export(caller, path)
         except BaseException:
             path.unlink(missing_ok=True)
             raise

@@ -1,5 +1,6 @@
 """The REST API at /api/v1, its errors, health, and the OpenAPI document a Custom GPT imports."""
 
+import base64
 import json
 import uuid
 
@@ -96,7 +97,10 @@ def test_export_is_the_callers_own_bundle_and_it_verifies(http, me, tmp_path):
     bundle.write_bytes(response.content)
     report = verify_bundle(bundle)
     assert report.ok, report.problems
-    assert memory["id"] in {e["event_id"] for e in response.json()["events"]}
+    events = response.json()["events"]
+    assert memory["id"] in {e["event_id"] for e in events}
+    last = json.loads(base64.b64decode(events[-1]["payload"]))
+    assert (last["type"], last["operation"]) == ("memories.read", "export"), "the export records itself"
 
 
 @pytest.mark.parametrize(("method", "path", "body"), [
