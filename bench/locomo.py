@@ -1,6 +1,7 @@
 """Retrieval quality on LoCoMo: does retrieve_context find the turns that answer a question?
 
     .venv/bin/python bench/locomo.py [--conversations conv-26 conv-30] [--ablations] [--leave-one-out]
+    .venv/bin/python bench/locomo.py --via-mcp [--conversations ...]
 
 Protocol. Each conversation of `../shared/data/locomo/locomo-dev.json` (beside the repository;
 CC BY-NC 4.0, read from there, never copied into the project) is one user. Each turn is one
@@ -17,7 +18,11 @@ of evidence at a time; `--leave-one-out` re-chooses the weights on four conversa
 the fifth, to show how much the weights are fitted to these five.
 
 The retrieval call is one function (`Retriever`), so another transport (MCP over HTTP) can be
-measured by swapping it.
+measured by swapping it: `--via-mcp` seeds the same turns into a second data directory (each
+conversation a local account of that name), starts a real `memory serve` on it (loopback,
+`--call-rate-limit 1000000`), asks every question through the MCP SDK's client over HTTP
+(`retrieve_context`, one token per conversation) and prints those rows beside the in-process ones,
+with how many questions got the very same ranked turns both ways.
 """
 
 from __future__ import annotations
@@ -127,9 +132,9 @@ def caller_for(conv: Conversation) -> Caller:
     return Caller(Identity("locomo", conv.sample_id), client_id=_CLIENT)
 
 
-def seed(service: MemoryService, conv: Conversation) -> None:
+def seed(service: MemoryService, conv: Conversation, caller: Caller | None = None) -> None:
     """Store every turn, in conversation order, in batches straight through the log."""
-    caller = caller_for(conv)
+    caller = caller or caller_for(conv)
     store = service.users.get(caller.identity)
     for start in range(0, len(conv.turns), 256):
         drafts = []
@@ -182,6 +187,98 @@ def ranking_retriever(service: MemoryService, vectors: QueryVectors, config: Ran
         return [r.memory_id for r in ranked]
 
     return retrieve
+
+
+def mcp_run(conversations: list[Conversation], data_dir: Path,
+            settings: list[dict]) -> tuple[list[Result], list[list[list[str]]], float, float, list]:
+    """Every question through a real server: per entry of `settings` (extra retrieve_context
+    arguments) a Result and the turns found for each question; also the seed and start times."""
+    import asyncio
+    from contextlib import AsyncExitStack
+
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    from memory.identity import LOCAL_ISSUER
+    from memory.server.process import ServerProcess
+
+    t = time.perf_counter()
+    service = MemoryService(data_dir, default_embedder())
+    try:
+        for conv in conversations:
+            seed(service, conv, Caller(Identity(LOCAL_ISSUER, conv.sample_id), client_id=_CLIENT))
+    finally:
+        service.close()
+    seed_s = time.perf_counter() - t
+
+    async def ask_all(url: str, token_for: Callable[[str], str]) -> list[tuple[dict, list[float]]]:
+        """Every question once per setting, in `run`'s order: the ids answered and the latencies."""
+        out = []
+        async with AsyncExitStack() as stack:
+            clients: dict[str, Client] = {}
+            for conv in conversations:
+                http = await stack.enter_async_context(httpx2.AsyncClient(
+                    headers={"Authorization": f"Bearer {token_for(conv.sample_id)}"}, timeout=120))
+                clients[conv.sample_id] = await stack.enter_async_context(
+                    Client(streamable_http_client(url, http_client=http), mode="auto"))
+
+            async def ask(conv: Conversation, question: str, extra: dict) -> list[tuple[str, float]]:
+                result = await clients[conv.sample_id].call_tool(
+                    "retrieve_context", {"query": question, "limit": 10, **extra})
+                if result.is_error:
+                    raise RuntimeError(f"retrieve_context failed: {result.content}")
+                memories = result.structured_content["memories"]
+                return [(m["id"], m["score"]) for m in memories]
+
+            for conv in conversations:  # warm up, as the in-process path does
+                for q in conv.questions[:5]:
+                    await ask(conv, q.text, {})
+            for extra in settings:
+                answers: dict[tuple[str, str], list[tuple[str, float]]] = {}  # -> (memory id, score)
+                latencies = []
+                for conv in conversations:
+                    for q in conv.questions:
+                        t = time.perf_counter()
+                        answers[(conv.sample_id, q.text)] = await ask(conv, q.text, extra)
+                        latencies.append((time.perf_counter() - t) * 1000)
+                out.append((answers, latencies))
+        return out
+
+    results, founds, scores = [], [], []
+    with ServerProcess(data_dir, extra_args=["--call-rate-limit", "1000000"]) as server:
+        server.wait_ready()
+        started = server.started_in or 0.0
+        asked = asyncio.run(ask_all(server.mcp_url, lambda user: server.token(user, client_id=_CLIENT)))
+    for answers, latencies in asked:
+        found: list[list[str]] = []
+        result = run(conversations, recording(lambda c, q, n, a=answers: [i for i, _ in a[(c.sample_id, q)][:n]], found))
+        result.latencies_ms = latencies  # the HTTP calls' own, not the lookup's
+        results.append(result)
+        founds.append(found)
+        scores.append([[v for _, v in answers[(c.sample_id, q.text)]] for c in conversations for q in c.questions])
+    return results, founds, seed_s, started, scores
+
+
+def tie_swapped(local: list[str], remote: list[str], remote_scores: list[float]) -> bool:
+    """The same turns, and every position that differs holds a score another differing position
+    shares: only the order of equal-scored memories (ties break on memory id, which differs between
+    the two data directories) tells the two answers apart."""
+    if sorted(local) != sorted(remote):
+        return False
+    differ = [i for i, (a, b) in enumerate(zip(local, remote, strict=True)) if a != b]
+    return all(any(remote_scores[j] == remote_scores[i] for j in differ if j != i) for i in differ)
+
+
+def recording(retrieve: Retriever, found: list[list[str]]) -> Retriever:
+    """The same retriever, noting the turns (dia ids) it returned for each question, in order."""
+
+    def wrapped(conv: Conversation, question: str, limit: int) -> list[str]:
+        ids = retrieve(conv, question, limit)
+        found.append([conv.memory_ids.get(i, "") for i in ids])
+        return ids
+
+    return wrapped
 
 
 # -- scoring ----------------------------------------------------------------------------------
@@ -344,6 +441,8 @@ def main() -> None:
     parser.add_argument("--ablations", action="store_true", help="also turn off each kind of evidence in turn")
     parser.add_argument("--leave-one-out", action="store_true",
                         help="re-choose the weights on all but one conversation, score that one (minutes)")
+    parser.add_argument("--via-mcp", action="store_true",
+                        help="also ask every question through a real `memory serve` over HTTP (MCP SDK client)")
     parser.add_argument("--latency", action="store_true",
                         help="also time retrieve_context with every conversation stored as one user")
     args = parser.parse_args()
@@ -373,7 +472,8 @@ def main() -> None:
         ours = run(conversations, retrieve)
         rows = [(name, run(conversations, ranking_retriever(service, vectors, config)))
                 for name, config in BASELINES.items()]
-        rows.append(("**ours: retrieve_context, default recency_weight 0.3**", ours))
+        default_recency = RetrieveQuery().recency_weight
+        rows.append((f"**ours: retrieve_context, default recency_weight {default_recency}**", ours))
         rows.append(("ours, recency_weight 0", run(conversations, service_retriever(service, 0.0))))
         # As if each question were asked the day after its conversation's last session.
         day_after = {c.sample_id: datetime.fromisoformat(c.turns[-1].occurred_at.replace("Z", "+00:00"))
@@ -395,6 +495,15 @@ def main() -> None:
         one_user = None
         if args.latency:
             one_user = one_user_latency(service, conversations)
+        via_mcp = None
+        if args.via_mcp:
+            settings = [{}, {"recency_weight": 0.0}]
+            local = []
+            for extra in settings:
+                found: list[list[str]] = []
+                result = run(conversations, recording(service_retriever(service, extra.get("recency_weight")), found))
+                local.append((result, found))
+            via_mcp = (settings, local, *mcp_run(conversations, Path(tmp) / "mcp", settings))
         service.close()
 
     questions = sum(len(c.questions) for c in conversations)
@@ -416,6 +525,27 @@ def main() -> None:
         size, lat = one_user
         print(f"retrieve_context latency with all {size} memories as one user, over {len(lat)} questions: "
               f"p50 {statistics.median(lat):.1f} ms, p95 {statistics.quantiles(lat, n=20)[18]:.1f} ms")
+    if via_mcp:
+        settings, local, remote, remote_found, mcp_seed_s, started, remote_scores = via_mcp
+        print()
+        print(f"Through MCP over HTTP (a real `memory serve` on loopback, SDK client, one token per conversation; "
+              f"same turns seeded in another data directory in {mcp_seed_s:.1f} s, /healthz after {started:.2f} s):")
+        print()
+        lines = ["| retrieve_context | path | R@5 | R@10 | hit@10 | MRR@10 | same ranked turns as in-process "
+                 "| of the others: same turns, only equal-scored ones swapped | latency p50 | p95 |",
+                 "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for extra, (lres, lfound), rres, rfound, rscores in zip(settings, local, remote, remote_found, remote_scores,
+                                                                 strict=True):
+            name = (f"recency_weight {extra['recency_weight']}" if extra else
+                    f"defaults (recency_weight {RetrieveQuery(query='').recency_weight} in-process; the tool's own over MCP)")
+            same = sum(a == b for a, b in zip(lfound, rfound, strict=True))
+            ties = sum(tie_swapped(a, b, sc) for a, b, sc in zip(lfound, rfound, rscores, strict=True) if a != b)
+            for path, res, agree, tied in (("in-process", lres, "", ""),
+                                           ("MCP over HTTP", rres, f"{same}/{len(rfound)}", f"{ties}/{len(rfound) - same}")):
+                m, lat = res.overall(), res.latencies_ms
+                lines.append(f"| {name} | {path} | {m[0]:.3f} | {m[1]:.3f} | {m[2]:.3f} | {m[3]:.3f} | {agree} | "
+                             f"{tied} | {statistics.median(lat):.1f} ms | {statistics.quantiles(lat, n=20)[18]:.1f} ms |")
+        print("\n".join(lines))
     if ablations:
         print()
         print("Ablations (rank_memories, recency 0; each row turns off one thing):")
