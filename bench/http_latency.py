@@ -40,14 +40,16 @@ def seed_memories(data_dir: Path, count: int, texts: list[str]) -> float:
     return time.perf_counter() - began
 
 
-async def measure(url: str, token: str, mode: str, samples: int, texts: list[str]) -> dict[str, list[float]]:
+async def measure(url: str, token: str, mode: str, samples: int, texts: list[str], *,
+                  tag: str | None = None, warmup: int = 5) -> dict[str, list[float]]:
+    """Sequential store_memory and retrieve_context calls; the first `warmup` of each are not timed."""
     rng = random.Random(3)
     timings: dict[str, list[float]] = {"store_memory": [], "retrieve_context": []}
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=120) as http:
         async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
-            for i in range(samples + 5):  # the first few warm connections and caches up
+            for i in range(samples + warmup):  # the first few warm connections and caches up
                 calls = {
-                    "store_memory": {"text": f"{rng.choice(texts)} [{mode} {i}]"},
+                    "store_memory": {"text": f"{rng.choice(texts)} [{tag or mode} {i}]"},
                     "retrieve_context": {"query": rng.choice(texts)[:120], "limit": 10},
                 }
                 for tool, arguments in calls.items():
@@ -56,7 +58,7 @@ async def measure(url: str, token: str, mode: str, samples: int, texts: list[str
                     elapsed = (time.perf_counter() - began) * 1000
                     if result.is_error:
                         raise RuntimeError(f"{tool} failed: {result.content}")
-                    if i >= 5:
+                    if i >= warmup:
                         timings[tool].append(elapsed)
     return timings
 

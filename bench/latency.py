@@ -46,6 +46,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core_latency import corpus, percentiles  # noqa: E402
+from http_latency import measure  # noqa: E402
 
 from memory.identity import Identity  # noqa: E402
 from memory.server.process import ServerProcess  # noqa: E402
@@ -148,24 +149,7 @@ def _client(url: str, token: str):
 
 async def sequential(url: str, token: str, samples: int, texts: list[str], tag: str,
                      warmup: int = 10) -> dict[str, list[float]]:
-    rng = random.Random(3)
-    timings: dict[str, list[float]] = {"store_memory": [], "retrieve_context": []}
-    http, client = _client(url, token)
-    async with http, client:
-        for i in range(samples + warmup):
-            calls = {
-                "store_memory": {"text": f"{rng.choice(texts)} [seq {tag} {i}]"},
-                "retrieve_context": {"query": rng.choice(texts)[:120], "limit": 10},
-            }
-            for tool, arguments in calls.items():
-                began = time.perf_counter()
-                result = await client.call_tool(tool, arguments)
-                elapsed = (time.perf_counter() - began) * 1000
-                if result.is_error:
-                    raise RuntimeError(f"{tool} failed: {result.content}")
-                if i >= warmup:
-                    timings[tool].append(elapsed)
-    return timings
+    return await measure(url, token, "auto", samples, texts, tag=tag, warmup=warmup)
 
 
 async def throughput(url: str, token: str, clients: int, duration: float, texts: list[str],
