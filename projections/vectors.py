@@ -5,6 +5,8 @@ per 10k memories on one core, with no index to build or rebuild. Rows are append
 removed by swapping in the last row, so an update never copies the matrix.
 """
 
+from collections.abc import Iterable
+
 import numpy as np
 
 __all__ = ["VectorIndex"]
@@ -49,6 +51,12 @@ class VectorIndex:
             self._rows[moved] = row
         self._ids.pop()
         self._size -= 1
+
+    def load(self, rows: Iterable[tuple[str, np.ndarray]], capacity: int) -> None:
+        """Fill an empty index, allocating room for `capacity` rows once."""
+        self._matrix = np.zeros((max(64, capacity), self.dimensions), dtype=np.float32)
+        for memory_id, vector in rows:
+            self.upsert(memory_id, vector)
 
     def clear(self) -> None:
         self.__init__(self.dimensions)
