@@ -151,13 +151,13 @@ def isolation_check(data_dir: str | Path, keys: KeyRing) -> list[Violation]:
         ids_of[owner.key] = set()
         log = _open_log(data_dir, owner, keys)
         try:
-            for row in log.read_raw():
-                seq, event_id, type_, header = row[0], row[1], row[2], row[13]
-                h = json.loads(header)
+            for record in _records(log):
+                h = json.loads(record.header)
                 if h.get("log") != owner.key or h.get("owner") != {"iss": owner.iss, "sub": owner.sub}:
-                    violations.append(Violation(str(owner), seq, f"seq {seq} names another owner: {h.get('owner')}"))
-                if type_ == "memory.stored":
-                    ids_of[owner.key].add(event_id)
+                    violations.append(Violation(str(owner), record.seq,
+                                                f"seq {record.seq} names another owner: {h.get('owner')}"))
+                if record.type == "memory.stored":
+                    ids_of[owner.key].add(record.event_id)
         finally:
             log.close()
     # Ids are unique within one log only: two users may hold the same id, each their own memory.

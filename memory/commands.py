@@ -16,7 +16,6 @@ from memory.model import (
     MAX_TAG_LENGTH,
     MAX_TAGS,
     MAX_TEXT_BYTES,
-    LinkType,
     MemoryType,
     Scope,
     Status,

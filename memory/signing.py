@@ -78,6 +78,7 @@ class KeyRing:
         }
 
     def records(self) -> list[dict]:
+        """Every key with when it was created and retired: the record of rotations."""
         return [dict(r) for r in self._records]
 
     def rotate(self) -> str:

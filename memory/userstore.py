@@ -145,23 +145,8 @@ class UserDirectory:
                 self._stores[owner.key] = store
         return store
 
-    def owners(self) -> Iterator[Identity]:
-        return (owner for _, owner in list_logs(self.data_dir))
-
     def close(self) -> None:
         with self._lock:
             for store in self._stores.values():
                 store.close()
             self._stores.clear()
-
-    def remove_projections(self, owner: Identity) -> None:
-        """Drop a user's projection file (the next open rebuilds it)."""
-        with self._lock:
-            store = self._stores.pop(owner.key, None)
-        if store:
-            store.close()
-        folder = log_path(self.data_dir, owner).parent
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{folder / 'projections.sqlite'}{suffix}").unlink(missing_ok=True)
-
-

@@ -134,11 +134,6 @@ class ProjectionSet:
             p.after_commit()
         return self.catch_up(log, to_seq, progress)
 
-    def apply_events(self, events: Sequence[StoredEvent]) -> None:
-        """Apply events the caller just appended (they follow the checkpoint)."""
-        if events:
-            self._apply(list(events), None)
-
     def _apply(self, batch: list[StoredEvent], progress: Callable[[int], None] | None) -> int:
         self.db.execute("BEGIN")
         try:

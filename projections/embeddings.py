@@ -34,7 +34,6 @@ class EmbeddingsProjection:
         self.index = VectorIndex(embedder.dimensions)
         self._cache_db = cache_db
         self._pending: list[tuple[str, np.ndarray | None]] = []
-        self._loaded = False
 
     @property
     def version(self) -> str:
@@ -76,7 +75,6 @@ class EmbeddingsProjection:
             rows = db.execute("SELECT memory_id, text_hash FROM embeddings").fetchall()
             vectors = self._cached(self._cache_db, {h for _, h in rows})
             self.index.load(((m, vectors[h]) for m, h in rows if h in vectors), capacity=len(rows))
-        self._loaded = True
 
     def apply(self, db: sqlite3.Connection, events: Sequence[StoredEvent]) -> None:
         cache = self._cache_db or db
@@ -148,5 +146,6 @@ class EmbeddingsProjection:
         self._pending.clear()
 
     def after_rollback(self) -> None:
+        # The index may hold nothing of the failed batch (it is published after commit); the
+        # caller reloads it from the table all the same (UserStore.catch_up).
         self._pending.clear()
-        self._loaded = False  # the caller reloads the index from the table
