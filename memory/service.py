@@ -5,6 +5,7 @@ method appends its event â€” reads included, so a person can see who read what â
 projections that are caught up to that event.
 """
 
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,6 +57,7 @@ from memory.signing import KeyRing
 from memory.userstore import ProjectionView, UserDirectory, UserStore
 from projections.embedder import Embedder
 from projections.ranking import Filters, rank_memories
+from projections.vectors import VectorIndex
 
 __all__ = ["Caller", "MemoryService"]
 
@@ -140,6 +142,7 @@ class MemoryService:
     def store(self, caller: Caller, cmd: StoreMemory) -> Memory:
         cmd = _checked(cmd)
         store = self._store(caller)
+        store.prime_embeddings([clean_text(cmd.text)])
         with store.lock:
             payload = self._stored_payload(store, caller, cmd)
             self._append(caller, [payload])
@@ -175,6 +178,8 @@ class MemoryService:
     def update(self, caller: Caller, memory_id: str, changes: UpdateMemory) -> Memory:
         changes = _checked(changes)
         store = self._store(caller)
+        if isinstance(changes.text, str):
+            store.prime_embeddings([clean_text(changes.text)])
         with store.lock:
             current = self._existing(store, memory_id)
             fields = {f: getattr(changes, f) for f in changes.__struct_fields__ if getattr(changes, f) is not msgspec.UNSET}
@@ -253,6 +258,8 @@ class MemoryService:
         links the new memory to the old and marks the old one superseded."""
         session = _checked(session)
         store = self._store(caller)
+        items = (*session.decisions, *session.learnings, *session.status_updates, *session.feedback)
+        store.prime_embeddings([clean_text(item.text) for item in items])
         with store.lock:
             project = clean_entity(session.project, "project") or self._active_project(store, caller)
             scope = Scope.PROJECT if project else Scope.GLOBAL
@@ -322,30 +329,48 @@ class MemoryService:
             raise InvalidInput("query is longer than 4096 bytes")
         # The only model call on the read path, done before taking the user's lock.
         vector = self.embedder.embed_query(query) if query else None
+        if q.as_of is None:
+            # Ranking reads a snapshot of its own: it does not wait for this user's writes.
+            with store.reading() as db:
+                project = clean_entity(q.project, "project") or reads.active_project(db, caller.client_id)
+                filters, results = self._rank(db, store.view.embeddings.index, project, q, query, vector)
+            as_of = None
+        else:
+            with store.lock:
+                as_of = self._as_of_seq(store, q.as_of)
+                view = store.view_as_of(as_of)
+                # The project the caller works in now, applied to the past.
+                project = clean_entity(q.project, "project") or self._active_project(store, caller)
+                filters, results = self._rank(view.db, view.embeddings.index, project, q, query, vector)
+        returned = [r.memory.id for r in results] + [m.id for r in results for m in r.related]
         with store.lock:
-            project = clean_entity(q.project, "project") or self._active_project(store, caller)
-            as_of = self._as_of_seq(store, q.as_of)
-            view = store.view if as_of is None else store.view_as_of(as_of)
-            filters = Filters(
-                memory_types=[t.value for t in q.memory_types] if q.memory_types else None,
-                scope=q.scope.value if q.scope else None, project=project,
-                task_id=q.task_id, entity=clean_entity(q.entity),
-                tags=clean_tags(q.tags) if q.tags else None, status=q.status.value if q.status else None,
-            )
-            ranked = rank_memories(view.db, view.embeddings.index, query, vector, filters, q.limit,
-                                   q.recency_weight, _now())
-            memories = reads.load_memories(view.db, [r.memory_id for r in ranked])
-            results = []
-            for r in ranked:
-                related: list[Memory] = []
-                if q.include_related:
-                    ids = reads.linked_ids(view.db, r.memory_id, _MAX_RELATED)
-                    related = [m for m in reads.load_memories(view.db, ids).values() if not m.deleted]
-                results.append(RetrievedMemory(memory=memories[r.memory_id], score=r.score, related=related))
-            returned = [r.memory.id for r in results] + [m.id for r in results for m in r.related]
-            self._audit_read(caller, "retrieve_context", query,  list(dict.fromkeys(returned)),
+            self._audit_read(caller, "retrieve_context", query, list(dict.fromkeys(returned)),
                              msgspec.to_builtins(filters) | {"as_of": as_of})
-            return RetrievalResult(query=query, memories=results, as_of_seq=as_of, project=project)
+        return RetrievalResult(query=query, memories=results, as_of_seq=as_of, project=project)
+
+    @staticmethod
+    def _rank(db: sqlite3.Connection, index: VectorIndex, project: str | None, q: RetrieveQuery, query: str,
+              vector) -> tuple[Filters, list[RetrievedMemory]]:
+        filters = Filters(
+            memory_types=[t.value for t in q.memory_types] if q.memory_types else None,
+            scope=q.scope.value if q.scope else None, project=project,
+            task_id=q.task_id, entity=clean_entity(q.entity),
+            tags=clean_tags(q.tags) if q.tags else None, status=q.status.value if q.status else None,
+        )
+        ranked = rank_memories(db, index, query, vector, filters, q.limit, q.recency_weight, _now())
+        memories = reads.load_memories(db, [r.memory_id for r in ranked])
+        results = []
+        for r in ranked:
+            # The vector index is published just after each commit: it may name a memory this
+            # snapshot does not have yet.
+            if r.memory_id not in memories:
+                continue
+            related: list[Memory] = []
+            if q.include_related:
+                ids = reads.linked_ids(db, r.memory_id, _MAX_RELATED)
+                related = [m for m in reads.load_memories(db, ids).values() if not m.deleted]
+            results.append(RetrievedMemory(memory=memories[r.memory_id], score=r.score, related=related))
+        return filters, results
 
     def _as_of_seq(self, store: UserStore, as_of: int | str | None) -> int | None:
         if as_of is None:

@@ -5,9 +5,11 @@ the truth) and `projections.sqlite` (derived; deleted or corrupted, it is rebuil
 Every user has a lock of their own, so one user's writes never hold up another user's reads.
 """
 
+import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from memory.identity import Identity
@@ -22,6 +24,9 @@ from projections.links import LinksProjection
 from projections.memories import MemoriesProjection
 
 __all__ = ["UserStore", "ProjectionView", "UserDirectory", "build_projections", "list_logs"]
+
+# Read connections kept open per user: enough for the calls one person's assistants make at once.
+_IDLE_READERS = 4
 
 
 class ProjectionView:
@@ -64,6 +69,7 @@ class UserStore:
             self.view.projections.rebuild(self.log)
         self.view.embeddings.load_index(self.view.db)
         self.catch_up()
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
 
     def _open_view(self) -> ProjectionView:
         try:
@@ -96,6 +102,37 @@ class UserStore:
             self.catch_up()
             return events
 
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection to the projections in a read transaction of its own, without the lock.
+
+        WAL gives it the last committed state, so ranking a query (the costly part of a read)
+        runs beside this user's writes and other reads instead of queueing behind them.
+        """
+        try:
+            db = self._readers.get_nowait()
+        except queue.Empty:
+            db = sqlite3.connect(f"file:{self._projection_path}?mode=ro", uri=True, isolation_level=None,
+                                 check_same_thread=False, timeout=30)
+        reusable = False
+        try:
+            db.execute("BEGIN")
+            try:
+                yield db
+            finally:
+                db.execute("COMMIT")
+                reusable = True
+        finally:
+            if reusable and self._readers.qsize() < _IDLE_READERS:
+                self._readers.put(db)
+            else:
+                db.close()
+
+    def prime_embeddings(self, texts: Sequence[str]) -> None:
+        """Embed texts about to be appended, before taking the lock: the model call (most of a
+        store's cost) then runs beside other calls instead of inside the user's critical section."""
+        self.view.embeddings.prime(texts)
+
     def view_as_of(self, seq: int) -> ProjectionView:
         """The projections as they were after `seq`, rebuilt in memory from the log."""
         with self.lock:
@@ -105,6 +142,8 @@ class UserStore:
 
     def close(self) -> None:
         with self.lock:
+            while not self._readers.empty():
+                self._readers.get_nowait().close()
             self.view.db.close()
             self.log.close()
 

@@ -134,9 +134,11 @@ class FastEmbedEmbedder:
         self._loaded = threading.Event()
         self._start_lock = threading.Lock()
         self._loader: threading.Thread | None = None
-        # fastembed's tokenizer keeps mutable truncation/padding state and we
-        # do not rely on it being safe to share; one embedding at a time.
-        self._embed_lock = threading.Lock()
+        # Concurrent embeddings, at most one per core: the session and the tokenizer are shared
+        # (onnxruntime's run and the tokenizer's encode are thread-safe; padding and truncation
+        # are set once at load), and each run uses one thread, so two calls use both cores
+        # instead of queueing behind each other.
+        self._embed_slots = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 
     def __repr__(self) -> str:
         return f"FastEmbedEmbedder(model_id={self.model_id!r}, threads={self.threads}, batch_size={self.batch_size})"
@@ -221,7 +223,7 @@ class FastEmbedEmbedder:
         # embedding in order of length and putting the rows back doubled throughput on
         # conversational text (78 -> 178 texts/s on LoCoMo turns).
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        with self._embed_lock:
+        with self._embed_slots:
             embedded = numpy.stack(list(model.embed([texts[i] for i in order], batch_size=self.batch_size)))
         vectors = numpy.empty_like(embedded)
         vectors[order] = embedded

@@ -7,6 +7,8 @@ holds vectors, not text, and forgetting a memory deletes its vector. Vectors als
 
 import hashlib
 import sqlite3
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +20,9 @@ from projections.embedder import Embedder
 from projections.vectors import VectorIndex
 
 __all__ = ["EmbeddingsProjection", "text_hash"]
+
+# Vectors computed ahead of their event (`prime`); a few calls' worth, in case one never lands.
+_MAX_PRIMED = 256
 
 
 def text_hash(text: str) -> str:
@@ -34,6 +39,8 @@ class EmbeddingsProjection:
         self.index = VectorIndex(embedder.dimensions)
         self._cache_db = cache_db
         self._pending: list[tuple[str, np.ndarray | None]] = []
+        self._primed: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._primed_lock = threading.Lock()
 
     @property
     def version(self) -> str:
@@ -59,6 +66,22 @@ class EmbeddingsProjection:
         db.execute("DROP TABLE IF EXISTS embeddings")
         db.execute("DROP TABLE IF EXISTS embedded_texts")
         self._pending.append(("", None))  # "" marks "clear the index" for after_commit
+
+    def prime(self, texts: Sequence[str]) -> None:
+        """Embed texts that events about to be applied will carry; `apply` takes them from here
+        instead of calling the model. Safe to call without the caller's lock."""
+        if not texts:
+            return
+        vectors = self.embedder.embed_documents(list(texts))
+        with self._primed_lock:
+            for text, vector in zip(texts, vectors, strict=True):
+                self._primed[text_hash(text)] = vector
+            while len(self._primed) > _MAX_PRIMED:
+                self._primed.popitem(last=False)
+
+    def _take_primed(self, hashes: set[str]) -> dict[str, np.ndarray]:
+        with self._primed_lock:
+            return {h: self._primed.pop(h) for h in hashes if h in self._primed}
 
     def load_index(self, db: sqlite3.Connection) -> None:
         """Fill the in-memory index from the table (once, when a user's projections open)."""
@@ -94,9 +117,11 @@ class EmbeddingsProjection:
         vectors = self._cached(cache, set(hashes.values()))
         missing = {h: wanted[m] for m, h in hashes.items() if h not in vectors}
         if missing:
-            fresh = self.embedder.embed_documents(list(missing.values()))
-            for h, vector in zip(missing, fresh, strict=True):
-                vectors[h] = vector
+            fresh = self._take_primed(set(missing))
+            unprimed = [h for h in missing if h not in fresh]
+            if unprimed:
+                fresh.update(zip(unprimed, self.embedder.embed_documents([missing[h] for h in unprimed]), strict=True))
+            vectors.update(fresh)
             cache.executemany(
                 "INSERT OR REPLACE INTO embedding_cache VALUES (?, ?, ?)",
                 [(self.embedder.model_id, h, vectors[h].astype(np.float32).tobytes()) for h in missing],

@@ -2,9 +2,11 @@
 
 Exact search over a contiguous float32 matrix is one matrix-vector product: about a millisecond
 per 10k memories on one core, with no index to build or rebuild. Rows are appended in place and
-removed by swapping in the last row, so an update never copies the matrix.
+removed by swapping in the last row, so an update never copies the matrix. A lock keeps a
+search (which runs outside the user's lock) from seeing a row half moved.
 """
 
+import threading
 from collections.abc import Iterable
 
 import numpy as np
@@ -19,6 +21,7 @@ class VectorIndex:
         self._size = 0
         self._ids: list[str] = []
         self._rows: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return self._size
@@ -27,6 +30,10 @@ class VectorIndex:
         return memory_id in self._rows
 
     def upsert(self, memory_id: str, vector: np.ndarray) -> None:
+        with self._lock:
+            self._upsert(memory_id, vector)
+
+    def _upsert(self, memory_id: str, vector: np.ndarray) -> None:
         row = self._rows.get(memory_id)
         if row is None:
             if self._size == len(self._matrix):
@@ -40,6 +47,10 @@ class VectorIndex:
         self._matrix[row] = vector
 
     def remove(self, memory_id: str) -> None:
+        with self._lock:
+            self._remove(memory_id)
+
+    def _remove(self, memory_id: str) -> None:
         row = self._rows.pop(memory_id, None)
         if row is None:
             return
@@ -54,22 +65,28 @@ class VectorIndex:
 
     def load(self, rows: Iterable[tuple[str, np.ndarray]], capacity: int) -> None:
         """Fill an empty index, allocating room for `capacity` rows once."""
-        self._matrix = np.zeros((max(64, capacity), self.dimensions), dtype=np.float32)
-        for memory_id, vector in rows:
-            self.upsert(memory_id, vector)
+        with self._lock:
+            self._matrix = np.zeros((max(64, capacity), self.dimensions), dtype=np.float32)
+            for memory_id, vector in rows:
+                self._upsert(memory_id, vector)
 
     def clear(self) -> None:
-        self.__init__(self.dimensions)
+        with self._lock:
+            self._matrix = np.zeros((0, self.dimensions), dtype=np.float32)
+            self._size = 0
+            self._ids = []
+            self._rows = {}
 
     def search(self, query: np.ndarray, k: int, allowed: set[str] | None = None) -> list[tuple[str, float]]:
         """The k most similar memory ids with their cosine similarity (vectors are normalised)."""
-        if self._size == 0 or k <= 0:
-            return []
-        scores = self._matrix[: self._size] @ query.astype(np.float32, copy=False)
-        if allowed is not None:
-            mask = np.fromiter((i in allowed for i in self._ids), dtype=bool, count=self._size)
-            scores = np.where(mask, scores, -np.inf)
-        k = min(k, self._size)
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top])]
-        return [(self._ids[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
+        with self._lock:
+            if self._size == 0 or k <= 0:
+                return []
+            scores = self._matrix[: self._size] @ query.astype(np.float32, copy=False)
+            if allowed is not None:
+                mask = np.fromiter((i in allowed for i in self._ids), dtype=bool, count=self._size)
+                scores = np.where(mask, scores, -np.inf)
+            k = min(k, self._size)
+            top = np.argpartition(-scores, k - 1)[:k]
+            top = top[np.argsort(-scores[top])]
+            return [(self._ids[i], float(scores[i])) for i in top if np.isfinite(scores[i])]

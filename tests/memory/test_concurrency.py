@@ -213,3 +213,45 @@ def test_keyrings_created_at_the_same_moment_agree_on_the_signing_key(data_dir: 
     saved = KeyRing(data_dir)
     for ring in rings:
         assert ring.active_key_id in saved.public_keys(), "events signed by this process would not verify"
+
+
+class _SlowFor:
+    """The real model, slowed down for one text: a stand-in for a long model call."""
+
+    def __init__(self, embedder, slow_text: str, started: threading.Event, release: threading.Event):
+        self._embedder, self._slow_text, self._started, self._release = embedder, slow_text, started, release
+        self.model_id, self.dimensions = embedder.model_id, embedder.dimensions
+
+    def embed_documents(self, texts):
+        if self._slow_text in texts:
+            self._started.set()
+            self._release.wait(30)
+        return self._embedder.embed_documents(texts)
+
+    def embed_query(self, text):
+        return self._embedder.embed_query(text)
+
+
+def test_a_store_waiting_on_the_model_does_not_hold_up_reads_or_writes_of_the_same_user(data_dir: Path, embedder):
+    started, release = threading.Event(), threading.Event()
+    service = MemoryService(data_dir, _SlowFor(embedder, "the slow one", started, release))
+    caller = Caller(Identity(LOCAL_ISSUER, "alice"), "test")
+    service.store(caller, StoreMemory(text="Alice keeps bees on the roof"))
+    slow = threading.Thread(target=service.store, args=(caller, StoreMemory(text="the slow one")))
+    slow.start()
+    try:
+        assert started.wait(30)
+        # The slow store is inside its model call: a read and another write go through meanwhile.
+        found = service.retrieve_context(caller, RetrieveQuery(query="bees"))
+        quick = service.store(caller, StoreMemory(text="Alice sold honey at the market"))
+        assert slow.is_alive()
+        assert [m.memory.text for m in found.memories][:1] == ["Alice keeps bees on the roof"]
+        assert quick.text == "Alice sold honey at the market"
+    finally:
+        release.set()
+        slow.join(30)
+    texts = {m.memory.text for m in service.retrieve_context(caller, RetrieveQuery(query="the slow one")).memories}
+    assert "the slow one" in texts
+    service.close()
+    report = verify_user(data_dir, caller.identity, KeyRing(data_dir), embedder)
+    assert report.ok, report.problems

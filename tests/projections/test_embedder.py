@@ -132,7 +132,9 @@ def test_a_very_long_text_is_truncated_rather_than_rejected(embedder):
 
 
 def test_concurrent_embeds_from_four_threads_match_sequential_ones(embedder):
-    batches = [[f"thread {t} note {i}: something worth remembering" for i in range(12)] for t in range(4)]
+    # Lengths differ between threads, so each call pads its batch to a different width.
+    batches = [[f"thread {t} note {i}: something worth remembering" + " and more" * (t * 9 + i) for i in range(12)]
+               for t in range(4)]
     sequential = [embedder.embed_documents(batch) for batch in batches]
     barrier = threading.Barrier(len(batches))
 
