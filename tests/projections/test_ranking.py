@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -343,3 +344,29 @@ def test_as_of_applies_the_filters_to_the_past_state(svc):
     assert retrieve(svc, "tabs", tags=["style"], entity="acme", as_of=k) == [memory]
     assert retrieve(svc, "tabs", tags=["style"], entity="acme") == []
     assert retrieve(svc, "tabs", tags=["old"], entity="beta", as_of=k) == []
+
+
+def _lexical_hits(svc: MemoryService, query: str, config) -> set[str]:
+    from projections.ranking import Filters, rank_memories
+
+    store_ = svc.users.get(ALICE.identity)
+    ranked = rank_memories(store_.view.db, store_.view.embeddings.index, query, None, Filters(), 50, 0.0,
+                           datetime.now(UTC), config)
+    return {r.memory_id for r in ranked if r.bm25 is not None}
+
+
+def test_a_word_in_more_memories_than_max_postings_is_left_out_of_the_match(svc):
+    from projections.ranking import DEFAULT_CONFIG
+
+    for i in range(24):
+        store(svc, f"Unrelated note number {i} about invoices")
+    gardens = {store(svc, f"Note {i}: watered the garden") for i in range(5)}
+    # Stored last, after a garden note: "garden" reaches it through its context column only.
+    zucchini = store(svc, "The zucchini finally flowered")
+    # "garden" is in 5 of 30 memories: under a fifth, so matched by default ...
+    assert _lexical_hits(svc, "garden zucchini", DEFAULT_CONFIG) == gardens | {zucchini}
+    # ... and left out once more memories than max_postings hold it.
+    capped = msgspec.structs.replace(DEFAULT_CONFIG, max_postings=4)
+    assert _lexical_hits(svc, "garden zucchini", capped) == {zucchini}
+    # When every word is that common, the rarest one is still matched.
+    assert _lexical_hits(svc, "garden invoices", capped) == gardens | {zucchini}
