@@ -192,6 +192,8 @@ class FastEmbedEmbedder:
                 threads=self.threads,
                 # vectors must not depend on which host computed them
                 cuda=False,
+                # Freed after each run: the arena would keep the largest batch's peak for good.
+                enable_cpu_mem_arena=False,
             )
         except BaseException as error:  # noqa: BLE001 - handed to every caller
             self._load_error = error

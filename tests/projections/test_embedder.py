@@ -345,3 +345,24 @@ def test_the_model_loads_offline_without_opening_a_single_connection(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok all-MiniLM-L6-v2-int8:")
+
+
+def test_a_batch_of_long_texts_does_not_leave_the_process_holding_its_working_memory():
+    # onnxruntime's arena would keep the peak of the largest batch ever embedded (about 300 MB
+    # for 16 texts of 256 tokens) for the life of the server.
+    script = textwrap.dedent("""
+        from projections.embedder import default_embedder
+        def rss_mb():
+            with open("/proc/self/status") as status:
+                return int(next(l for l in status if l.startswith("VmRSS")).split()[1]) // 1024
+        model = default_embedder()
+        assert model.wait_ready(60), model.load_error
+        model.embed_query("warm up")
+        before = rss_mb()
+        model.embed_documents(["a rather long sentence about many things " * 40] * 16)
+        print(rss_mb() - before)
+    """)
+    grown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                           cwd=REPO_ROOT, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    assert grown.returncode == 0, grown.stderr
+    assert int(grown.stdout) < 150, f"RSS grew by {grown.stdout.strip()} MB"
