@@ -5,11 +5,15 @@ method appends its event â€” reads included, so a person can see who read what â
 projections that are caught up to that event.
 """
 
+import os
 import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
+import numpy as np
 
 from memory import reads
 from memory.audit import export_user
@@ -102,8 +106,11 @@ class MemoryService:
         self.keys = keys or KeyRing(self.data_dir)
         self.embedder = embedder
         self.users = UserDirectory(self.data_dir, self.keys, embedder)
+        self._query_embeddings = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
+                                                    thread_name_prefix="embed-query")
 
     def close(self) -> None:
+        self._query_embeddings.shutdown(wait=True, cancel_futures=True)
         self.users.close()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -327,8 +334,9 @@ class MemoryService:
         query = q.query.strip()
         if len(query.encode()) > 4096:
             raise InvalidInput("query is longer than 4096 bytes")
-        # The only model call on the read path, done before taking the user's lock.
-        vector = self.embedder.embed_query(query) if query else None
+        # The only model call on the read path: started now, waited for once the lexical half of
+        # the ranking has run beside it.
+        vector = self._query_embeddings.submit(self.embedder.embed_query, query).result if query else None
         if q.as_of is None:
             # Ranking reads a snapshot of its own: it does not wait for this user's writes.
             with store.reading() as db:
@@ -350,7 +358,7 @@ class MemoryService:
 
     @staticmethod
     def _rank(db: sqlite3.Connection, index: VectorIndex, project: str | None, q: RetrieveQuery, query: str,
-              vector) -> tuple[Filters, list[RetrievedMemory]]:
+              vector: Callable[[], np.ndarray] | None) -> tuple[Filters, list[RetrievedMemory]]:
         filters = Filters(
             memory_types=[t.value for t in q.memory_types] if q.memory_types else None,
             scope=q.scope.value if q.scope else None, project=project,

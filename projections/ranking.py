@@ -24,7 +24,7 @@ they are round numbers and each one is an ablation row of that bench.
 import functools
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -258,17 +258,22 @@ def rank_memories(
     db: sqlite3.Connection,
     index: VectorIndex,
     query: str,
-    query_vector: np.ndarray | None,
+    query_vector: np.ndarray | Callable[[], np.ndarray | None] | None,
     filters: Filters,
     limit: int,
     recency_weight: float,
     now: datetime,
     config: RankingConfig = DEFAULT_CONFIG,
 ) -> list[Ranked]:
+    """`query_vector` may be a callable that waits for it: the query is then being embedded while
+    the lexical half runs (both release the GIL, so the two overlap on two cores)."""
     where, args = filter_sql(filters)
     depth = max(config.depth, limit * 4)
     cues = analyse(query) if query else None
     match = _match(db, query_words(query), config) if query and config.bm25_weight > 0 else None
+    bm25 = _lexical(db, match, where, args, depth, config) if match is not None else {}
+    if callable(query_vector):
+        query_vector = query_vector()
     if config.dense_weight <= 0:
         query_vector = None
     if match is None and query_vector is None:
@@ -276,8 +281,6 @@ def rank_memories(
             f"SELECT m.id FROM memories m WHERE {where} ORDER BY m.updated_seq DESC LIMIT ?", (*args, limit)
         ).fetchall()
         return [Ranked(r[0], 1.0, None, None) for r in rows]
-
-    bm25 = _lexical(db, match, where, args, depth, config) if match is not None else {}
 
     dense: dict[str, float] = {}
     if query_vector is not None:

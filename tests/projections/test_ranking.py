@@ -370,3 +370,21 @@ def test_a_word_in_more_memories_than_max_postings_is_left_out_of_the_match(svc)
     assert _lexical_hits(svc, "garden zucchini", capped) == {zucchini}
     # When every word is that common, the rarest one is still matched.
     assert _lexical_hits(svc, "garden invoices", capped) == gardens | {zucchini}
+
+
+def test_a_query_vector_handed_over_as_a_callable_ranks_as_the_vector_itself(svc, corpus, embedder):
+    from projections.ranking import Filters, rank_memories
+
+    store_ = svc.users.get(ALICE.identity)
+    now = datetime.now(UTC)
+    query = "which nuts make her sick"
+    vector = embedder.embed_query(query)
+    asked = []
+
+    def later():
+        asked.append(True)
+        return vector
+
+    args = (store_.view.db, store_.view.embeddings.index, query)
+    assert rank_memories(*args, later, Filters(), 5, 0.1, now) == rank_memories(*args, vector, Filters(), 5, 0.1, now)
+    assert asked == [True]
