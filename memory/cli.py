@@ -187,63 +187,106 @@ def jwks(data_dir: Path) -> None:
     click.echo(json.dumps(KeyRing(data_dir).jwks(), indent=2))
 
 
+_config_file = click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), envvar="MEMORY_CONFIG",
+    metavar="FILE", help="A TOML file of settings (flags and MEMORY_* variables override it).",
+)
+
+
+def _load_settings(flags: dict, config_file: Path | None):
+    from memory.server.config import ConfigError, load_settings
+
+    try:
+        return load_settings(flags, config_file=config_file)
+    except ConfigError as exc:
+        # One line and exit code 2, like a bad flag: a traceback would only hide which value was wrong.
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(2) from None
+
+
+def _given(ctx: click.Context, params: dict, rename: dict[str, str]) -> dict:
+    """The flags typed on the command line, by setting name (environment and file come from the loader)."""
+    given = {}
+    for param, value in params.items():
+        if ctx.get_parameter_source(param) is click.core.ParameterSource.COMMANDLINE:
+            given[rename.get(param, param)] = list(value) if isinstance(value, tuple) else value
+    return given
+
+
+_SERVE_FLAGS = {"access_token_ttl": "access_token_ttl_seconds", "oauth_rate_limit": "oauth_rate_limit_per_minute",
+                "call_rate_limit": "call_rate_limit_per_minute"}
+
+
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="MEMORY_HOST", help="Interface to listen on.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, envvar="MEMORY_PORT")
+@click.option("--host", help="Interface to listen on (default 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port to listen on (default 8000).")
 @_data_dir
-@click.option("--public-url", envvar="MEMORY_PUBLIC_URL", metavar="URL",
+@_config_file
+@click.option("--public-url", metavar="URL",
               help="The URL clients reach this server at (default http://HOST:PORT): the base of metadata "
                    "documents, token audiences and memory urls.")
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="HOST[:PORT]",
               help="Another Host header /mcp accepts (repeatable); the public URL's and loopback's always are.")
 @click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
               help="Another Origin header /mcp accepts (repeatable).")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-              show_default=True)
-@click.option("--access-token-ttl", envvar="MEMORY_ACCESS_TOKEN_TTL", default="15m", show_default=True,
-              help="Lifetime of access tokens from the built-in authorization server: 90s, 15m, 1h.")
-@click.option("--cors-origin", "cors_origins", multiple=True, envvar="MEMORY_CORS_ORIGINS", metavar="ORIGIN",
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
+@click.option("--log-format", type=click.Choice(["json", "text"]), help="Default json: one object a line.")
+@click.option("--forwarded-allow-ip", "forwarded_allow_ips", multiple=True, metavar="IP",
+              help="A reverse proxy whose X-Forwarded-* headers are trusted (repeatable; default none).")
+@click.option("--access-token-ttl", help="Lifetime of access tokens from the built-in authorization server: "
+                                         "90s, 15m, 1h (default 15m).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="A browser origin allowed by CORS (repeatable; default https://chatgpt.com and "
                    "https://chat.openai.com).")
-@click.option("--oauth-rate-limit", type=click.IntRange(min=1), default=60, show_default=True,
-              envvar="MEMORY_OAUTH_RATE_LIMIT",
-              help="Requests per minute and address to /register, /token, /revoke and the login form.")
-@click.option("--call-rate-limit", type=click.IntRange(min=1), default=3000, show_default=True,
-              envvar="MEMORY_CALL_RATE_LIMIT",
-              help="Requests per minute and person to /mcp and /api/v1 (429 with Retry-After beyond).")
-@click.option("--allow-loopback-client-metadata", is_flag=True, envvar="MEMORY_ALLOW_LOOPBACK_CLIENT_METADATA",
+@click.option("--oauth-rate-limit", type=click.IntRange(min=1),
+              help="Requests per minute and address to /register, /token, /revoke and the login form (default 60).")
+@click.option("--call-rate-limit", type=click.IntRange(min=1),
+              help="Requests per minute and person to /mcp and /api/v1, 429 beyond (default 3000).")
+@click.option("--allow-loopback-client-metadata", is_flag=True,
               help="Accept client metadata documents over http on 127.0.0.1/localhost (development only).")
-@click.option("--idp-issuer", envvar="MEMORY_IDP_ISSUER", metavar="URL",
+@click.option("--idp-issuer", metavar="URL",
               help="Use an external identity provider (Auth0, Keycloak): its issuer, exactly as in its tokens' iss.")
-@click.option("--idp-jwks-url", envvar="MEMORY_IDP_JWKS_URL", metavar="URL",
+@click.option("--idp-jwks-url", metavar="URL",
               help="Where the external provider publishes its signing keys (required with --idp-issuer).")
-@click.option("--idp-audience", envvar="MEMORY_IDP_AUDIENCE", metavar="AUD",
+@click.option("--idp-audience", metavar="AUD",
               help="The aud the provider's access tokens carry for this server (default: PUBLIC_URL/mcp).")
-def serve(host: str, port: int, data_dir: Path, public_url: str | None, allowed_hosts: tuple[str, ...],
-          allowed_origins: tuple[str, ...], log_level: str, access_token_ttl: str, cors_origins: tuple[str, ...],
-          oauth_rate_limit: int, call_rate_limit: int, allow_loopback_client_metadata: bool, idp_issuer: str | None,
-          idp_jwks_url: str | None, idp_audience: str | None) -> None:
-    """Serve MCP at /mcp and the REST API at /api/v1 (the embedding model loads in the background)."""
+@click.pass_context
+def serve(ctx: click.Context, config_file: Path | None, **params) -> None:
+    """Serve MCP at /mcp and the REST API at /api/v1 (the embedding model loads in the background).
+
+    Every setting also comes from a MEMORY_* environment variable or the --config file; see
+    `memory config show`.
+    """
     import uvicorn
 
     from memory.server.app import create_app
-    from memory.server.settings import ServerSettings
 
-    try:
-        settings = ServerSettings(data_dir=str(data_dir), host=host, port=port, public_url=public_url,
-                                  allowed_hosts=list(allowed_hosts), allowed_origins=list(allowed_origins),
-                                  log_level=log_level, access_token_ttl_seconds=_duration(access_token_ttl),
-                                  oauth_rate_limit_per_minute=oauth_rate_limit,
-                                  call_rate_limit_per_minute=call_rate_limit,
-                                  allow_loopback_client_metadata=allow_loopback_client_metadata,
-                                  idp_issuer=idp_issuer, idp_jwks_url=idp_jwks_url, idp_audience=idp_audience,
-                                  **({"cors_origins": list(cors_origins)} if cors_origins else {}))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    if (idp_issuer is None) != (idp_jwks_url is None):
+    if params["access_token_ttl"] is not None:
+        params["access_token_ttl"] = _duration(params["access_token_ttl"])
+    if params["data_dir"] is not None:
+        params["data_dir"] = str(params["data_dir"])
+    settings = _load_settings(_given(ctx, params, _SERVE_FLAGS), config_file).settings
+    if (settings.idp_issuer is None) != (settings.idp_jwks_url is None):
         raise click.UsageError("--idp-issuer and --idp-jwks-url go together")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, lifespan="on",
-                proxy_headers=False, server_header=False, timeout_graceful_shutdown=5)
+    forwarded = settings.forwarded_allow_ips
+    # log_config=None: the app's logging config (JSON lines by default) formats uvicorn's own lines too.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                lifespan="on", log_config=None, access_log=False, proxy_headers=bool(forwarded),
+                forwarded_allow_ips=forwarded or None, server_header=False, timeout_graceful_shutdown=5)
+
+
+@cli.group("config")
+def config_group() -> None:
+    """The server's settings: flags over MEMORY_* variables over the --config file over defaults."""
+
+
+@config_group.command("show")
+@_config_file
+def config_show(config_file: Path | None) -> None:
+    """Print the effective settings as TOML, each with where it came from (secrets masked)."""
+    from memory.server.config import render
+
+    click.echo(render(_load_settings({}, config_file)))
 
 
 def _duration(text: str) -> int:
