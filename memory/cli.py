@@ -148,27 +148,33 @@ def isolation_check(data_dir: Path) -> None:
 @_data_dir
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def stats(data_dir: Path, as_json: bool) -> None:
-    """Users, events and memories per user."""
-    import sqlite3
+    """Users, daily active users, memories and operations per user, OAuth flows."""
+    import msgspec
 
-    from memory.userstore import list_logs
+    from memory.server.oauth.store import OAuthStore, oauth_db_path
+    from memory.stats import collect_stats
 
-    rows = []
-    for folder, owner in list_logs(data_dir):
-        log = sqlite3.connect(f"file:{folder / 'events.sqlite'}?mode=ro", uri=True)
-        events, last = log.execute("SELECT count(*), max(recorded_at) FROM events").fetchone()
-        by_type = dict(log.execute("SELECT type, count(*) FROM events GROUP BY type"))
-        log.close()
-        memories = by_type.get("memory.stored", 0) - by_type.get("memory.forgotten", 0)
-        rows.append({"user": str(owner), "events": events, "memories": memories,
-                     "reads": by_type.get("memories.read", 0), "last_event_at": last})
+    report = collect_stats(data_dir)
+    flows = None
+    if oauth_db_path(data_dir).exists():
+        store = OAuthStore(data_dir)
+        flows = store.counts()
+        store.close()
     if as_json:
-        click.echo(json.dumps({"users": len(rows), "per_user": rows}, indent=2))
+        click.echo(json.dumps(msgspec.to_builtins(report) | {"oauth": flows}, indent=2))
         return
     click.echo(f"{'user':<30} {'events':>8} {'memories':>9} {'reads':>8}  last event")
-    for r in rows:
-        click.echo(f"{r['user']:<30} {r['events']:>8} {r['memories']:>9} {r['reads']:>8}  {r['last_event_at']}")
-    click.echo(f"{len(rows)} user(s)")
+    for r in report.per_user:
+        click.echo(f"{r.user:<30} {r.events:>8} {r.memories:>9} {r.reads:>8}  {r.last_event_at}")
+    click.echo(f"{report.users} user(s), {report.daily_active_users} active in the last 24 hours, "
+               f"{report.events} events")
+    click.echo(f"memories per user: min {report.memories_min}, median {report.memories_median:g}, "
+               f"max {report.memories_max}")
+    click.echo("operations: " + (", ".join(f"{k} {v}" for k, v in report.operations.items()) or "none"))
+    if flows is not None:
+        click.echo(f"OAuth flows: {flows['flows_started']} started, {flows['flows_completed']} completed")
+    # Failed calls leave no event: their rate lives in the running server's counters.
+    click.echo("error rate: see memory_tool_calls_total{outcome=\"error\"} on /metrics")
 
 
 @cli.command("rotate-key")

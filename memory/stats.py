@@ -43,14 +43,15 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _user_stats(folder: Path, user: str, key: str, since: str) -> tuple[UserStats, bool]:
+def _user_stats(folder: Path, user: str, key: str, since: str, operations: bool) -> tuple[UserStats, bool]:
     db = sqlite3.connect(f"file:{folder / 'events.sqlite'}?mode=ro", uri=True, timeout=10)
     try:
         events, last = db.execute("SELECT count(*), max(recorded_at) FROM events").fetchone()
         by_type = dict(db.execute("SELECT type, count(*) FROM events GROUP BY type"))
+        # Which tool made each read is in its payload: reading them all is for the CLI, not every scrape.
         reads = dict(db.execute(
             "SELECT 'read:' || coalesce(json_extract(CAST(payload AS TEXT), '$.operation'), 'redacted'), count(*) "
-            "FROM events WHERE type = 'memories.read' GROUP BY 1"))
+            "FROM events WHERE type = 'memories.read' GROUP BY 1")) if operations else {}
         # recorded_at is indexed: the last day's events are found without a scan.
         active = db.execute("SELECT 1 FROM events WHERE recorded_at >= ? LIMIT 1", (since,)).fetchone() is not None
     finally:
@@ -61,11 +62,11 @@ def _user_stats(folder: Path, user: str, key: str, since: str) -> tuple[UserStat
                      last_event_at=last, operations=operations), active
 
 
-def collect_stats(data_dir: str | Path, now: datetime | None = None) -> Stats:
+def collect_stats(data_dir: str | Path, now: datetime | None = None, operations: bool = True) -> Stats:
     since = _iso((now or datetime.now(UTC)) - timedelta(days=1))
     per_user, active = [], 0
     for folder, owner in list_logs(data_dir):
-        user, was_active = _user_stats(folder, str(owner), owner.key, since)
+        user, was_active = _user_stats(folder, str(owner), owner.key, since, operations)
         per_user.append(user)
         active += was_active
     counts = [u.memories for u in per_user] or [0]

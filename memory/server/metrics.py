@@ -2,8 +2,9 @@
 
 Three kinds of numbers: Litestar's Prometheus middleware counts HTTP requests; the tool wrapper
 counts calls, outcomes and latencies; a collector reads the data directory at scrape time
-(users, active users, memories, events, projection lag, OAuth flows), cached for a few seconds
-so a scrape costs at most one pass over the logs' indexes however often it comes.
+(users, active users, memories, events, projection lag, OAuth flows). Those are recomputed only
+when a log file changed (or a minute passed, for "active in the last day"): a scrape of an idle
+server costs one stat() per log.
 
 Who may scrape: with `metrics_token` set, whoever sends it as a bearer token; without, loopback
 clients only. Behind a reverse proxy on the same host every client looks like loopback unless
@@ -40,7 +41,7 @@ TOOL_SECONDS = Histogram("memory_tool_call_duration_seconds", "MCP tool call lat
                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 ERRORS = Counter("memory_errors", "Requests that failed on the server's side, by kind.", ["kind"])
 _LOOPBACK = ("127.0.0.1", "::1")
-_STATS_TTL_SECONDS = 10.0
+_STATS_MAX_AGE_SECONDS = 60.0
 
 
 def instrument_tool(name: str, tool: Callable[..., Any]) -> Callable[..., Any]:
@@ -75,19 +76,30 @@ class _DataDirCollector(Collector):
         self._service = service
         self._oauth = oauth_store
         self._lock = threading.Lock()
-        self._cached: tuple[float, list] = (0.0, [])
+        self._cached: tuple[float, tuple, list] = (0.0, (), [])
+
+    def _fingerprint(self) -> tuple:
+        marks = []
+        for file in sorted(self._service.data_dir.glob("users/*/events.sqlite*")):
+            try:
+                stat = file.stat()
+            except FileNotFoundError:  # a WAL checkpointed away meanwhile
+                continue
+            marks.append((file.name, stat.st_mtime_ns, stat.st_size))
+        return tuple(marks)
 
     def collect(self) -> Iterator[Any]:
         with self._lock:
-            taken, families = self._cached
-            if time.monotonic() - taken > _STATS_TTL_SECONDS:
+            taken, fingerprint, families = self._cached
+            now = self._fingerprint()
+            if now != fingerprint or time.monotonic() - taken > _STATS_MAX_AGE_SECONDS:
                 families = self._families()
-                self._cached = (time.monotonic(), families)
+                self._cached = (time.monotonic(), now, families)
         yield from families
         yield from self._lag()
 
     def _families(self) -> list:
-        stats = collect_stats(self._service.data_dir)
+        stats = collect_stats(self._service.data_dir, operations=False)
         users = GaugeMetricFamily("memory_users", "People with a log.", value=stats.users)
         active = GaugeMetricFamily("memory_daily_active_users", "People whose log grew in the last 24 hours.",
                                    value=stats.daily_active_users)
