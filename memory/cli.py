@@ -116,7 +116,12 @@ def export(data_dir: Path, user: str, output: Path) -> None:
     if not user:
         raise click.UsageError("--user is required")
     owner = _known_owner(data_dir, user)
-    manifest = export_user(data_dir, owner, KeyRing(data_dir), output)
+    keys = KeyRing(data_dir)
+    log = SqliteEventLog(log_path(data_dir, owner), owner, keys)
+    total = log.last_seq()
+    log.close()
+    with click.progressbar(length=total, label=f"exporting {owner}", file=sys.stderr) as bar:
+        manifest = export_user(data_dir, owner, keys, output, bar.update)
     click.echo(f"exported {manifest['event_count']} events of {owner} to {output}")
 
 
@@ -175,6 +180,49 @@ def stats(data_dir: Path, as_json: bool) -> None:
         click.echo(f"OAuth flows: {flows['flows_started']} started, {flows['flows_completed']} completed")
     # Failed calls leave no event: their rate lives in the running server's counters.
     click.echo("error rate: see memory_tool_calls_total{outcome=\"error\"} on /metrics")
+
+
+@cli.command("backup")
+@_data_dir
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="A new (or empty) directory for the backup.")
+def backup_command(data_dir: Path, output: Path) -> None:
+    """Back up every log, the OAuth store and the keys, safely while a server runs."""
+    from memory.backup import BackupError, backup, backup_files
+
+    try:
+        with click.progressbar(length=len(backup_files(data_dir)), label="backing up", file=sys.stderr) as bar:
+            manifest = backup(data_dir, output, bar.update)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"backed up {len(manifest.databases)} database(s) and {len(manifest.keys)} key file(s) to {output}")
+
+
+@cli.command("restore")
+@click.argument("backup_dir", metavar="BACKUP", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@_data_dir
+@click.option("--force", is_flag=True, help="Replace the logs, keys and OAuth store of a non-empty data dir.")
+def restore_command(backup_dir: Path, data_dir: Path, force: bool) -> None:
+    """Restore BACKUP into --data-dir and verify every restored chain (projections rebuild on use)."""
+    from memory.backup import BackupError, read_manifest, restore
+
+    try:
+        total = len(read_manifest(backup_dir).databases)
+        with click.progressbar(length=total, label="restoring", file=sys.stderr) as bar:
+            reports = restore(backup_dir, data_dir, force=force, progress=bar.update)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    failed = 0
+    for owner, report in reports:
+        if report.ok:
+            click.echo(f"ok {owner}: {report.event_count} events, head {report.head_hash[:16]}")
+        else:
+            failed += 1
+            for problem in report.problems:
+                click.echo(f"FAIL {owner}: {problem.message}", err=True)
+    if failed:
+        raise SystemExit(1)
+    click.echo(f"restored and verified {len(reports)} log(s) into {data_dir}")
 
 
 @cli.command("rotate-key")
