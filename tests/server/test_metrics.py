@@ -1,12 +1,17 @@
 """/metrics: Prometheus text with tool calls by outcome, their latencies, HTTP requests and the data
 directory's numbers; only loopback clients or holders of the metrics token may read it."""
 
+import re
+from pathlib import Path
+
+import httpx2
 import pytest
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from server_calls import call, call_error
 
 from memory.server.app import create_app
+from memory.server.process import ServerProcess
 from memory.server.settings import ServerSettings
 from memory.service import MemoryService
 
@@ -67,3 +72,29 @@ def test_with_a_metrics_token_the_token_is_required_from_anywhere(data_dir, serv
         assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
         ok = client.get("/metrics", headers={"Authorization": "Bearer s3cret-scrape"})
     assert ok.status_code == 200 and "memory_users" in ok.text
+
+
+def test_forwarded_headers_are_ignored_unless_the_proxy_is_named(server, tmp_path):
+    # /metrics tells loopback from the rest, so it shows which client address the server believes.
+    spoofed = {"X-Forwarded-For": "203.0.113.9"}
+    with httpx2.Client(base_url=server.url) as http:
+        assert http.get("/metrics", headers=spoofed).status_code == 200
+    with ServerProcess(tmp_path / "data", extra_args=["--forwarded-allow-ip", "127.0.0.1"]) as proxied:
+        with httpx2.Client(base_url=proxied.url) as http:
+            assert http.get("/metrics").status_code == 200
+            assert http.get("/metrics", headers=spoofed).status_code == 403
+
+
+def test_every_metric_the_operations_guide_lists_is_published(data_dir, service):
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    documented = set(re.findall(r"`(memory_\w+)", guide))
+    app = create_app(ServerSettings(data_dir=str(data_dir), metrics_token="t"), service=service)
+    with TestClient(app) as client:
+        client.get("/healthz")
+        client.get("/metrics", headers={"Authorization": "Bearer t"})  # the middleware's own metrics exist once used
+        published = client.get("/metrics", headers={"Authorization": "Bearer t"}).text
+    names = {s.name for family in text_string_to_metric_families(published) for s in family.samples}
+    names |= {re.sub(r"_(bucket|count|sum|created)$", "", name) for name in names}
+    missing = sorted(d for d in documented if d not in names)
+    # Labelled counters appear once something was counted: tool calls and errors need a call.
+    assert set(missing) <= {"memory_tool_calls_total", "memory_tool_call_duration_seconds", "memory_errors_total"}, missing
