@@ -3,6 +3,7 @@ every value checked against its type, and a bad one stops the start with one lin
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,5 @@ def test_config_show_prints_each_value_with_its_source_and_masks_secrets(tmp_pat
     assert lines["port"].startswith("port = 8123") and lines["port"].endswith("# env MEMORY_PORT")
     assert lines["log_level"].startswith('log_level = "debug"')
     assert lines["host"].startswith('host = "127.0.0.1"') and lines["host"].endswith("# default")
+    # What it prints is itself a config file.
+    assert tomllib.loads(result.stdout)["port"] == 8123
