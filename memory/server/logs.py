@@ -23,6 +23,8 @@ __all__ = ["JsonFormatter", "TextFormatter", "logging_config", "RequestLogMiddle
 
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 128
+#: Probes a supervisor or Prometheus repeats every few seconds: logged at DEBUG, not INFO.
+_PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 request_logger = logging.getLogger("memory.requests")
 
 
@@ -106,7 +108,8 @@ class RequestLogMiddleware:
         finally:
             principal = scope.get(PRINCIPAL_SCOPE_KEY)
             user = principal.identity.key if isinstance(principal, Principal) else None
-            request_logger.info(
+            request_logger.log(
+                logging.DEBUG if scope["path"] in _PROBES else logging.INFO,
                 "%s %s %s", scope["method"], scope["path"], status,
                 extra=log_fields(event="request", request_id=request_id, method=scope["method"], path=scope["path"],
                                  status=status, user=user,

@@ -41,6 +41,8 @@ async def test_requests_and_tool_calls_are_logged_as_json_without_memory_text(tm
         assert isinstance(line["duration_ms"], float) and line["duration_ms"] > 0
     requests = [line for line in lines if line.get("event") == "request" and line["path"] == "/mcp"]
     assert requests and all(r["user"] == alice and r["status"] == 200 and r["method"] == "POST" for r in requests)
+    # The start-up polling of /healthz is a probe, not traffic: it stays out of the INFO log.
+    assert not any(line.get("path") == "/healthz" for line in lines)
 
     assert secret_text not in text and secret_query not in text
     assert "spare key" not in text and "alice" not in text.lower().replace(alice, "")
