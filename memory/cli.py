@@ -116,7 +116,12 @@ def export(data_dir: Path, user: str, output: Path) -> None:
     if not user:
         raise click.UsageError("--user is required")
     owner = _known_owner(data_dir, user)
-    manifest = export_user(data_dir, owner, KeyRing(data_dir), output)
+    keys = KeyRing(data_dir)
+    log = SqliteEventLog(log_path(data_dir, owner), owner, keys)
+    total = log.last_seq()
+    log.close()
+    with click.progressbar(length=total, label=f"exporting {owner}", file=sys.stderr) as bar:
+        manifest = export_user(data_dir, owner, keys, output, bar.update)
     click.echo(f"exported {manifest['event_count']} events of {owner} to {output}")
 
 
@@ -148,27 +153,76 @@ def isolation_check(data_dir: Path) -> None:
 @_data_dir
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def stats(data_dir: Path, as_json: bool) -> None:
-    """Users, events and memories per user."""
-    import sqlite3
+    """Users, daily active users, memories and operations per user, OAuth flows."""
+    import msgspec
 
-    from memory.userstore import list_logs
+    from memory.server.oauth.store import OAuthStore, oauth_db_path
+    from memory.stats import collect_stats
 
-    rows = []
-    for folder, owner in list_logs(data_dir):
-        log = sqlite3.connect(f"file:{folder / 'events.sqlite'}?mode=ro", uri=True)
-        events, last = log.execute("SELECT count(*), max(recorded_at) FROM events").fetchone()
-        by_type = dict(log.execute("SELECT type, count(*) FROM events GROUP BY type"))
-        log.close()
-        memories = by_type.get("memory.stored", 0) - by_type.get("memory.forgotten", 0)
-        rows.append({"user": str(owner), "events": events, "memories": memories,
-                     "reads": by_type.get("memories.read", 0), "last_event_at": last})
+    report = collect_stats(data_dir)
+    flows = None
+    if oauth_db_path(data_dir).exists():
+        store = OAuthStore(data_dir)
+        flows = store.counts()
+        store.close()
     if as_json:
-        click.echo(json.dumps({"users": len(rows), "per_user": rows}, indent=2))
+        click.echo(json.dumps(msgspec.to_builtins(report) | {"oauth": flows}, indent=2))
         return
     click.echo(f"{'user':<30} {'events':>8} {'memories':>9} {'reads':>8}  last event")
-    for r in rows:
-        click.echo(f"{r['user']:<30} {r['events']:>8} {r['memories']:>9} {r['reads']:>8}  {r['last_event_at']}")
-    click.echo(f"{len(rows)} user(s)")
+    for r in report.per_user:
+        click.echo(f"{r.user:<30} {r.events:>8} {r.memories:>9} {r.reads:>8}  {r.last_event_at}")
+    click.echo(f"{report.users} user(s), {report.daily_active_users} active in the last 24 hours, "
+               f"{report.events} events")
+    click.echo(f"memories per user: min {report.memories_min}, median {report.memories_median:g}, "
+               f"max {report.memories_max}")
+    click.echo("operations: " + (", ".join(f"{k} {v}" for k, v in report.operations.items()) or "none"))
+    if flows is not None:
+        click.echo(f"OAuth flows: {flows['flows_started']} started, {flows['flows_completed']} completed")
+    # Failed calls leave no event: their rate lives in the running server's counters.
+    click.echo("error rate: see memory_tool_calls_total{outcome=\"error\"} on /metrics")
+
+
+@cli.command("backup")
+@_data_dir
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="A new (or empty) directory for the backup.")
+def backup_command(data_dir: Path, output: Path) -> None:
+    """Back up every log, the OAuth store and the keys, safely while a server runs."""
+    from memory.backup import BackupError, backup, backup_files
+
+    try:
+        with click.progressbar(length=len(backup_files(data_dir)), label="backing up", file=sys.stderr) as bar:
+            manifest = backup(data_dir, output, bar.update)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"backed up {len(manifest.databases)} database(s) and {len(manifest.keys)} key file(s) to {output}")
+
+
+@cli.command("restore")
+@click.argument("backup_dir", metavar="BACKUP", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@_data_dir
+@click.option("--force", is_flag=True, help="Replace the logs, keys and OAuth store of a non-empty data dir.")
+def restore_command(backup_dir: Path, data_dir: Path, force: bool) -> None:
+    """Restore BACKUP into --data-dir and verify every restored chain (projections rebuild on use)."""
+    from memory.backup import BackupError, read_manifest, restore
+
+    try:
+        total = len(read_manifest(backup_dir).databases)
+        with click.progressbar(length=total, label="restoring", file=sys.stderr) as bar:
+            reports = restore(backup_dir, data_dir, force=force, progress=bar.update)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    failed = 0
+    for owner, report in reports:
+        if report.ok:
+            click.echo(f"ok {owner}: {report.event_count} events, head {report.head_hash[:16]}")
+        else:
+            failed += 1
+            for problem in report.problems:
+                click.echo(f"FAIL {owner}: {problem.message}", err=True)
+    if failed:
+        raise SystemExit(1)
+    click.echo(f"restored and verified {len(reports)} log(s) into {data_dir}")
 
 
 @cli.command("rotate-key")
@@ -187,63 +241,106 @@ def jwks(data_dir: Path) -> None:
     click.echo(json.dumps(KeyRing(data_dir).jwks(), indent=2))
 
 
+_config_file = click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), envvar="MEMORY_CONFIG",
+    metavar="FILE", help="A TOML file of settings (flags and MEMORY_* variables override it).",
+)
+
+
+def _load_settings(flags: dict, config_file: Path | None):
+    from memory.server.config import ConfigError, load_settings
+
+    try:
+        return load_settings(flags, config_file=config_file)
+    except ConfigError as exc:
+        # One line and exit code 2, like a bad flag: a traceback would only hide which value was wrong.
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(2) from None
+
+
+def _given(ctx: click.Context, params: dict, rename: dict[str, str]) -> dict:
+    """The flags typed on the command line, by setting name (environment and file come from the loader)."""
+    given = {}
+    for param, value in params.items():
+        if ctx.get_parameter_source(param) is click.core.ParameterSource.COMMANDLINE:
+            given[rename.get(param, param)] = list(value) if isinstance(value, tuple) else value
+    return given
+
+
+_SERVE_FLAGS = {"access_token_ttl": "access_token_ttl_seconds", "oauth_rate_limit": "oauth_rate_limit_per_minute",
+                "call_rate_limit": "call_rate_limit_per_minute"}
+
+
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="MEMORY_HOST", help="Interface to listen on.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, envvar="MEMORY_PORT")
+@click.option("--host", help="Interface to listen on (default 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port to listen on (default 8000).")
 @_data_dir
-@click.option("--public-url", envvar="MEMORY_PUBLIC_URL", metavar="URL",
+@_config_file
+@click.option("--public-url", metavar="URL",
               help="The URL clients reach this server at (default http://HOST:PORT): the base of metadata "
                    "documents, token audiences and memory urls.")
 @click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="HOST[:PORT]",
               help="Another Host header /mcp accepts (repeatable); the public URL's and loopback's always are.")
 @click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
               help="Another Origin header /mcp accepts (repeatable).")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-              show_default=True)
-@click.option("--access-token-ttl", envvar="MEMORY_ACCESS_TOKEN_TTL", default="15m", show_default=True,
-              help="Lifetime of access tokens from the built-in authorization server: 90s, 15m, 1h.")
-@click.option("--cors-origin", "cors_origins", multiple=True, envvar="MEMORY_CORS_ORIGINS", metavar="ORIGIN",
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
+@click.option("--log-format", type=click.Choice(["json", "text"]), help="Default json: one object a line.")
+@click.option("--forwarded-allow-ip", "forwarded_allow_ips", multiple=True, metavar="IP",
+              help="A reverse proxy whose X-Forwarded-* headers are trusted (repeatable; default none).")
+@click.option("--access-token-ttl", help="Lifetime of access tokens from the built-in authorization server: "
+                                         "90s, 15m, 1h (default 15m).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="A browser origin allowed by CORS (repeatable; default https://chatgpt.com and "
                    "https://chat.openai.com).")
-@click.option("--oauth-rate-limit", type=click.IntRange(min=1), default=60, show_default=True,
-              envvar="MEMORY_OAUTH_RATE_LIMIT",
-              help="Requests per minute and address to /register, /token, /revoke and the login form.")
-@click.option("--call-rate-limit", type=click.IntRange(min=1), default=3000, show_default=True,
-              envvar="MEMORY_CALL_RATE_LIMIT",
-              help="Requests per minute and person to /mcp and /api/v1 (429 with Retry-After beyond).")
-@click.option("--allow-loopback-client-metadata", is_flag=True, envvar="MEMORY_ALLOW_LOOPBACK_CLIENT_METADATA",
+@click.option("--oauth-rate-limit", type=click.IntRange(min=1),
+              help="Requests per minute and address to /register, /token, /revoke and the login form (default 60).")
+@click.option("--call-rate-limit", type=click.IntRange(min=1),
+              help="Requests per minute and person to /mcp and /api/v1, 429 beyond (default 3000).")
+@click.option("--allow-loopback-client-metadata", is_flag=True,
               help="Accept client metadata documents over http on 127.0.0.1/localhost (development only).")
-@click.option("--idp-issuer", envvar="MEMORY_IDP_ISSUER", metavar="URL",
+@click.option("--idp-issuer", metavar="URL",
               help="Use an external identity provider (Auth0, Keycloak): its issuer, exactly as in its tokens' iss.")
-@click.option("--idp-jwks-url", envvar="MEMORY_IDP_JWKS_URL", metavar="URL",
+@click.option("--idp-jwks-url", metavar="URL",
               help="Where the external provider publishes its signing keys (required with --idp-issuer).")
-@click.option("--idp-audience", envvar="MEMORY_IDP_AUDIENCE", metavar="AUD",
+@click.option("--idp-audience", metavar="AUD",
               help="The aud the provider's access tokens carry for this server (default: PUBLIC_URL/mcp).")
-def serve(host: str, port: int, data_dir: Path, public_url: str | None, allowed_hosts: tuple[str, ...],
-          allowed_origins: tuple[str, ...], log_level: str, access_token_ttl: str, cors_origins: tuple[str, ...],
-          oauth_rate_limit: int, call_rate_limit: int, allow_loopback_client_metadata: bool, idp_issuer: str | None,
-          idp_jwks_url: str | None, idp_audience: str | None) -> None:
-    """Serve MCP at /mcp and the REST API at /api/v1 (the embedding model loads in the background)."""
+@click.pass_context
+def serve(ctx: click.Context, config_file: Path | None, **params) -> None:
+    """Serve MCP at /mcp and the REST API at /api/v1 (the embedding model loads in the background).
+
+    Every setting also comes from a MEMORY_* environment variable or the --config file; see
+    `memory config show`.
+    """
     import uvicorn
 
     from memory.server.app import create_app
-    from memory.server.settings import ServerSettings
 
-    try:
-        settings = ServerSettings(data_dir=str(data_dir), host=host, port=port, public_url=public_url,
-                                  allowed_hosts=list(allowed_hosts), allowed_origins=list(allowed_origins),
-                                  log_level=log_level, access_token_ttl_seconds=_duration(access_token_ttl),
-                                  oauth_rate_limit_per_minute=oauth_rate_limit,
-                                  call_rate_limit_per_minute=call_rate_limit,
-                                  allow_loopback_client_metadata=allow_loopback_client_metadata,
-                                  idp_issuer=idp_issuer, idp_jwks_url=idp_jwks_url, idp_audience=idp_audience,
-                                  **({"cors_origins": list(cors_origins)} if cors_origins else {}))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    if (idp_issuer is None) != (idp_jwks_url is None):
+    if params["access_token_ttl"] is not None:
+        params["access_token_ttl"] = _duration(params["access_token_ttl"])
+    if params["data_dir"] is not None:
+        params["data_dir"] = str(params["data_dir"])
+    settings = _load_settings(_given(ctx, params, _SERVE_FLAGS), config_file).settings
+    if (settings.idp_issuer is None) != (settings.idp_jwks_url is None):
         raise click.UsageError("--idp-issuer and --idp-jwks-url go together")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, lifespan="on",
-                proxy_headers=False, server_header=False, timeout_graceful_shutdown=5)
+    forwarded = settings.forwarded_allow_ips
+    # log_config=None: the app's logging config (JSON lines by default) formats uvicorn's own lines too.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                lifespan="on", log_config=None, access_log=False, proxy_headers=bool(forwarded),
+                forwarded_allow_ips=forwarded or None, server_header=False, timeout_graceful_shutdown=5)
+
+
+@cli.group("config")
+def config_group() -> None:
+    """The server's settings: flags over MEMORY_* variables over the --config file over defaults."""
+
+
+@config_group.command("show")
+@_config_file
+def config_show(config_file: Path | None) -> None:
+    """Print the effective settings as TOML, each with where it came from (secrets masked)."""
+    from memory.server.config import render
+
+    click.echo(render(_load_settings({}, config_file)))
 
 
 def _duration(text: str) -> int:

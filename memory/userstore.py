@@ -184,6 +184,10 @@ class UserDirectory:
                 self._stores[owner.key] = store
         return store
 
+    def open_stores(self) -> list[UserStore]:
+        """The stores this process has open (for metrics: no log is opened to answer)."""
+        return list(self._stores.values())
+
     def close(self) -> None:
         with self._lock:
             for store in self._stores.values():

@@ -9,7 +9,6 @@ from litestar import Litestar, asgi
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
-from litestar.logging import LoggingConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -33,7 +32,9 @@ from memory.server.auth import (
     TokenVerifier,
 )
 from memory.server.health import HealthController
+from memory.server.logs import RequestLogMiddleware, logging_config
 from memory.server.mcp_tools import build_mcp_server
+from memory.server.metrics import ERRORS, http_metrics, metrics_handler
 from memory.server.oauth.endpoints import build_oauth_controllers
 from memory.server.oauth.external import ExternalTokenVerifier, IssuerRoutingVerifier
 from memory.server.oauth.ratelimit import oauth_rate_limit, principal_rate_limit
@@ -94,23 +95,15 @@ class _McpEndpoint:
         await self._handle(scope, receive, send)
 
 
-def _logging(settings: ServerSettings) -> LoggingConfig:
-    level = settings.log_level.upper()
-    return LoggingConfig(
-        root={"handlers": ["queue_listener"], "level": level},
-        loggers={"litestar": {"level": level, "handlers": ["queue_listener"], "propagate": False}},
-        # Litestar would log every 404 as an "uncaught exception"; _log_failure picks what matters.
-        log_exceptions="never",
-    )
-
-
 def _log_failure(exc: Exception, scope: Scope) -> None:
     path = scope.get("path")
     if isinstance(exc, LogIntegrityError | StorageError):
         # The caller got a 503/507 with the message; the operator needs to hear about it too.
+        ERRORS.labels(type(exc).__name__).inc()
         logger.error("%s on %s: %s", type(exc).__name__, path, exc)
     elif not isinstance(exc, HTTPException | MemoryServiceError):
         # Answered with a bare 500: the trace is only here.
+        ERRORS.labels("unexpected").inc()
         logger.error("unexpected error on %s", path, exc_info=exc)
 
 
@@ -204,7 +197,9 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
 
     return Litestar(
         route_handlers=[mcp, build_rest_controller(service, settings, [auth, limit]), HealthController, WellKnownController,
-                        *oauth],
+                        *oauth, metrics_handler(service, None if settings.external_idp else oauth_store,
+                                                settings.metrics_token)],
+        middleware=[RequestLogMiddleware, http_metrics().middleware],
         cors_config=_cors(settings),
         dependencies={
             "service": Provide(lambda: service, use_cache=True, sync_to_thread=False),
@@ -215,7 +210,7 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
         after_exception=[_log_failure],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=_openapi(settings),
-        logging_config=_logging(settings),
+        logging_config=logging_config(settings),
         debug=False,
     )
 

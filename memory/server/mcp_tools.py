@@ -45,6 +45,7 @@ from memory.server.mcp_models import (
     StatusName,
     SyncOut,
 )
+from memory.server.metrics import instrument_tool
 from memory.server.settings import ServerSettings, server_version
 from memory.service import Caller, MemoryService
 
@@ -454,7 +455,7 @@ def build_mcp_server(service: MemoryService, settings: ServerSettings) -> MCPSer
     for name, title in _TITLES.items():
         read_only = name in READ_ONLY_TOOLS
         server.add_tool(
-            getattr(tools, name), name=name, title=title, structured_output=True,
+            instrument_tool(name, getattr(tools, name)), name=name, title=title, structured_output=True,
             annotations=ToolAnnotations(
                 title=title, read_only_hint=read_only, destructive_hint=name in DESTRUCTIVE_TOOLS,
                 idempotent_hint=read_only or name in _IDEMPOTENT_WRITES, open_world_hint=False,

@@ -1,15 +1,19 @@
 """How one server runs: where it listens, what it calls itself, and what it lets in."""
 
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import msgspec
 
-__all__ = ["ServerSettings", "MiB", "DEFAULT_CORS_ORIGINS", "server_version"]
+__all__ = ["ServerSettings", "MiB", "DEFAULT_CORS_ORIGINS", "server_version", "Port", "Positive"]
 
 MiB = 1024 * 1024
 DEFAULT_CORS_ORIGINS = ("https://chatgpt.com", "https://chat.openai.com")
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
+#: Constraints msgspec checks when settings come from the environment or a file (`memory.server.config`).
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
 def server_version() -> str:
@@ -22,9 +26,9 @@ def server_version() -> str:
 
 
 class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
-    data_dir: str
+    data_dir: str = "data"
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: Port = 8000
     #: The URL clients reach this server at; every metadata document, token audience and fetch
     #: url is built from it. Defaults to http://HOST:PORT (http://127.0.0.1:PORT for 0.0.0.0).
     public_url: str | None = None
@@ -32,19 +36,26 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     allowed_hosts: list[str] = []
     #: Origin headers accepted on /mcp besides the public URL's origin and the loopback ones.
     allowed_origins: list[str] = []
-    max_body_bytes: int = MiB
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = MiB
     #: Clock skew tolerated when checking a token's exp/nbf/iat.
-    token_leeway_seconds: int = 30
-    log_level: str = "info"
+    token_leeway_seconds: Annotated[int, msgspec.Meta(ge=0)] = 30
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    #: json: one JSON object a line (for a log collector); text: for a person at a terminal.
+    log_format: Literal["json", "text"] = "json"
+    #: Proxy addresses whose X-Forwarded-For/-Proto headers are believed (uvicorn's
+    #: forwarded_allow_ips); none by default, so a client cannot claim another address.
+    forwarded_allow_ips: list[str] = []
+    #: A bearer token /metrics demands; without one, /metrics answers loopback clients only.
+    metrics_token: str | None = None
     #: Lifetime of the access tokens the built-in authorization server issues.
-    access_token_ttl_seconds: int = 900
-    refresh_token_ttl_seconds: int = 30 * 86400
+    access_token_ttl_seconds: Positive = 900
+    refresh_token_ttl_seconds: Positive = 30 * 86400
     #: Browser origins allowed to call /mcp, /.well-known/*, /register and /token (CORS).
     cors_origins: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_CORS_ORIGINS))
     #: Requests per minute and client address to /register, /token, /revoke and the login form.
-    oauth_rate_limit_per_minute: int = 60
+    oauth_rate_limit_per_minute: Positive = 60
     #: Requests per minute and person to /mcp and /api/v1 (one assistant's burst, not a flood).
-    call_rate_limit_per_minute: int = 3000
+    call_rate_limit_per_minute: Positive = 3000
     #: Accept client metadata documents over plain http on loopback (tests, local development).
     allow_loopback_client_metadata: bool = False
     #: External identity provider mode: people sign in there, not at the built-in server.
@@ -64,6 +75,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"unknown log level {self.log_level!r}")
+        if self.log_format not in ("json", "text"):
+            raise ValueError(f"log format must be json or text, got {self.log_format!r}")
         if self.idp_issuer is not None or self.idp_jwks_url is not None:
             for name, url in (("issuer", self.idp_issuer), ("JWKS URL", self.idp_jwks_url)):
                 parts = urlsplit(url or "")

@@ -36,7 +36,12 @@ CREATE TABLE IF NOT EXISTS refresh (hash TEXT PRIMARY KEY, family TEXT NOT NULL,
                                     expires_at REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0,
                                     revoked INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS refresh_family ON refresh (family);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+#: What `counts()` reports: authorization requests that reached the login page, and codes redeemed.
+FLOWS_STARTED = "flows_started"
+FLOWS_COMPLETED = "flows_completed"
 
 
 def oauth_db_path(data_dir: str | Path) -> Path:
@@ -98,6 +103,15 @@ class OAuthStore:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
+    def _count(self, name: str) -> None:
+        # Called with the lock held.
+        self._db.execute("INSERT INTO counters VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET value = value + 1",
+                         (name,))
+
+    def counts(self) -> dict[str, int]:
+        """OAuth flows started and completed since the store was created."""
+        return {FLOWS_STARTED: 0, FLOWS_COMPLETED: 0} | dict(self._run("SELECT name, value FROM counters"))
+
     # Accounts
 
     def add_user(self, name: str, password_hash: str) -> None:
@@ -147,6 +161,7 @@ class OAuthStore:
             self._db.execute("INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?)",
                              (request.id, json.dumps(request.params), request.browser, request.csrf, request.user,
                               now + ttl))
+            self._count(FLOWS_STARTED)
 
     def pending(self, request_id: str) -> PendingRequest | None:
         rows = self._run("SELECT params, browser, csrf, user FROM pending WHERE id = ? AND expires_at >= ?",
@@ -186,7 +201,10 @@ class OAuthStore:
                 self._db.execute("UPDATE refresh SET revoked = 1 WHERE family = ?", (family,))
                 return grant, False
             self._db.execute("UPDATE codes SET used = 1 WHERE hash = ?", (_digest(code),))
-            return grant, expires_at >= time.time()
+            fresh = expires_at >= time.time()
+            if fresh:
+                self._count(FLOWS_COMPLETED)
+            return grant, fresh
 
     # Refresh tokens
 

@@ -18,6 +18,8 @@ from mcp.client.streamable_http import streamable_http_client
 from oauth_person import MemoryTokenStorage, Person, oauth_provider
 from server_calls import bearer, call
 
+from memory.server.oauth.store import OAuthStore
+
 CHATGPT_CALLBACK = "https://chatgpt.com/connector_platform_oauth_redirect"
 CHATGPT_CONNECTOR_CALLBACK = "https://chatgpt.com/connector/oauth/c_0123456789abcdef"
 
@@ -39,6 +41,7 @@ def claims(token: str) -> dict:
 async def test_a_chatgpt_client_registers_signs_in_consents_calls_tools_and_refreshes(as_server):
     person, storage = Person("alice", PASSWORDS["alice"]), MemoryTokenStorage()
     marker = uuid.uuid4().hex
+    flows_before = OAuthStore(as_server.data_dir).counts()
     async with connected(as_server, person, storage, redirect_uri=CHATGPT_CALLBACK) as client:
         stored = await call(client, "store_memory", {"text": f"Alice likes green tea {marker}"})
         first = storage.tokens
@@ -65,6 +68,10 @@ async def test_a_chatgpt_client_registers_signs_in_consents_calls_tools_and_refr
     assert len(storage.token_history) == 2 and len(person.authorization_urls) == 1
     assert storage.token_history[1].refresh_token != first.refresh_token
     assert storage.token_history[1].access_token != first.access_token
+    # `memory stats` and /metrics count it: one flow started, one code redeemed (a refresh is neither).
+    flows = OAuthStore(as_server.data_dir).counts()
+    assert flows["flows_started"] == flows_before["flows_started"] + 1
+    assert flows["flows_completed"] == flows_before["flows_completed"] + 1
 
 
 async def test_an_account_of_the_built_in_server_owns_the_same_log_as_memory_token(as_server):

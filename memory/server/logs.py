@@ -1,0 +1,117 @@
+"""Structured logs: one line per request and per tool call, JSON by default.
+
+A line carries who (the user's hash, never a name or an email), what (method and path, or the
+tool), how long and how it ended. Memory text and queries never appear at INFO: they are what
+the service exists to keep private, and the log is for operators.
+"""
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar.logging import LoggingConfig
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from memory.ids import new_uuid7
+from memory.server.auth import PRINCIPAL_SCOPE_KEY, Principal
+from memory.server.settings import ServerSettings
+
+__all__ = ["JsonFormatter", "TextFormatter", "logging_config", "RequestLogMiddleware", "log_fields",
+           "request_logger", "REQUEST_ID_HEADER"]
+
+REQUEST_ID_HEADER = "x-request-id"
+_MAX_REQUEST_ID = 128
+#: Probes a supervisor or Prometheus repeats every few seconds: logged at DEBUG, not INFO.
+_PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+request_logger = logging.getLogger("memory.requests")
+
+
+def log_fields(**fields: Any) -> dict[str, Any]:
+    """`extra=` for a structured line: the formatters put these beside the message."""
+    return {"fields": fields}
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {"time": _timestamp(record), "level": record.levelname.lower(),
+                                 "logger": record.name, "message": record.getMessage()}
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in getattr(record, "fields", {}).items())
+        line = f"{_timestamp(record)} {record.levelname:<7} {record.name}: {record.getMessage()} {fields}".rstrip()
+        return f"{line}\n{self.formatException(record.exc_info)}" if record.exc_info else line
+
+
+def logging_config(settings: ServerSettings) -> LoggingConfig:
+    level = settings.log_level.upper()
+    formatter = JsonFormatter if settings.log_format == "json" else TextFormatter
+    quiet = {"level": level, "handlers": ["queue_listener"], "propagate": False}
+    return LoggingConfig(
+        formatters={"standard": {"()": formatter}},
+        root={"handlers": ["queue_listener"], "level": level},
+        # uvicorn's loggers write through the same handler (it is started with log_config=None).
+        loggers={"litestar": quiet, "uvicorn": quiet, "uvicorn.error": {"level": level, "propagate": True}},
+        # Litestar would log every 404 as an "uncaught exception"; the app logs what matters.
+        log_exceptions="never",
+    )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class RequestLogMiddleware:
+    """One line per HTTP request; gives each request an id (the client's X-Request-ID when sane),
+    which the tools record in their events and echo in their own log lines."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, REQUEST_ID_HEADER.encode())
+        if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
+            request_id = given
+        else:
+            request_id = new_uuid7()
+            scope["headers"] = [*[(k, v) for k, v in scope["headers"] if k != REQUEST_ID_HEADER.encode()],
+                                (REQUEST_ID_HEADER.encode(), request_id.encode())]
+        status = 500
+        began = time.perf_counter()
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            principal = scope.get(PRINCIPAL_SCOPE_KEY)
+            user = principal.identity.key if isinstance(principal, Principal) else None
+            request_logger.log(
+                logging.DEBUG if scope["path"] in _PROBES else logging.INFO,
+                "%s %s %s", scope["method"], scope["path"], status,
+                extra=log_fields(event="request", request_id=request_id, method=scope["method"], path=scope["path"],
+                                 status=status, user=user,
+                                 duration_ms=round((time.perf_counter() - began) * 1000, 2)),
+            )

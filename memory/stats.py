@@ -1,0 +1,79 @@
+"""What an operator watches, read from the logs on disk: users, who was active, how many memories,
+which operations. `memory stats` prints it; /metrics publishes the same numbers.
+
+Failed calls append no event, so error rates are not here: the running server counts them
+(/metrics, the request log).
+"""
+
+import sqlite3
+import statistics
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+
+from memory.userstore import list_logs
+
+__all__ = ["UserStats", "Stats", "collect_stats"]
+
+
+class UserStats(msgspec.Struct, kw_only=True):
+    user: str
+    key: str
+    events: int
+    memories: int
+    reads: int
+    last_event_at: str | None
+    #: Operations recorded in the log: event types, and each read by the tool that made it.
+    operations: dict[str, int]
+
+
+class Stats(msgspec.Struct, kw_only=True):
+    users: int
+    daily_active_users: int
+    events: int
+    memories_min: int
+    memories_median: float
+    memories_max: int
+    operations: dict[str, int]
+    per_user: list[UserStats]
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _user_stats(folder: Path, user: str, key: str, since: str, operations: bool) -> tuple[UserStats, bool]:
+    db = sqlite3.connect(f"file:{folder / 'events.sqlite'}?mode=ro", uri=True, timeout=10)
+    try:
+        events, last = db.execute("SELECT count(*), max(recorded_at) FROM events").fetchone()
+        by_type = dict(db.execute("SELECT type, count(*) FROM events GROUP BY type"))
+        # Which tool made each read is in its payload: reading them all is for the CLI, not every scrape.
+        reads = dict(db.execute(
+            "SELECT 'read:' || coalesce(json_extract(CAST(payload AS TEXT), '$.operation'), 'redacted'), count(*) "
+            "FROM events WHERE type = 'memories.read' GROUP BY 1")) if operations else {}
+        # recorded_at is indexed: the last day's events are found without a scan.
+        active = db.execute("SELECT 1 FROM events WHERE recorded_at >= ? LIMIT 1", (since,)).fetchone() is not None
+    finally:
+        db.close()
+    operations = {t: n for t, n in by_type.items() if t != "memories.read"} | reads
+    memories = by_type.get("memory.stored", 0) - by_type.get("memory.forgotten", 0)
+    return UserStats(user=user, key=key, events=events, memories=memories, reads=by_type.get("memories.read", 0),
+                     last_event_at=last, operations=operations), active
+
+
+def collect_stats(data_dir: str | Path, now: datetime | None = None, operations: bool = True) -> Stats:
+    since = _iso((now or datetime.now(UTC)) - timedelta(days=1))
+    per_user, active = [], 0
+    for folder, owner in list_logs(data_dir):
+        user, was_active = _user_stats(folder, str(owner), owner.key, since, operations)
+        per_user.append(user)
+        active += was_active
+    counts = [u.memories for u in per_user] or [0]
+    operations: dict[str, int] = {}
+    for u in per_user:
+        for name, n in u.operations.items():
+            operations[name] = operations.get(name, 0) + n
+    return Stats(users=len(per_user), daily_active_users=active, events=sum(u.events for u in per_user),
+                 memories_min=min(counts), memories_median=statistics.median(counts), memories_max=max(counts),
+                 operations=dict(sorted(operations.items())), per_user=per_user)

@@ -1,0 +1,49 @@
+"""The server's log: one JSON object a line, a line per request and per tool call with who (a hash),
+what, how long and how it ended, and never the memory text or the query."""
+
+import json
+import uuid
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from server_calls import call, call_error
+
+from memory.identity import Identity
+from memory.server.process import ServerProcess
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_requests_and_tool_calls_are_logged_as_json_without_memory_text(tmp_path):
+    secret_text = f"Alice hides the spare key under the blue flowerpot {uuid.uuid4().hex}"
+    secret_query = f"where is the spare key {uuid.uuid4().hex}"
+    log_file = tmp_path / "server.log"
+    server = ServerProcess(tmp_path / "data", log_file=log_file, extra_args=["--log-level", "info"])
+    with server:
+        server.wait_ready()
+        headers = {"Authorization": f"Bearer {server.token('alice')}", "X-Request-ID": "req-from-client-1"}
+        async with httpx2.AsyncClient(headers=headers, timeout=60) as http:
+            async with Client(streamable_http_client(server.mcp_url, http_client=http)) as client:
+                stored = await call(client, "store_memory", {"text": secret_text})
+                await call(client, "retrieve_context", {"query": secret_query})
+                await call_error(client, "fetch", {"id": "no-such-memory"})
+    text = log_file.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert all(isinstance(line, dict) and line["time"] and line["level"] for line in lines)
+
+    alice = Identity("local", "alice").key
+    tools = {line["tool"]: line for line in lines if line.get("event") == "tool_call"}
+    assert tools["store_memory"]["outcome"] == "ok" and tools["fetch"]["outcome"] == "error"
+    for line in tools.values():
+        assert line["user"] == alice and line["request_id"] == "req-from-client-1"
+        assert isinstance(line["duration_ms"], float) and line["duration_ms"] > 0
+    requests = [line for line in lines if line.get("event") == "request" and line["path"] == "/mcp"]
+    assert requests and all(r["user"] == alice and r["status"] == 200 and r["method"] == "POST" for r in requests)
+    # The start-up polling of /healthz is a probe, not traffic: it stays out of the INFO log.
+    assert not any(line.get("path") == "/healthz" for line in lines)
+
+    assert secret_text not in text and secret_query not in text
+    assert "spare key" not in text and "alice" not in text.lower().replace(alice, "")
+    assert stored["id"]  # the store did happen: the text is in the log of events, just not in this one
