@@ -15,11 +15,10 @@ import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
-from litestar.di import Provide
-from litestar.enums import RequestEncodingType
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException, PermissionDeniedException
 from litestar.middleware import DefineMiddleware
-from litestar.params import Body, Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter, URLEncodedBody
 from litestar.response import File, Redirect, Template
 
 from memory.commands import RetrieveQuery, UpdateMemory
@@ -72,15 +71,12 @@ class _ForgetForm(msgspec.Struct):
     confirm: str = ""
 
 
-def _form_of(kind: type) -> Any:
-    # Litestar parses and validates the form; `_csrf_token` is one more field, ignored here.
-    return Annotated[kind, Body(media_type=RequestEncodingType.URL_ENCODED)]
-
-
-_Login, _Edit, _Forget = _form_of(_LoginForm), _form_of(_EditForm), _form_of(_ForgetForm)
-_Next = Annotated[str | None, Parameter(query="next")]
+# Litestar parses and validates the forms; `_csrf_token` is one more field, ignored here.
+_Login, _Edit, _Forget = URLEncodedBody[_LoginForm], URLEncodedBody[_EditForm], URLEncodedBody[_ForgetForm]
+_User = NamedDependency[str]
+_Next = Annotated[str | None, QueryParameter(name="next")]
 # `scope` is Litestar's name for the ASGI scope, hence the alias.
-_ScopeParam = Annotated[str, Parameter(query="scope")]
+_ScopeParam = Annotated[str, QueryParameter(name="scope")]
 
 
 def _page(name: str, status: int = 200, **context: Any) -> Template:
@@ -116,7 +112,8 @@ def _describe(entry: HistoryEntry) -> dict[str, Any]:
     payload = entry.payload or {}
     memory_id = payload.get("memory_id") or payload.get("source_id")
     if entry.redacted:
-        what, detail = "redacted (forgotten)", ""
+        # The header (type, time, client) is signed and stays; only the payload is gone.
+        what, detail = "redacted (forgotten)", entry.type
     elif entry.type == "memory.stored":
         what, detail = "stored", payload.get("text", "")[:200]
     elif entry.type == "memory.updated":
@@ -138,8 +135,10 @@ def _describe(entry: HistoryEntry) -> dict[str, Any]:
         detail = (f"“{query}” " if query else "") + f"{payload.get('returned_count', 0)} returned"
     else:
         what, detail = entry.type, ""
+    # A forgotten memory has no page left to link to.
+    linkable = memory_id is not None and not entry.redacted and entry.type != "memory.forgotten"
     return {"seq": entry.seq, "when": _when(entry.recorded_at), "client": entry.client_id or "?", "what": what,
-            "detail": detail, "memory_id": memory_id, "redacted": entry.redacted}
+            "detail": detail, "memory_id": memory_id if linkable else None, "redacted": entry.redacted}
 
 
 def _html_errors(root: str):
@@ -225,9 +224,10 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
         # -- memories ---------------------------------------------------------------------
 
         @get("/", sync_to_thread=True)
-        def memories(self, request: Request, user: str, q: str = "", memory_type: str = "", scope_name: _ScopeParam = "",
-                     project: str = "", entity: str = "", tag: str = "", cursor: int | None = None,
-                     page: int = 1) -> Template:
+        def memories(self, request: Request, user: _User, q: FromQuery[str] = "", memory_type: FromQuery[str] = "",
+                     scope_name: _ScopeParam = "", project: FromQuery[str] = "", entity: FromQuery[str] = "",
+                     tag: FromQuery[str] = "", cursor: FromQuery[int | None] = None,
+                     page: FromQuery[int] = 1) -> Template:
             caller = caller_of(user)
             kind = _choice(MemoryType, memory_type, "memory type")
             where = _choice(Scope, scope_name, "scope")
@@ -255,7 +255,7 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
                 types=[t.value for t in MemoryType], scopes=[s.value for s in Scope], when=_when))
 
         @get("/memories/{memory_id:str}", sync_to_thread=True)
-        def memory(self, request: Request, user: str, memory_id: str, cursor: int = 0) -> Template:
+        def memory(self, request: Request, user: _User, memory_id: FromPath[str], cursor: FromQuery[int] = 0) -> Template:
             caller = caller_of(user)
             found: Memory = service.get(caller, memory_id)
             history = service.history(caller, memory_id, cursor, _PAGE)
@@ -264,23 +264,23 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
                 next_cursor=history.next_cursor, when=_when, cited_url=settings.memory_url(memory_id)))
 
         @post("/memories/{memory_id:str}/edit", sync_to_thread=True, status_code=303)
-        def edit(self, user: str, memory_id: str, data: _Edit) -> Redirect:
+        def edit(self, user: _User, memory_id: FromPath[str], data: _Edit) -> Redirect:
             changes = UpdateMemory(text=data.text, tags=_tags(data.tags))
             service.update(caller_of(user), memory_id, changes)
             return go(f"/memories/{memory_id}", "updated")
 
         @post("/memories/{memory_id:str}/delete", sync_to_thread=True, status_code=303)
-        def delete(self, user: str, memory_id: str) -> Redirect:
+        def delete(self, user: _User, memory_id: FromPath[str]) -> Redirect:
             service.delete(caller_of(user), memory_id, "deleted on the web page")
             return go("/", "deleted")
 
         @get("/memories/{memory_id:str}/forget", sync_to_thread=True)
-        def confirm_forget(self, request: Request, user: str, memory_id: str) -> Template:
+        def confirm_forget(self, request: Request, user: _User, memory_id: FromPath[str]) -> Template:
             found = service.get(caller_of(user), memory_id)
             return _page("forget.html", **common(request, user, memory=found, when=_when))
 
         @post("/memories/{memory_id:str}/forget", sync_to_thread=True, status_code=303)
-        def forget(self, user: str, memory_id: str, data: _Forget) -> Redirect:
+        def forget(self, user: _User, memory_id: FromPath[str], data: _Forget) -> Redirect:
             if data.confirm != "yes":
                 raise InvalidInput("forgetting needs the confirmation: use the Forget for good button")
             service.forget(caller_of(user), memory_id)
@@ -289,7 +289,7 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
         # -- the log --------------------------------------------------------------------
 
         @get("/timeline", sync_to_thread=True)
-        def timeline(self, request: Request, user: str, cursor: int | None = None) -> Template:
+        def timeline(self, request: Request, user: _User, cursor: FromQuery[int | None] = None) -> Template:
             caller = caller_of(user)
             log = service.timeline(caller, cursor, _TIMELINE_PAGE)
             # After the page's own read is recorded, so the count matches the newest event shown.
@@ -299,7 +299,7 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
                 next_cursor=log.next_cursor))
 
         @get("/export", sync_to_thread=True)
-        def export(self, user: str) -> File:
+        def export(self, user: _User) -> File:
             fd, name = tempfile.mkstemp(prefix="export-", suffix=".json")
             os.close(fd)
             path = Path(name)
@@ -314,11 +314,11 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
         # -- connected apps -------------------------------------------------------------
 
         @get("/apps", sync_to_thread=True)
-        def apps(self, request: Request, user: str) -> Template:
+        def apps(self, request: Request, user: _User) -> Template:
             return _page("apps.html", **common(request, user, apps=store.grants_of(user), when=_epoch))
 
         @post("/apps/{family:str}/revoke", sync_to_thread=True, status_code=303)
-        def revoke(self, user: str, family: str) -> Redirect:
+        def revoke(self, user: _User, family: FromPath[str]) -> Redirect:
             if not store.revoke_grant(user, family):
                 raise NotFound("no such connected app")
             return go("/apps", "revoked")
@@ -345,7 +345,7 @@ def build_external_idp_page(settings: ServerSettings) -> type[Controller]:
                          notice=None, issuer=settings.idp_issuer)
 
         @get("/memories/{memory_id:str}")
-        async def memory_elsewhere(self, memory_id: str) -> Template:
+        async def memory_elsewhere(self, memory_id: FromPath[str]) -> Template:
             return await self.elsewhere.fn(self)
 
     return ExternalSignIn
