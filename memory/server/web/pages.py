@@ -79,8 +79,8 @@ _Next = Annotated[str | None, QueryParameter(name="next")]
 _ScopeParam = Annotated[str, QueryParameter(name="scope")]
 
 
-def _page(name: str, status: int = 200, **context: Any) -> Template:
-    return Template(template_name=name, context=context, status_code=status, headers=_NO_STORE)
+def _page(name: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any) -> Template:
+    return Template(template_name=name, context=context, status_code=status, headers={**_NO_STORE, **(headers or {})})
 
 
 def _safe_next(value: str | None) -> str:
@@ -149,8 +149,8 @@ def _html_errors(root: str):
         target = back if request.method == "GET" else "/"
         return Redirect(f"{root}/login?{urlencode({'next': target})}", status_code=303)
 
-    def error(status: int, title: str, message: str) -> Template:
-        return _page("error.html", status, root=root, title=title, message=message)
+    def error(status: int, title: str, message: str, headers: dict[str, str] | None = None) -> Template:
+        return _page("error.html", status, headers, root=root, title=title, message=message)
 
     def domain(_: Request, exc: MemoryServiceError) -> Template:
         if isinstance(exc, NotFound):
@@ -162,7 +162,8 @@ def _html_errors(root: str):
             return error(403, "Form expired", "The form could not be verified. Go back, reload the page and try again.")
         if isinstance(exc, NotFoundException):
             return error(404, "Not found", "There is no such page.")
-        return error(exc.status_code, "That did not work", str(exc.detail))
+        # Whatever the exception says to send along (the rate limiter's Retry-After) goes too.
+        return error(exc.status_code, "That did not work", str(exc.detail), exc.headers)
 
     return {_SignInRequired: sign_in_required, MemoryServiceError: domain, HTTPException: http}
 

@@ -194,3 +194,29 @@ def test_signing_out_ends_the_session(alice: Browser):
 
     assert response.status_code == 303
     assert alice.get("/").status_code == 303
+
+
+def test_with_an_external_identity_provider_the_pages_say_where_to_sign_in_and_take_no_password(tmp_path):
+    issuer = "https://idp.example/"
+    with ServerProcess(tmp_path / "data", extra_args=["--idp-issuer", issuer,
+                                                      "--idp-jwks-url", "https://idp.example/jwks.json"]) as server:
+        pages = [httpx2.get(f"{server.url}{path}", timeout=30, follow_redirects=False)
+                 for path in ("/", "/login", "/timeline", "/apps", "/memories/0190b0a0-0000-7000-8000-000000000000")]
+        login = httpx2.post(f"{server.url}/login", data={"username": "alice", "password": "x"}, timeout=30)
+
+    assert all(page.status_code == 200 and "Sign-in happens at your identity provider" in page.text
+               and issuer in page.text for page in pages)
+    assert all("password" not in page.text for page in pages)
+    assert login.status_code in (404, 405)
+
+
+def test_the_login_form_is_rate_limited_per_address_like_the_oauth_login(tmp_path):
+    with ServerProcess(tmp_path / "data", extra_args=["--oauth-rate-limit", "2"]) as server:
+        browser = Browser(server.url)
+        try:
+            answers = [browser.log_in("alice", "wrong-password") for _ in range(3)]
+        finally:
+            browser.close()
+
+    assert [a.status_code for a in answers[:2]] == [401, 401]
+    assert answers[2].status_code == 429 and int(answers[2].headers["retry-after"]) >= 1
