@@ -5,6 +5,7 @@ the person does here lands in their log like what an assistant does.
 Handlers are sync and run in Litestar's worker threads, because the service blocks.
 """
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -34,6 +35,8 @@ from memory.server.web.session import sign_in, sign_out, signed_in
 from memory.service import Caller, MemoryService
 
 __all__ = ["build_pages", "build_external_idp_page", "WEB_CLIENT_ID"]
+
+logger = logging.getLogger("memory.server.web")
 
 #: The client id the person's own actions carry in their log.
 WEB_CLIENT_ID = "web"
@@ -212,6 +215,7 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
             stored = store.password_hash(name) if name else None
             matches = await anyio.to_thread.run_sync(password_matches, password, stored or _DUMMY_HASH)
             if stored is None or not matches:
+                logger.info("failed web sign-in for %r from %s", name[:64], request.client.host if request.client else "?")
                 return _page("login.html", 401, **common(request, None, next=back, username=name,
                                                           error="Wrong account name or password."))
             sign_in(request, name)
