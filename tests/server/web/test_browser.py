@@ -8,8 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import add_user
-from web_calls import store_over_mcp
+from web_calls import add_user, store_over_mcp
 
 from memory.server.process import ServerProcess
 

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 
 import httpx2
 import pytest
-from conftest import PASSWORDS
-from web_calls import Browser, connect_app, store_over_mcp
+from web_calls import PASSWORDS, Browser, connect_app, store_over_mcp
 
 from memory.server.process import ServerProcess
 

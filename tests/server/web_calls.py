@@ -5,7 +5,10 @@ import base64
 import hashlib
 import re
 import secrets
+import subprocess
+import sys
 from html import unescape
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -13,10 +16,21 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-__all__ = ["Browser", "csrf_token", "store_over_mcp", "connect_app"]
+__all__ = ["PASSWORDS", "add_user", "Browser", "csrf_token", "store_over_mcp", "connect_app"]
+
+# Here, not in a conftest.py of tests/server/web: a third module named `conftest` would shadow the one
+# tests/server/oauth imports from when both directories are given on the command line.
+PASSWORDS = {"alice": "alice-web-password", "bob": "bob-web-password", "carol": "carol-web-password"}
 
 _CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
 _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+
+def add_user(data_dir: Path, name: str, password: str) -> None:
+    """`memory user add NAME`, as an operator runs it."""
+    memory = Path(sys.executable).parent / "memory"
+    subprocess.run([str(memory), "user", "add", name, "--data-dir", str(data_dir)], input=f"{password}\n",
+                   capture_output=True, text=True, check=True)
 
 
 def csrf_token(html: str) -> str:
