@@ -19,6 +19,7 @@ __all__ = [
     "counts_by",
     "active_project",
     "memory_event_seqs",
+    "memory_page",
 ]
 
 
@@ -153,3 +154,28 @@ def memory_event_seqs(db: sqlite3.Connection, memory_id: str, after: int, limit:
         "SELECT seq, type FROM memory_events WHERE memory_id = ? AND seq > ? ORDER BY seq LIMIT ?",
         (memory_id, after, limit),
     ).fetchall()
+
+
+def memory_page(db: sqlite3.Connection, *, memory_type: str | None, scope: str | None, project: str | None,
+                entity: str | None, tag: str | None, before_seq: int | None, limit: int) -> tuple[list[Memory], int | None]:
+    """Live memories matching every filter given, most recently changed first, and the cursor of
+    the next page. Each memory's `updated_seq` is its own (one event changes one memory)."""
+    clauses, args = ["m.deleted = 0"], []
+    for column, value in (("memory_type", memory_type), ("scope", scope), ("project", project)):
+        if value is not None:
+            clauses.append(f"m.{column} = ?")
+            args.append(value)
+    if entity is not None:
+        # The entity or one below it, as retrieval filters.
+        clauses.append("(m.entity = ? OR substr(m.entity, 1, ?) = ?)")
+        args += [entity, len(entity) + 1, entity + "."]
+    if tag is not None:
+        clauses.append("EXISTS (SELECT 1 FROM json_each(m.tags) t WHERE t.value = ?)")
+        args.append(tag)
+    if before_seq is not None:
+        clauses.append("m.updated_seq < ?")
+        args.append(before_seq)
+    rows = db.execute(f"SELECT id, updated_seq FROM memories m WHERE {' AND '.join(clauses)} "
+                      "ORDER BY m.updated_seq DESC LIMIT ?", (*args, limit + 1)).fetchall()
+    found = load_memories(db, [r[0] for r in rows[:limit]])
+    return [found[r[0]] for r in rows[:limit]], (rows[limit - 1][1] if len(rows) > limit else None)

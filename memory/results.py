@@ -17,6 +17,9 @@ __all__ = [
     "ProjectSummary",
     "ContextInfo",
     "SyncResult",
+    "MemoryPage",
+    "TimelinePage",
+    "ChainStatus",
 ]
 
 
@@ -92,3 +95,25 @@ class SyncResult(msgspec.Struct, kw_only=True):
     superseded: list[str] = []
 
 
+
+
+class MemoryPage(msgspec.Struct, kw_only=True):
+    memories: list[Memory]
+    #: `before` for the next page, None on the last one.
+    next_cursor: int | None = None
+
+
+class TimelinePage(msgspec.Struct, kw_only=True):
+    """A person's log, newest event first."""
+
+    entries: list[HistoryEntry]
+    next_cursor: int | None = None
+
+
+class ChainStatus(msgspec.Struct, kw_only=True):
+    """Whether a log's hash chain and signatures verify, as `memory verify` checks them."""
+
+    ok: bool
+    event_count: int
+    head_hash: str
+    problems: list[str] = []

@@ -16,7 +16,7 @@ import msgspec
 import numpy as np
 
 from memory import reads
-from memory.audit import export_user
+from memory.audit import export_user, verify_user
 from memory.commands import (
     RetrieveQuery,
     SessionItem,
@@ -46,16 +46,19 @@ from memory.identity import Actor, Identity
 from memory.log import EventDraft
 from memory.model import Entity, Link, LinkType, Memory, MemoryType, Scope, Status
 from memory.results import (
+    ChainStatus,
     ContextInfo,
     EntityPage,
     ForgetResult,
     HistoryEntry,
     HistoryPage,
+    MemoryPage,
     ProjectSummary,
     RetrievalResult,
     RetrievedMemory,
     SearchHit,
     SyncResult,
+    TimelinePage,
 )
 from memory.signing import KeyRing
 from memory.userstore import ProjectionView, UserDirectory, UserStore
@@ -502,3 +505,45 @@ class MemoryService:
                 known_projects=reads.known_projects(db), entity_roots=reads.entity_roots(db),
                 events=store.log.last_seq(),
             )
+
+    def list_memories(self, caller: Caller, *, memory_type: MemoryType | None = None, scope: Scope | None = None,
+                      project: str | None = None, entity: str | None = None, tag: str | None = None,
+                      cursor: int | None = None, limit: int = 20) -> MemoryPage:
+        """The caller's live memories, most recently changed first, filtered exactly (a person
+        browsing their memories, where `retrieve_context` ranks for an assistant)."""
+        if not 1 <= limit <= _MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {_MAX_PAGE}")
+        filters = {"memory_type": memory_type.value if memory_type else None, "scope": scope.value if scope else None,
+                   "project": clean_entity(project, "project"), "entity": clean_entity(entity),
+                   "tag": clean_tags([tag])[0] if tag is not None else None}
+        store = self._store(caller)
+        with store.lock:
+            memories, next_cursor = reads.memory_page(store.view.db, **filters, before_seq=cursor, limit=limit)
+            self._audit_read(caller, "list_memories", None, [m.id for m in memories],
+                             {k: v for k, v in filters.items() if v is not None})
+            return MemoryPage(memories=memories, next_cursor=next_cursor)
+
+    def timeline(self, caller: Caller, cursor: int | None = None, limit: int = 50) -> TimelinePage:
+        """The caller's own log, newest event first: what was stored, changed, read and forgotten,
+        through which client. Reading it is itself recorded, as every read is."""
+        if not 1 <= limit <= _MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {_MAX_PAGE}")
+        if cursor is not None and cursor < 1:
+            raise InvalidInput("cursor must be a seq ≥ 1")
+        store = self._store(caller)
+        with store.lock:
+            self._audit_read(caller, "timeline", None, [])
+            newest = store.log.last_seq() if cursor is None else min(cursor - 1, store.log.last_seq())
+            oldest = max(0, newest - limit)
+            # Seqs are gapless: the page is exactly the events in (oldest, newest].
+            entries = [self._history_entry(store, seq) for seq in range(newest, oldest, -1)]
+            return TimelinePage(entries=entries, next_cursor=oldest + 1 if oldest > 0 else None)
+
+    def verify_chain(self, caller: Caller) -> ChainStatus:
+        """Hash chain, signatures and seq contiguity of the caller's log, as `memory verify` checks them."""
+        self._store(caller)  # a person without a log yet gets one, as on any other call
+        # Its own connection and one read transaction: appends go on while it runs.
+        report = verify_user(self.data_dir, caller.identity, self.keys, None)
+        return ChainStatus(ok=report.ok, event_count=report.event_count, head_hash=report.head_hash,
+                           problems=[p.message if p.seq is None else f"seq {p.seq}: {p.message}"
+                                     for p in report.problems])

@@ -41,6 +41,7 @@ from memory.server.oauth.ratelimit import oauth_rate_limit, principal_rate_limit
 from memory.server.oauth.store import OAuthStore
 from memory.server.rest import build_rest_controller, domain_error_response
 from memory.server.settings import ServerSettings, server_version
+from memory.server.web import build_web_controllers, web_template_config
 from memory.server.wellknown import WellKnownController
 from memory.service import MemoryService
 from memory.signing import KeyRing
@@ -174,6 +175,7 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
     # With an external identity provider people sign in there: the built-in server stays out of the way.
     oauth = [] if settings.external_idp else build_oauth_controllers(
         settings, service.keys, oauth_store, oauth_rate_limit(settings.oauth_rate_limit_per_minute))
+    web = build_web_controllers(settings, service, oauth_store, oauth_rate_limit(settings.oauth_rate_limit_per_minute))
 
     @asgi("/mcp", copy_scope=True, middleware=[auth, limit], include_in_schema=False)
     async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
@@ -197,9 +199,10 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
 
     return Litestar(
         route_handlers=[mcp, build_rest_controller(service, settings, [auth, limit]), HealthController, WellKnownController,
-                        *oauth, metrics_handler(service, None if settings.external_idp else oauth_store,
-                                                settings.metrics_token)],
+                        *oauth, *web, metrics_handler(service, None if settings.external_idp else oauth_store,
+                                                      settings.metrics_token)],
         middleware=[RequestLogMiddleware, http_metrics().middleware],
+        template_config=web_template_config(),
         cors_config=_cors(settings),
         dependencies={
             "service": Provide(lambda: service, use_cache=True, sync_to_thread=False),

@@ -10,6 +10,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from server_calls import cli_token
+from web_calls import PASSWORDS, add_user
 
 from memory.server.process import ServerProcess
 
@@ -59,3 +60,14 @@ def connect(server: ServerProcess) -> Connect:
 def http(server: ServerProcess) -> Iterator[httpx2.Client]:
     with httpx2.Client(base_url=server.url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server with local accounts (`memory user add`) for the person's web pages (tests/server/web)."""
+    data_dir = tmp_path_factory.mktemp("web") / "data"
+    for name, password in PASSWORDS.items():
+        add_user(data_dir, name, password)
+    with ServerProcess(data_dir, extra_args=["--oauth-rate-limit", "10000"]) as running:
+        running.wait_ready()
+        yield running

@@ -135,9 +135,10 @@ def test_an_oversized_body_gets_413(http, me):
     assert response.status_code == 413
 
 
-def test_unknown_paths_and_the_future_memory_page_are_404_not_500(http, me):
+def test_unknown_paths_are_404_and_the_memory_page_asks_a_visitor_to_sign_in(http, me):
     assert http.get(f"{API}/nothing-here", headers=me).status_code == 404
-    assert http.get(f"/memories/{uuid.uuid4()}").status_code == 404
+    page = http.get(f"/memories/{uuid.uuid4()}")
+    assert page.status_code == 303 and page.headers["location"].startswith("/login?next=")
 
 
 def test_healthz_is_alive_and_readyz_is_ready_once_the_model_is_loaded(http):

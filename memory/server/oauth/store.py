@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["OAuthStore", "oauth_db_path", "valid_username", "Grant", "PendingRequest"]
+__all__ = ["OAuthStore", "oauth_db_path", "valid_username", "Grant", "PendingRequest", "ConnectedApp"]
 
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
@@ -77,6 +77,16 @@ class Grant(msgspec.Struct, frozen=True, kw_only=True):
     resource: str
     redirect_uri: str = ""
     challenge: str = ""
+
+
+class ConnectedApp(msgspec.Struct, frozen=True, kw_only=True):
+    """A client holding a live refresh token of one person: what the person may revoke."""
+
+    family: str
+    client_id: str
+    client_name: str
+    scopes: list[str]
+    expires_at: float
 
 
 class OAuthStore:
@@ -242,3 +252,25 @@ class OAuthStore:
             # RFC 7009 §2.1: a client may only revoke its own tokens (and learns nothing either way).
             if rows and (client_id is None or rows[0][1] == client_id):
                 self._db.execute("UPDATE refresh SET revoked = 1 WHERE family = ?", (rows[0][0],))
+
+    # Grants, as the person who gave them sees them
+
+    def grants_of(self, user: str, limit: int = 100) -> list[ConnectedApp]:
+        """Grant families of `user` with a refresh token that still works, newest expiry first."""
+        rows = self._run(
+            "SELECT r.family, r.client_id, c.metadata, r.scopes, max(r.expires_at) FROM refresh r "
+            "LEFT JOIN clients c ON c.client_id = r.client_id "
+            "WHERE r.user = ? AND r.used = 0 AND r.revoked = 0 AND r.expires_at >= ? "
+            "AND NOT EXISTS (SELECT 1 FROM refresh x WHERE x.family = r.family AND x.revoked = 1) "
+            "GROUP BY r.family ORDER BY max(r.expires_at) DESC LIMIT ?", (user, time.time(), limit))
+        # A client known by its metadata document URL has no row: its id is the best name there is.
+        return [ConnectedApp(family=family, client_id=client_id,
+                             client_name=json.loads(metadata).get("client_name", client_id) if metadata else client_id,
+                             scopes=scopes.split(), expires_at=expires_at)
+                for family, client_id, metadata, scopes, expires_at in rows]
+
+    def revoke_grant(self, user: str, family: str) -> bool:
+        """Revoke one of `user`'s grants: its refresh tokens, and through `grant_revoked` its access tokens."""
+        with self._lock, self._db:
+            return bool(self._db.execute("UPDATE refresh SET revoked = 1 WHERE user = ? AND family = ?",
+                                         (user, family)).rowcount)

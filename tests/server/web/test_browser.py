@@ -1,0 +1,65 @@
+"""The pages in a real browser: Debian's headless Chromium driven by Playwright. A person signs in
+through the form, sees what their assistant stored over MCP, forgets it (after the confirmation
+step) and finds the erasure in their timeline."""
+
+import asyncio
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from web_calls import add_user, store_over_mcp
+
+from memory.server.process import ServerProcess
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    # A missing browser is a broken test machine, not a reason to skip: fail and say how to fix it.
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium); "
+                    "the browser test never downloads one")
+    return CHROMIUM
+
+
+def test_a_person_signs_in_sees_a_memory_from_mcp_forgets_it_and_finds_it_redacted_in_the_timeline(
+        web_server: ServerProcess, chromium: str, tmp_path: Path):
+    from playwright.sync_api import expect, sync_playwright
+
+    name, password = f"dana{uuid.uuid4().hex[:6]}", "dana-browser-pw"
+    add_user(web_server.data_dir, name, password)
+    text = f"Dana is allergic to peanuts {uuid.uuid4().hex[:8]}"
+    memory_id = asyncio.run(store_over_mcp(web_server.mcp_url, web_server.token(name), text))
+    screenshot = tmp_path / "timeline.png"
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{web_server.url}/")
+            expect(page).to_have_url(f"{web_server.url}/login?next=%2F")
+            page.fill("input[name=username]", name)
+            page.fill("input[name=password]", password)
+            page.click("button[type=submit]")
+
+            expect(page.locator(f"#m-{memory_id} .text")).to_have_text(text)
+            page.click(f"#m-{memory_id} >> text=Forget…")
+            expect(page.locator("body")).to_contain_text("This cannot be undone.")
+            page.click("text=Forget for good")
+
+            expect(page).to_have_url(f"{web_server.url}/timeline?done=forgotten")
+            expect(page.locator("table")).to_contain_text("redacted (forgotten)")
+            expect(page.locator("body")).to_contain_text("Verified")
+            expect(page.locator("table")).not_to_contain_text(text)
+            page.screenshot(path=str(screenshot), full_page=True)
+
+            page.goto(f"{web_server.url}/")
+            expect(page.locator("main")).not_to_contain_text(text)
+        finally:
+            browser.close()
+
+    assert screenshot.exists() and screenshot.stat().st_size > 0
