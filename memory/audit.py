@@ -25,8 +25,8 @@ from projections.embedder import Embedder
 __all__ = ["verify_user", "export_user", "isolation_check", "Violation"]
 
 
-def _records(log: SqliteEventLog) -> Iterator[EventRecord]:
-    for row in log.read_raw():
+def _records(log: SqliteEventLog, after_seq: int = 0) -> Iterator[EventRecord]:
+    for row in log.read_raw(after_seq):
         (seq, event_id, type_, _v, _at, _sub, _client, _req, payload, _psha, _prev, entry_hash,
          _kid, header, signature, redacted) = row
         yield EventRecord(seq=seq, event_id=event_id, type=type_, header=header, entry_hash=entry_hash,
@@ -38,20 +38,22 @@ def _open_log(data_dir: Path, owner: Identity, keys: KeyRing) -> SqliteEventLog:
 
 
 def verify_user(data_dir: str | Path, owner: Identity, keys: KeyRing, embedder: Embedder | None,
-                progress: Callable[[int], None] | None = None) -> ChainReport:
+                progress: Callable[[int], None] | None = None,
+                after: tuple[int, str] | None = None) -> ChainReport:
     """Chain, signatures and seq contiguity, then: do the projections on disk equal a rebuild?
-    Without an embedder only the chain is checked (what a page can afford on every view)."""
+    Without an embedder only the chain is checked (what a page can afford on every view), and
+    `after=(seq, entry_hash)` of an event verified before checks only what follows it."""
     data_dir = Path(data_dir)
     log = _open_log(data_dir, owner, keys)
     try:
         def counted() -> Iterator[EventRecord]:
-            for i, record in enumerate(_records(log), 1):
+            for i, record in enumerate(_records(log, after[0] if after else 0), 1):
                 if progress and i % 1000 == 0:
                     progress(1000)
                 yield record
 
         report = verify_events(counted(), load_jwks(keys.jwks()), log=owner.key,
-                               owner={"iss": owner.iss, "sub": owner.sub})
+                               owner={"iss": owner.iss, "sub": owner.sub}, after=after)
         report.owner = {"iss": owner.iss, "sub": owner.sub}
         if report.ok and embedder is not None:
             report.problems += _projection_problems(log, embedder)

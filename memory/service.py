@@ -109,6 +109,8 @@ class MemoryService:
         self.keys = keys or KeyRing(self.data_dir)
         self.embedder = embedder
         self.users = UserDirectory(self.data_dir, self.keys, embedder)
+        # user key -> (seq, entry hash, events) of the last event verify_chain found sound.
+        self._verified_chains: dict[str, tuple[int, str, int]] = {}
         self._query_embeddings = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
                                                     thread_name_prefix="embed-query")
 
@@ -540,10 +542,20 @@ class MemoryService:
             return TimelinePage(entries=entries, next_cursor=oldest + 1 if oldest > 0 else None)
 
     def verify_chain(self, caller: Caller) -> ChainStatus:
-        """Hash chain, signatures and seq contiguity of the caller's log, as `memory verify` checks them."""
+        """Hash chain, signatures and seq contiguity of the caller's log, as `memory verify` checks them.
+
+        The whole chain once per process, then only the events after the last verified one:
+        every page view appends a read, and checking 100k signatures takes seconds."""
         self._store(caller)  # a person without a log yet gets one, as on any other call
+        key = caller.identity.key
+        verified = self._verified_chains.get(key)
         # Its own connection and one read transaction: appends go on while it runs.
-        report = verify_user(self.data_dir, caller.identity, self.keys, None)
-        return ChainStatus(ok=report.ok, event_count=report.event_count, head_hash=report.head_hash,
+        report = verify_user(self.data_dir, caller.identity, self.keys, None,
+                             after=verified[:2] if verified else None)
+        count = report.event_count + (verified[2] if verified else 0)
+        if report.ok and report.event_count:
+            self._verified_chains[key] = (report.last_seq, report.head_hash, count)
+        head = report.head_hash if report.event_count or not verified else verified[1]
+        return ChainStatus(ok=report.ok, event_count=count, head_hash=head,
                            problems=[p.message if p.seq is None else f"seq {p.seq}: {p.message}"
                                      for p in report.problems])

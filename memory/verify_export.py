@@ -550,8 +550,12 @@ def _verify_stream(
     owner: dict | None,
     problems: _Problems,
     key_source: str,
+    after: tuple[int, str] | None = None,
 ) -> tuple[ChainReport, _ChainState]:
     state = _ChainState(log=log, owner=dict(owner) if owner is not None else None)
+    if after is not None:
+        state.prev_seq, state.prev_hash = after
+        state.last_seq, state.next_seq = after[0], after[0] + 1
     for rec in events:
         _check_event(rec, state, public_keys, key_source, problems)
     report = ChainReport(
@@ -571,17 +575,21 @@ def verify_events(
     *,
     log: str | None = None,
     owner: dict | None = None,
+    after: tuple[int, str] | None = None,
 ) -> ChainReport:
     """Verify one log's events, read once in order, against ``public_keys``.
 
     ``log``/``owner``, when given, must match every header; when None they are
     taken from the first event and every later event must agree. The events
-    must run contiguously from seq 1. Checking continues past problems so the
-    report lists all of them (up to :data:`MAX_PROBLEMS`, then a count).
+    must run contiguously from seq 1, or, with ``after=(seq, entry_hash)`` of an
+    event already verified, from the seq after it and chained to that hash.
+    Checking continues past problems so the report lists all of them (up to
+    :data:`MAX_PROBLEMS`, then a count).
     """
     problems = _Problems()
     report, _ = _verify_stream(
-        events, public_keys, log=log, owner=owner, problems=problems, key_source="the known public keys"
+        events, public_keys, log=log, owner=owner, problems=problems, key_source="the known public keys",
+        after=after,
     )
     report.problems = problems.finish()
     return report

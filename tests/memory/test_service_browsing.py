@@ -1,6 +1,7 @@
 """MemoryService for a person browsing their own memory: the filtered, paged list, the log as a
 timeline newest first, and the chain check, each bounded and each recorded as a read."""
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from memory.commands import StoreMemory
 from memory.errors import InvalidInput
 from memory.identity import LOCAL_ISSUER, Identity
+from memory.log import log_path
 from memory.model import MemoryType, Scope
 from memory.service import Caller, MemoryService
 
@@ -69,3 +71,23 @@ def test_the_chain_of_a_persons_log_verifies_with_its_event_count(service: Memor
     status = service.verify_chain(ALICE)
 
     assert status.ok and status.event_count == 1 and not status.problems
+
+
+def test_a_second_chain_check_verifies_only_the_new_events_and_still_counts_them_all(service: MemoryService):
+    service.store(ALICE, StoreMemory(text="Alice note"))
+    first = service.verify_chain(ALICE)
+    service.store(ALICE, StoreMemory(text="Alice note two"))
+    second = service.verify_chain(ALICE)
+    assert first.ok and first.event_count == 1
+    assert second.ok and second.event_count == 2 and second.head_hash != first.head_hash
+
+    # A new event that does not chain onto the verified head is caught, naming its seq.
+    service.store(ALICE, StoreMemory(text="Alice note three"))
+    db = sqlite3.connect(log_path(service.data_dir, ALICE.identity))
+    for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        db.execute(f"DROP TRIGGER {name}")
+    db.execute("UPDATE events SET signature = zeroblob(64) WHERE seq = 3")
+    db.commit()
+    db.close()
+    third = service.verify_chain(ALICE)
+    assert not third.ok and any(p.startswith("seq 3:") for p in third.problems)
