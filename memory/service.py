@@ -108,7 +108,9 @@ class MemoryService:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.keys = keys or KeyRing(self.data_dir)
         self.embedder = embedder
-        self.users = UserDirectory(self.data_dir, self.keys, embedder)
+        # New memories are embedded here after their store has been answered (UserStore.append).
+        self._embed_later = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="embed-later")
+        self.users = UserDirectory(self.data_dir, self.keys, embedder, self._embed_later)
         # user key -> (seq, entry hash, events) of the last event verify_chain found sound.
         self._verified_chains: dict[str, tuple[int, str, int]] = {}
         self._query_embeddings = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
@@ -116,6 +118,8 @@ class MemoryService:
 
     def close(self) -> None:
         self._query_embeddings.shutdown(wait=True, cancel_futures=True)
+        # What is still queued is embedded now; anything left is caught up at the next start.
+        self._embed_later.shutdown(wait=True)
         self.users.close()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -123,7 +127,8 @@ class MemoryService:
     def _store(self, caller: Caller) -> UserStore:
         return self.users.get(caller.identity)
 
-    def _append(self, caller: Caller, payloads: list[EventPayload], *, redact_seqs: list[int] | None = None):
+    def _append(self, caller: Caller, payloads: list[EventPayload], *, redact_seqs: list[int] | None = None,
+                embed_now: bool = False):
         # A memory's id is the id of the event that stored it: retries of a store are idempotent,
         # and the log alone says which memory ids belong to whom (isolation-check relies on it).
         drafts = [
@@ -131,7 +136,7 @@ class MemoryService:
                        actor=caller.actor, request_id=caller.request_id)
             for p in payloads
         ]
-        return self._store(caller).append(drafts, redact_seqs or ())
+        return self._store(caller).append(drafts, redact_seqs or (), embed_now=embed_now)
 
     def _audit_read(self, caller: Caller, operation: str, query: str | None, returned: list[str],
                     filters: dict | None = None) -> int:
@@ -154,7 +159,6 @@ class MemoryService:
     def store(self, caller: Caller, cmd: StoreMemory) -> Memory:
         cmd = _checked(cmd)
         store = self._store(caller)
-        store.prime_embeddings([clean_text(cmd.text)])
         with store.lock:
             payload = self._stored_payload(store, caller, cmd)
             self._append(caller, [payload])
@@ -190,8 +194,6 @@ class MemoryService:
     def update(self, caller: Caller, memory_id: str, changes: UpdateMemory) -> Memory:
         changes = _checked(changes)
         store = self._store(caller)
-        if isinstance(changes.text, str):
-            store.prime_embeddings([clean_text(changes.text)])
         with store.lock:
             current = self._existing(store, memory_id)
             fields = {f: getattr(changes, f) for f in changes.__struct_fields__ if getattr(changes, f) is not msgspec.UNSET}
@@ -219,10 +221,14 @@ class MemoryService:
     def forget(self, caller: Caller, memory_id: str) -> ForgetResult:
         """Erasure: a tombstone, the memory's payloads redacted, its text gone from every projection."""
         store = self._store(caller)
+        # Every projection is brought to the tombstone before answering (the checkpoint below
+        # must find no vector of the text); what was still to embed is embedded first, unlocked.
+        store.catch_up_embeddings()
         with store.lock:
             self._existing(store, memory_id, allow_deleted=True)
             seqs = [s for s, t in reads.memory_event_seqs(store.view.db, memory_id, 0, 10**9) if t in _REDACTABLE]
-            events = self._append(caller, [MemoryForgotten(memory_id=memory_id, redacted_seqs=seqs)], redact_seqs=seqs)
+            events = self._append(caller, [MemoryForgotten(memory_id=memory_id, redacted_seqs=seqs)], redact_seqs=seqs,
+                                  embed_now=True)
             # Leave no copy of the old pages in the projection's WAL.
             store.view.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return ForgetResult(memory_id=memory_id, tombstone_seq=events[0].seq, redacted_seqs=seqs)
@@ -270,8 +276,6 @@ class MemoryService:
         links the new memory to the old and marks the old one superseded."""
         session = _checked(session)
         store = self._store(caller)
-        items = (*session.decisions, *session.learnings, *session.status_updates, *session.feedback)
-        store.prime_embeddings([clean_text(item.text) for item in items])
         with store.lock:
             project = clean_entity(session.project, "project") or self._active_project(store, caller)
             scope = Scope.PROJECT if project else Scope.GLOBAL
@@ -343,6 +347,8 @@ class MemoryService:
         # the ranking has run beside it.
         vector = self._query_embeddings.submit(self.embedder.embed_query, query).result if query else None
         if q.as_of is None:
+            # Read your writes: memories stored just before are embedded by now (or waited for).
+            store.catch_up_embeddings()
             # Ranking reads a snapshot of its own: it does not wait for this user's writes.
             with store.reading() as db:
                 project = clean_entity(q.project, "project") or reads.active_project(db, caller.client_id)

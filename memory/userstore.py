@@ -5,13 +5,16 @@ the truth) and `projections.sqlite` (derived; deleted or corrupted, it is rebuil
 Every user has a lock of their own, so one user's writes never hold up another user's reads.
 """
 
+import logging
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from pathlib import Path
 
+from memory.events import MemoryStored, MemoryUpdated
 from memory.identity import Identity
 from memory.log import EventDraft, SqliteEventLog, StoredEvent, log_path
 from memory.signing import KeyRing
@@ -27,6 +30,15 @@ __all__ = ["UserStore", "ProjectionView", "UserDirectory", "build_projections", 
 
 # Read connections kept open per user: enough for the calls one person's assistants make at once.
 _IDLE_READERS = 4
+# The one projection whose work (a model call) may follow the answer to a write.
+_EMBEDDINGS = frozenset({"embeddings"})
+
+logger = logging.getLogger("memory.userstore")
+
+
+def _carries_text(draft: EventDraft) -> bool:
+    payload = draft.payload
+    return isinstance(payload, MemoryStored | MemoryUpdated) and isinstance(payload.text, str)
 
 
 class ProjectionView:
@@ -56,10 +68,18 @@ def build_projections(
 
 
 class UserStore:
-    def __init__(self, data_dir: Path, owner: Identity, keys: KeyRing, embedder: Embedder):
+    """`background`, when given, runs the embeddings' catch-up after a write has been answered:
+    a store is acknowledged once it is in the log and the other projections, and a read that
+    needs the vectors (`catch_up_embeddings`) waits for them. Without it every write embeds
+    before it returns."""
+
+    def __init__(self, data_dir: Path, owner: Identity, keys: KeyRing, embedder: Embedder,
+                 background: Executor | None = None):
         self.owner = owner
         self.embedder = embedder
         self.lock = threading.RLock()
+        self._background = background
+        self._embedding = threading.Lock()
         self.log = SqliteEventLog(log_path(data_dir, owner), owner, keys)
         self._projection_path = self.log.path.parent / "projections.sqlite"
         self.view = self._open_view()
@@ -83,24 +103,54 @@ class UserStore:
                 Path(f"{self._projection_path}{suffix}").unlink(missing_ok=True)
             return build_projections(open_projection_db(self._projection_path), self.embedder)
 
-    def catch_up(self, to_seq: int | None = None, progress: Callable[[int], None] | None = None) -> int:
+    def catch_up(self, to_seq: int | None = None, progress: Callable[[int], None] | None = None,
+                 skip: frozenset[str] = frozenset()) -> int:
         with self.lock:
             try:
-                return self.view.projections.catch_up(self.log, to_seq, progress)
+                return self.view.projections.catch_up(self.log, to_seq, progress, skip)
             except BaseException:
                 self.view.embeddings.load_index(self.view.db)
                 raise
+
+    @property
+    def embeddings_behind(self) -> bool:
+        return self.view.projections.checkpoints()["embeddings"] < self.log.last_seq()
+
+    def catch_up_embeddings(self) -> None:
+        """Bring the embeddings up to the log's head: the texts are embedded outside the lock,
+        then applied inside it with their vectors ready. One catch-up per user at a time; a
+        caller arriving during one waits for it instead of embedding the same texts again."""
+        with self._embedding:
+            done = self.view.projections.checkpoints()["embeddings"]
+            if done >= self.log.last_seq():
+                return
+            texts = [event.payload.text for event in self.log.read_events(done)
+                     if isinstance(event.payload, MemoryStored | MemoryUpdated) and isinstance(event.payload.text, str)]
+            self.view.embeddings.prime(texts)
+            self.catch_up()
 
     def rebuild(self, to_seq: int | None = None, progress: Callable[[int], None] | None = None) -> int:
         with self.lock:
             return self.view.projections.rebuild(self.log, to_seq, progress)
 
-    def append(self, drafts: Sequence[EventDraft], redact_seqs: Sequence[int] = ()) -> list[StoredEvent]:
-        """Append, then bring the projections up to date before answering (read your writes)."""
+    def append(self, drafts: Sequence[EventDraft], redact_seqs: Sequence[int] = (), *,
+               embed_now: bool = False) -> list[StoredEvent]:
+        """Append, then bring the projections up to date before answering (read your writes):
+        all of them, or all but the embeddings when there is text to embed and a background to
+        embed it in (`embed_now` forces the first, as erasure needs)."""
         with self.lock:
+            defer = self._background is not None and not embed_now and (
+                self.embeddings_behind or any(_carries_text(d) for d in drafts))
             events = self.log.append_events(drafts, redact_seqs=redact_seqs)
-            self.catch_up()
-            return events
+            self.catch_up(skip=_EMBEDDINGS if defer else frozenset())
+        if defer:
+            self._background.submit(self.catch_up_embeddings).add_done_callback(self._report)
+        return events
+
+    def _report(self, done: Future) -> None:
+        # Nobody waits on the background catch-up; the next read retries it and gets the error.
+        if done.exception() is not None:
+            logger.error("embedding new memories failed for %s", self.owner.key[:12], exc_info=done.exception())
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -127,11 +177,6 @@ class UserStore:
                 self._readers.put(db)
             else:
                 db.close()
-
-    def prime_embeddings(self, texts: Sequence[str]) -> None:
-        """Embed texts about to be appended, before taking the lock: the model call (most of a
-        store's cost) then runs beside other calls instead of inside the user's critical section."""
-        self.view.embeddings.prime(texts)
 
     def view_as_of(self, seq: int) -> ProjectionView:
         """The projections as they were after `seq`, rebuilt in memory from the log."""
@@ -162,10 +207,11 @@ def list_logs(data_dir: str | Path) -> Iterator[tuple[Path, Identity]]:
 class UserDirectory:
     """Opens each user's store once and keeps it; finds every log on disk."""
 
-    def __init__(self, data_dir: str | Path, keys: KeyRing, embedder: Embedder):
+    def __init__(self, data_dir: str | Path, keys: KeyRing, embedder: Embedder, background: Executor | None = None):
         self.data_dir = Path(data_dir)
         self.keys = keys
         self.embedder = embedder
+        self._background = background
         self._stores: dict[str, UserStore] = {}
         self._lock = threading.Lock()
         self._opening: dict[str, threading.Lock] = {}
@@ -180,7 +226,7 @@ class UserDirectory:
         with opening:
             store = self._stores.get(owner.key)
             if store is None:
-                store = UserStore(self.data_dir, owner, self.keys, self.embedder)
+                store = UserStore(self.data_dir, owner, self.keys, self.embedder, self._background)
                 self._stores[owner.key] = store
         return store
 

@@ -3,7 +3,8 @@
 A projection turns events into tables. Each one records the last seq it applied (its checkpoint)
 and its version; a version change (new code, new embedding model) makes it rebuild from seq 1.
 All projections of a user advance in one transaction per batch, so a reader never sees the
-memories table ahead of the full-text index.
+memories table ahead of the full-text index; only the embeddings may be left a few events
+behind, to be caught up before the next read that needs them (`UserStore.append`).
 """
 
 import sqlite3
@@ -103,18 +104,21 @@ class ProjectionSet:
         return dict(self._checkpoints)
 
     def catch_up(
-        self, log: EventStore, to_seq: int | None = None, progress: Callable[[int], None] | None = None
+        self, log: EventStore, to_seq: int | None = None, progress: Callable[[int], None] | None = None,
+        skip: frozenset[str] = frozenset(),
     ) -> int:
-        """Apply what the log has beyond the checkpoints (up to `to_seq`); return how many events."""
+        """Apply what the log has beyond the checkpoints (up to `to_seq`); return how many events.
+        Projections named in `skip` stay where they are, to be caught up by a later call."""
         applied = 0
         batch: list[StoredEvent] = []
-        for event in log.read_events(self.checkpoint, to_seq):
+        start = min((c for n, c in self._checkpoints.items() if n not in skip), default=0)
+        for event in log.read_events(start, to_seq):
             batch.append(event)
             if len(batch) >= _BATCH:
-                applied += self._apply(batch, progress)
+                applied += self._apply(batch, progress, skip)
                 batch = []
         if batch:
-            applied += self._apply(batch, progress)
+            applied += self._apply(batch, progress, skip)
         return applied
 
     def rebuild(
@@ -134,10 +138,13 @@ class ProjectionSet:
             p.after_commit()
         return self.catch_up(log, to_seq, progress)
 
-    def _apply(self, batch: list[StoredEvent], progress: Callable[[int], None] | None) -> int:
+    def _apply(self, batch: list[StoredEvent], progress: Callable[[int], None] | None,
+               skip: frozenset[str] = frozenset()) -> int:
         self.db.execute("BEGIN")
         try:
             for p in self.projections:
+                if p.name in skip:
+                    continue
                 pending = [e for e in batch if e.seq > self._checkpoints[p.name]]
                 if pending:
                     p.apply(self.db, pending)

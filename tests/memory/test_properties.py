@@ -348,6 +348,8 @@ def test_projections_kept_up_event_by_event_equal_a_rebuild_from_the_log(model, 
             for op in ops:
                 run_op(svc, "alice", op, world)
             store = svc.users.get(Identity("local", "alice"))
+            # The embeddings of the last stores may still be on their way (UserStore.append).
+            store.catch_up_embeddings()
             live = store.view.projections.snapshot()
             assert live == _fresh_snapshot(store, model)
             _assert_index_mirrors_table(store, model)

@@ -178,7 +178,9 @@ def test_a_reply_is_found_by_the_words_of_the_question_it_answers(svc):
         if text.startswith("Bob: Woodhaven"):
             reply = memory
     query = "Where did Bob go on his road trip?"
-    view = svc.users.get(ALICE.identity).view
+    store = svc.users.get(ALICE.identity)
+    store.catch_up_embeddings()  # as retrieve_context does before ranking
+    view = store.view
     vector = svc.embedder.embed_query(query)
 
     def rank(config: RankingConfig) -> int:

@@ -573,6 +573,8 @@ def _populate(svc: MemoryService) -> None:
     svc.register_entity(ALICE, "acme", "a client")
     svc.forget(ALICE, c.id)
     svc.store(ALICE, StoreMemory(text="standup moved to ten", entity="acme.web"))
+    # Settled: the last store's embedding may still be on its way (UserStore.append).
+    svc.users.get(ALICE.identity).catch_up_embeddings()
 
 
 def _state(svc: MemoryService) -> dict:

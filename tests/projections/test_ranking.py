@@ -350,6 +350,7 @@ def _lexical_hits(svc: MemoryService, query: str, config) -> set[str]:
     from projections.ranking import Filters, rank_memories
 
     store_ = svc.users.get(ALICE.identity)
+    store_.catch_up_embeddings()  # as retrieve_context does before ranking
     ranked = rank_memories(store_.view.db, store_.view.embeddings.index, query, None, Filters(), 50, 0.0,
                            datetime.now(UTC), config)
     return {r.memory_id for r in ranked if r.bm25 is not None}
@@ -376,6 +377,7 @@ def test_a_query_vector_handed_over_as_a_callable_ranks_as_the_vector_itself(svc
     from projections.ranking import Filters, rank_memories
 
     store_ = svc.users.get(ALICE.identity)
+    store_.catch_up_embeddings()  # as retrieve_context does before ranking
     now = datetime.now(UTC)
     query = "which nuts make her sick"
     vector = embedder.embed_query(query)
