@@ -56,6 +56,11 @@ class UserStore:
         self.embedder = embedder
         self.lock = threading.RLock()
         self.log = SqliteEventLog(log_path(data_dir, owner), owner, keys)
+        try:
+            self.log.check_chain()
+        except BaseException:
+            self.log.close()
+            raise
         self._projection_path = self.log.path.parent / "projections.sqlite"
         self.view = self._open_view()
         if self.view.checkpoint > self.log.last_seq():
