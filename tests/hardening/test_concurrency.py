@@ -1,0 +1,108 @@
+"""Many writers at once through MemoryService: ten threads on one person and ten on ten others.
+
+Each person's log must come out as one gapless chain holding every acknowledged store exactly
+once (no fork, no lost or doubled event), no writer may see `database is locked` or any other
+error, and a read of one person must finish while another person's write is still in progress.
+"""
+
+import threading
+
+import pytest
+from hardening_util import run_threads, user
+
+from memory.audit import verify_user
+from memory.commands import RetrieveQuery, StoreMemory
+from memory.service import Caller, MemoryService
+
+WRITES = 6
+
+
+class GatedEmbedder:
+    """The real model, except that embedding a text containing HOLD waits until released: a
+    write that is stuck half-way (its event appended, its projections not yet) for as long as
+    the test needs, without guessing at timings."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.model_id, self.dimensions = inner.model_id, inner.dimensions
+        self.holding, self.release = threading.Event(), threading.Event()
+
+    def embed_documents(self, texts):
+        if any("HOLD" in t for t in texts):
+            self.holding.set()
+            assert self.release.wait(120), "never released"
+        return self._inner.embed_documents(texts)
+
+    def embed_query(self, text):
+        return self._inner.embed_query(text)
+
+
+@pytest.fixture
+def service(data_dir, embedder):
+    svc = MemoryService(data_dir, GatedEmbedder(embedder))
+    yield svc
+    svc.embedder.release.set()
+    svc.close()
+
+
+def test_ten_writers_on_one_person_and_ten_on_ten_people_get_gapless_unforked_logs(service, data_dir, embedder):
+    people = ["solo"] * 10 + [f"p{i}" for i in range(10)]
+    acked: dict[str, list[str]] = {name: [] for name in people}
+
+    def writer(i: int) -> None:
+        name = people[i]
+        caller = Caller(user(name), client_id=f"writer-{i}")
+        for n in range(WRITES):
+            memory = service.store(caller, StoreMemory(text=f"writer {i} note {n} about {name}"))
+            acked[name].append(memory.id)
+            if n % 3 == 2:
+                found = service.retrieve_context(caller, RetrieveQuery(query=f"writer {i} note", limit=50))
+                assert memory.id in {r.memory.id for r in found.memories}  # reads its own writes
+
+    run_threads(len(people), writer)  # any exception (database is locked included) fails here
+
+    for name, ids in acked.items():
+        store = service.users.get(user(name))
+        events = list(store.log.read_events())
+        assert [e.seq for e in events] == list(range(1, len(events) + 1)), f"{name}: a gap or a repeat"
+        assert all(b.prev_hash == a.entry_hash for a, b in zip(events, events[1:])), f"{name}: a fork"
+        stored = [e.event_id for e in events if e.type == "memory.stored"]
+        assert sorted(stored) == sorted(ids) and len(set(stored)) == len(stored)
+        assert store.view.checkpoint == events[-1].seq
+    assert len(acked["solo"]) == 10 * WRITES
+    for name in set(people):
+        report = verify_user(data_dir, user(name), service.keys, embedder)
+        assert report.ok, f"{name}: {report.problems}"
+
+
+def test_a_read_of_one_person_finishes_while_another_persons_write_is_in_progress(service):
+    alice, bob = Caller(user("alice"), "desktop"), Caller(user("bob"), "desktop")
+    service.store(alice, StoreMemory(text="alice's first note"))
+    kept = service.store(bob, StoreMemory(text="bob keeps his bike in the shed"))
+    gate = service.embedder
+    finished: list[str] = []
+
+    def alice_writes() -> None:
+        service.store(alice, StoreMemory(text="HOLD alice's slow note"))
+        finished.append("alice's write")
+
+    writer = threading.Thread(target=alice_writes, daemon=True)
+    writer.start()
+    assert gate.holding.wait(60), "alice's write never got under way"
+
+    def bob_reads() -> None:
+        found = service.retrieve_context(bob, RetrieveQuery(query="where is the bike"))
+        assert found.memories[0].memory.id == kept.id
+        assert service.get(bob, kept.id).text == kept.text
+        service.store(bob, StoreMemory(text="bob writes too, meanwhile"))
+        finished.append("bob's calls")
+
+    reader = threading.Thread(target=bob_reads, daemon=True)
+    reader.start()
+    reader.join(60)  # a guard against a hang, not a timing assertion: the order below is the point
+    assert finished == ["bob's calls"], "bob's calls waited for alice's write"
+    assert writer.is_alive(), "alice's write was still held while bob was served"
+
+    gate.release.set()
+    writer.join(60)
+    assert finished == ["bob's calls", "alice's write"]
