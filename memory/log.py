@@ -279,7 +279,9 @@ class SqliteEventLog:
                     )
                 db.execute("COMMIT")
             except sqlite3.OperationalError as exc:
-                db.execute("ROLLBACK")
+                # A full disk makes SQLite roll the transaction back itself.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise StorageError(f"cannot write the event log: {exc}") from exc
             except BaseException:
                 if db.in_transaction:

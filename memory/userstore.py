@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from memory.errors import StorageError
 from memory.identity import Identity
 from memory.log import EventDraft, SqliteEventLog, StoredEvent, log_path
 from memory.signing import KeyRing
@@ -98,7 +99,14 @@ class UserStore:
         """Append, then bring the projections up to date before answering (read your writes)."""
         with self.lock:
             events = self.log.append_events(drafts, redact_seqs=redact_seqs)
-            self.catch_up()
+            try:
+                self.catch_up()
+            except sqlite3.OperationalError as exc:
+                # The event is in the log (durable, whole) but not yet in the projections: the
+                # next call catches up, and a retry with the same event id stores nothing twice.
+                raise StorageError(
+                    f"recorded as seq {events[-1].seq}, but the indexes could not be updated ({exc}); "
+                    "it shows once the disk has room, and a retry with the same event_id is safe") from exc
             return events
 
     def view_as_of(self, seq: int) -> ProjectionView:
