@@ -39,6 +39,7 @@ from memory.server.oauth.external import ExternalTokenVerifier, IssuerRoutingVer
 from memory.server.oauth.ratelimit import oauth_rate_limit, principal_rate_limit
 from memory.server.oauth.store import OAuthStore
 from memory.server.rest import build_rest_controller, domain_error_response
+from memory.server.security_headers import add_security_headers
 from memory.server.settings import ServerSettings, server_version
 from memory.server.wellknown import WellKnownController
 from memory.service import MemoryService
@@ -213,6 +214,7 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
         lifespan=[lifespan],
         exception_handlers={MemoryServiceError: domain_error_response},
         after_exception=[_log_failure],
+        before_send=[add_security_headers],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=_openapi(settings),
         logging_config=_logging(settings),
