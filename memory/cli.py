@@ -50,6 +50,9 @@ def _owners(data_dir: Path, user: str | None) -> list[Identity]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Operate and audit a memory service's data directory."""
+    # Logs, projections, keys and the account database hold people's memories and secrets:
+    # whatever a command creates is the service user's alone (0600 files, 0700 folders).
+    os.umask(0o077)
 
 
 @cli.command()
