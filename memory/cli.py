@@ -229,6 +229,7 @@ def serve(host: str, port: int, data_dir: Path, public_url: str | None, allowed_
     """Serve MCP at /mcp and the REST API at /api/v1 (the embedding model loads in the background)."""
     import uvicorn
 
+    from memory.server.access_log import drop_query_strings
     from memory.server.app import create_app
     from memory.server.settings import ServerSettings
 
@@ -245,6 +246,7 @@ def serve(host: str, port: int, data_dir: Path, public_url: str | None, allowed_
         raise click.BadParameter(str(exc)) from None
     if (idp_issuer is None) != (idp_jwks_url is None):
         raise click.UsageError("--idp-issuer and --idp-jwks-url go together")
+    drop_query_strings()
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, lifespan="on",
                 proxy_headers=False, server_header=False, timeout_graceful_shutdown=5)
 
