@@ -17,7 +17,8 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="session")
 def hardening_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("hardening")
-    with ServerProcess(root / "data", log_file=root / "server.log") as running:
+    with ServerProcess(root / "data", log_file=root / "server.log",
+                       extra_args=["--oauth-rate-limit", "100000"]) as running:
         running.wait_ready()
         yield running
 
