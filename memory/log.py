@@ -364,7 +364,7 @@ class SqliteEventLog:
         expected_seq, prev_hash = 1, GENESIS_HASH
         try:
             for row in self.read_raw():
-                seq, payload, payload_sha, row_prev, entry_hash, header = row[0], row[8], row[9], row[10], row[11], row[13]
+                seq, payload, payload_sha, row_prev, entry_hash, header = (row[0], *row[8:12], row[13])
                 if seq != expected_seq:
                     problem = f"seq {expected_seq} is missing (found {seq})"
                 elif row_prev != prev_hash:

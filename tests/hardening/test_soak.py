@@ -18,7 +18,7 @@ SECONDS = float(os.environ.get("MEMORY_SOAK_SECONDS", 120))
 @pytest.mark.timeout(SECONDS + 240)
 def test_thirty_two_clients_for_two_minutes_get_no_error_and_the_server_rss_stays_flat(tmp_path):
     numbers = tmp_path / "soak.json"
-    run = subprocess.run([sys.executable, str(SOAK), "--clients", "32", "--seconds", str(SECONDS),
+    run = subprocess.run([sys.executable, str(SOAK), "--clients", "32", "--users", "4", "--seconds", str(SECONDS),
                           "--json", str(numbers)], capture_output=True, text=True, timeout=SECONDS + 200)
     print(run.stdout)
     assert run.returncode == 0, run.stdout + run.stderr
