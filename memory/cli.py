@@ -27,9 +27,9 @@ _user = click.option(
 def _embedder():
     from projections.embedder import default_embedder
 
-    embedder = default_embedder()
-    embedder.start_loading()
-    return embedder
+    # Loaded when first needed, not in the background: a command that ends while onnxruntime is
+    # still loading aborts the process ("terminate called without an active exception").
+    return default_embedder()
 
 
 def _known_owner(data_dir: Path, user: str) -> Identity:
