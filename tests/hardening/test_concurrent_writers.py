@@ -1,4 +1,4 @@
-"""Many writers at once through MemoryService: ten threads on one person and ten on ten others.
+"""Many writers at once: ten on one person and ten on ten others, through MemoryService and over HTTP.
 
 Each person's log must come out as one gapless chain holding every acknowledged store exactly
 once (no fork, no lost or doubled event), no writer may see `database is locked` or any other
@@ -6,9 +6,11 @@ error, and a read of one person must finish while another person's write is stil
 """
 
 import threading
+import uuid
 
+import httpx2
 import pytest
-from hardening_util import run_threads, user
+from hardening_util import log_rows, memory_cli, run_threads, user
 
 from memory.audit import verify_user
 from memory.commands import RetrieveQuery, StoreMemory
@@ -106,3 +108,29 @@ def test_a_read_of_one_person_finishes_while_another_persons_write_is_in_progres
     gate.release.set()
     writer.join(60)
     assert finished == ["bob's calls", "alice's write"]
+
+
+def test_twenty_http_clients_on_one_and_ten_people_all_get_answers_and_gapless_logs(hardening_server):
+    run = uuid.uuid4().hex[:6]
+    people = [f"solo-{run}"] * 10 + [f"p{i}-{run}" for i in range(10)]
+    acked: dict[str, list[str]] = {name: [] for name in people}
+
+    def client(i: int) -> None:
+        name = people[i]
+        headers = {"Authorization": f"Bearer {hardening_server.token(name)}"}
+        with httpx2.Client(base_url=hardening_server.url, timeout=60) as http:
+            for n in range(WRITES):
+                stored = http.post("/api/v1/memories", headers=headers, json={"text": f"client {i} note {n}"})
+                assert stored.status_code == 201, stored.text  # a locked database would be a 5xx here
+                acked[name].append(stored.json()["id"])
+                found = http.get("/api/v1/memories/search", params={"query": f"client {i} note"}, headers=headers)
+                assert found.status_code == 200, found.text
+
+    run_threads(len(people), client)
+
+    for name, ids in acked.items():
+        rows = log_rows(hardening_server.data_dir, name)
+        assert [seq for seq, _, _ in rows] == list(range(1, len(rows) + 1)), f"{name}: a gap or a repeat"
+        assert sorted(i for _, i, kind in rows if kind == "memory.stored") == sorted(ids)
+    verified = memory_cli("verify", "--user", people[0], data_dir=hardening_server.data_dir)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
