@@ -257,7 +257,7 @@ class SqliteEventLog:
             try:
                 db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                raise StorageError(f"cannot write the event log: {exc}") from exc
+                raise StorageError(f"cannot write the event log, nothing was recorded: {exc}") from exc
             try:
                 existing = self._existing(db, encoded)
                 if existing is not None:
@@ -282,7 +282,7 @@ class SqliteEventLog:
                 # A full disk makes SQLite roll the transaction back itself.
                 if db.in_transaction:
                     db.execute("ROLLBACK")
-                raise StorageError(f"cannot write the event log: {exc}") from exc
+                raise StorageError(f"cannot write the event log, nothing was recorded: {exc}") from exc
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
