@@ -27,9 +27,9 @@ _user = click.option(
 def _embedder():
     from projections.embedder import default_embedder
 
-    embedder = default_embedder()
-    embedder.start_loading()
-    return embedder
+    # Loaded when first needed, not in the background: a command that ends while onnxruntime is
+    # still loading aborts the process ("terminate called without an active exception").
+    return default_embedder()
 
 
 def _known_owner(data_dir: Path, user: str) -> Identity:
@@ -50,6 +50,9 @@ def _owners(data_dir: Path, user: str | None) -> list[Identity]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Operate and audit a memory service's data directory."""
+    # Logs, projections, keys and the account database hold people's memories and secrets:
+    # whatever a command creates is the service user's alone (0600 files, 0700 folders).
+    os.umask(0o077)
 
 
 @cli.command()
@@ -324,6 +327,7 @@ def serve(ctx: click.Context, config_file: Path | None, **params) -> None:
         raise click.UsageError("--idp-issuer and --idp-jwks-url go together")
     forwarded = settings.forwarded_allow_ips
     # log_config=None: the app's logging config (JSON lines by default) formats uvicorn's own lines too.
+    # access_log=False: the app logs each request itself, without the query string (a search's words).
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
                 lifespan="on", log_config=None, access_log=False, proxy_headers=bool(forwarded),
                 forwarded_allow_ips=forwarded or None, server_header=False, timeout_graceful_shutdown=5)

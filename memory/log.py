@@ -207,9 +207,19 @@ class SqliteEventLog:
         self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
-        self._writer = _connect(self._path)
-        self._writer.executescript(_SCHEMA)
-        self._claim_owner()
+        try:
+            self._writer = _connect(self._path)
+        except sqlite3.DatabaseError as exc:
+            raise LogIntegrityError(f"the event log {self._path.parent.name} cannot be read: {exc}") from exc
+        try:
+            self._writer.executescript(_SCHEMA)
+            self._claim_owner()
+        except sqlite3.DatabaseError as exc:
+            self._writer.close()
+            raise LogIntegrityError(f"the event log {self._path.parent.name} cannot be read: {exc}") from exc
+        except BaseException:
+            self._writer.close()
+            raise
         self._reader = _connect(self._path)
 
     @property
@@ -247,7 +257,7 @@ class SqliteEventLog:
             try:
                 db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                raise StorageError(f"cannot write the event log: {exc}") from exc
+                raise StorageError(f"cannot write the event log, nothing was recorded: {exc}") from exc
             try:
                 existing = self._existing(db, encoded)
                 if existing is not None:
@@ -269,8 +279,10 @@ class SqliteEventLog:
                     )
                 db.execute("COMMIT")
             except sqlite3.OperationalError as exc:
-                db.execute("ROLLBACK")
-                raise StorageError(f"cannot write the event log: {exc}") from exc
+                # A full disk makes SQLite roll the transaction back itself.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise StorageError(f"cannot write the event log, nothing was recorded: {exc}") from exc
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
@@ -342,6 +354,31 @@ class SqliteEventLog:
             if len(rows) < _READ_CHUNK:
                 return
             last = rows[-1][0]
+
+    def check_chain(self) -> None:
+        """Raise LogIntegrityError naming the first seq whose row no longer matches its chain.
+
+        The cheap part of `memory verify` (hashes and links, no signatures, a few µs an event), run
+        before a log is served: a damaged log must stop its owner's calls, not grow on top of the
+        damage or feed garbage to the projections."""
+        expected_seq, prev_hash = 1, GENESIS_HASH
+        try:
+            for row in self.read_raw():
+                seq, payload, payload_sha, row_prev, entry_hash, header = (row[0], *row[8:12], row[13])
+                if seq != expected_seq:
+                    problem = f"seq {expected_seq} is missing (found {seq})"
+                elif row_prev != prev_hash:
+                    problem = f"seq {seq} does not link to the previous event"
+                elif not isinstance(header, bytes) or hashlib.sha256(header).hexdigest() != entry_hash:
+                    problem = f"seq {seq}: its header does not match its hash"
+                elif payload is not None and hashlib.sha256(payload).hexdigest() != payload_sha:
+                    problem = f"seq {seq}: its payload does not match its hash"
+                else:
+                    expected_seq, prev_hash = seq + 1, entry_hash
+                    continue
+                raise LogIntegrityError(f"the event log {self._path.parent.name} is damaged: {problem}")
+        except sqlite3.DatabaseError as exc:
+            raise LogIntegrityError(f"the event log {self._path.parent.name} cannot be read: {exc}") from exc
 
     def get_event(self, seq: int) -> StoredEvent | None:
         with self._read_lock:

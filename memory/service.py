@@ -70,6 +70,12 @@ __all__ = ["Caller", "MemoryService"]
 
 _MAX_RELATED = 5
 _MAX_PAGE = 100
+_MAX_SEQ = 2**63 - 1  # SQLite's largest integer: a cursor beyond it is no seq at all
+
+
+def _seq_cursor(cursor: int | None, least: int) -> None:
+    if cursor is not None and not least <= cursor <= _MAX_SEQ:
+        raise InvalidInput(f"cursor must be a seq between {least} and {_MAX_SEQ}")
 _QUERY_IN_HISTORY = 200
 # What erasure redacts: every event carrying the memory's text, and every read that returned it
 # (its query most likely holds the same words).
@@ -421,6 +427,7 @@ class MemoryService:
     def history(self, caller: Caller, memory_id: str, cursor: int = 0, limit: int = 20) -> HistoryPage:
         if not 1 <= limit <= _MAX_PAGE:
             raise InvalidInput(f"limit must be between 1 and {_MAX_PAGE}")
+        _seq_cursor(cursor, 0)
         store = self._store(caller)
         with store.lock:
             rows = reads.memory_event_seqs(store.view.db, memory_id, cursor, limit + 1)
@@ -521,6 +528,7 @@ class MemoryService:
         browsing their memories, where `retrieve_context` ranks for an assistant)."""
         if not 1 <= limit <= _MAX_PAGE:
             raise InvalidInput(f"limit must be between 1 and {_MAX_PAGE}")
+        _seq_cursor(cursor, 1)
         filters = {"memory_type": memory_type.value if memory_type else None, "scope": scope.value if scope else None,
                    "project": clean_entity(project, "project"), "entity": clean_entity(entity),
                    "tag": clean_tags([tag])[0] if tag is not None else None}
@@ -536,8 +544,7 @@ class MemoryService:
         through which client. Reading it is itself recorded, as every read is."""
         if not 1 <= limit <= _MAX_PAGE:
             raise InvalidInput(f"limit must be between 1 and {_MAX_PAGE}")
-        if cursor is not None and cursor < 1:
-            raise InvalidInput("cursor must be a seq ≥ 1")
+        _seq_cursor(cursor, 1)
         store = self._store(caller)
         with store.lock:
             self._audit_read(caller, "timeline", None, [])

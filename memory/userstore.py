@@ -14,6 +14,7 @@ from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from pathlib import Path
 
+from memory.errors import StorageError
 from memory.events import MemoryStored, MemoryUpdated
 from memory.identity import Identity
 from memory.log import EventDraft, SqliteEventLog, StoredEvent, log_path
@@ -81,6 +82,11 @@ class UserStore:
         self._background = background
         self._embedding = threading.Lock()
         self.log = SqliteEventLog(log_path(data_dir, owner), owner, keys)
+        try:
+            self.log.check_chain()
+        except BaseException:
+            self.log.close()
+            raise
         self._projection_path = self.log.path.parent / "projections.sqlite"
         self.view = self._open_view()
         if self.view.checkpoint > self.log.last_seq():
@@ -121,13 +127,14 @@ class UserStore:
         then applied inside it with their vectors ready. One catch-up per user at a time; a
         caller arriving during one waits for it instead of embedding the same texts again."""
         with self._embedding:
-            done = self.view.projections.checkpoints()["embeddings"]
-            if done >= self.log.last_seq():
+            done, head = self.view.projections.checkpoints()["embeddings"], self.log.last_seq()
+            if done >= head:
                 return
-            texts = [event.payload.text for event in self.log.read_events(done)
+            texts = [event.payload.text for event in self.log.read_events(done, head)
                      if isinstance(event.payload, MemoryStored | MemoryUpdated) and isinstance(event.payload.text, str)]
             self.view.embeddings.prime(texts)
-            self.catch_up()
+            # Only as far as what was primed: later events have a catch-up of their own queued.
+            self.catch_up(to_seq=head)
 
     def rebuild(self, to_seq: int | None = None, progress: Callable[[int], None] | None = None) -> int:
         with self.lock:
@@ -142,7 +149,14 @@ class UserStore:
             defer = self._background is not None and not embed_now and (
                 self.embeddings_behind or any(_carries_text(d) for d in drafts))
             events = self.log.append_events(drafts, redact_seqs=redact_seqs)
-            self.catch_up(skip=_EMBEDDINGS if defer else frozenset())
+            try:
+                self.catch_up(skip=_EMBEDDINGS if defer else frozenset())
+            except sqlite3.OperationalError as exc:
+                # The event is in the log (durable, whole) but not yet in the projections: the
+                # next call catches up, and a retry with the same event id stores nothing twice.
+                raise StorageError(
+                    f"recorded as seq {events[-1].seq}, but the indexes could not be updated ({exc}); "
+                    "it shows once the disk has room, and a retry with the same event_id is safe") from exc
         if defer:
             self._background.submit(self.catch_up_embeddings).add_done_callback(self._report)
         return events

@@ -132,7 +132,8 @@ class ProjectionSet:
                 self._set_checkpoint(p.name, 0)
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
         for p in self.projections:
             p.after_commit()
@@ -151,7 +152,10 @@ class ProjectionSet:
                     self._set_checkpoint(p.name, pending[-1].seq)
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            # A full disk makes SQLite roll back on its own; a second ROLLBACK would raise and
+            # leave the checkpoints below claiming events that were never applied.
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             for p in self.projections:
                 p.after_rollback()
             self._checkpoints = {

@@ -102,30 +102,33 @@ class EmbeddingsProjection:
     def apply(self, db: sqlite3.Connection, events: Sequence[StoredEvent]) -> None:
         cache = self._cache_db or db
         wanted: dict[str, str] = {}  # memory_id -> text, in event order, last write wins
+        seen: set[str] = set()  # the hash of every text in the batch
         for event in events:
             match event.payload:
                 case MemoryStored(memory_id=memory_id, text=text) | MemoryUpdated(memory_id=memory_id, text=str() as text):
                     wanted[memory_id] = text
+                    seen.add(text_hash(text))
                     # Every text, not only the last of the batch: batching must not change the result.
                     db.execute("INSERT OR IGNORE INTO embedded_texts VALUES (?, ?)", (memory_id, text_hash(text)))
                 case MemoryDeleted(memory_id=memory_id) | MemoryForgotten(memory_id=memory_id):
                     wanted.pop(memory_id, None)
                     self._remove(db, cache, memory_id, forget=isinstance(event.payload, MemoryForgotten))
-        if not wanted:
-            return
+        # Vectors computed ahead (`prime`) are cached for every text of the batch, the ones
+        # replaced within it included: a past view (`as_of`) needs them, and the model already paid.
+        fresh = self._take_primed(seen)
         hashes = {memory_id: text_hash(text) for memory_id, text in wanted.items()}
-        vectors = self._cached(cache, set(hashes.values()))
-        missing = {h: wanted[m] for m, h in hashes.items() if h not in vectors}
+        vectors = self._cached(cache, set(hashes.values()) - fresh.keys())
+        missing = {h: wanted[m] for m, h in hashes.items() if h not in vectors and h not in fresh}
         if missing:
-            fresh = self._take_primed(set(missing))
-            unprimed = [h for h in missing if h not in fresh]
-            if unprimed:
-                fresh.update(zip(unprimed, self.embedder.embed_documents([missing[h] for h in unprimed]), strict=True))
-            vectors.update(fresh)
-            cache.executemany(
-                "INSERT OR REPLACE INTO embedding_cache VALUES (?, ?, ?)",
-                [(self.embedder.model_id, h, vectors[h].astype(np.float32).tobytes()) for h in missing],
-            )
+            fresh.update(zip(missing, self.embedder.embed_documents(list(missing.values())), strict=True))
+        # A text forgotten within the batch has no embedded_texts row left: its vector is not kept.
+        kept = [h for h in fresh if h in missing or db.execute(
+            "SELECT 1 FROM embedded_texts WHERE text_hash = ?", (h,)).fetchone()]
+        cache.executemany(
+            "INSERT OR REPLACE INTO embedding_cache VALUES (?, ?, ?)",
+            [(self.embedder.model_id, h, fresh[h].astype(np.float32).tobytes()) for h in kept],
+        )
+        vectors.update(fresh)
         db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?)", list(hashes.items()))
         self._pending.extend((m, vectors[h]) for m, h in hashes.items())
 

@@ -40,6 +40,7 @@ from memory.server.oauth.external import ExternalTokenVerifier, IssuerRoutingVer
 from memory.server.oauth.ratelimit import oauth_rate_limit, principal_rate_limit
 from memory.server.oauth.store import OAuthStore
 from memory.server.rest import build_rest_controller, domain_error_response
+from memory.server.security_headers import add_security_headers
 from memory.server.settings import ServerSettings, server_version
 from memory.server.web import build_web_controllers, web_template_config
 from memory.server.wellknown import WellKnownController
@@ -211,6 +212,7 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
         lifespan=[lifespan],
         exception_handlers={MemoryServiceError: domain_error_response},
         after_exception=[_log_failure],
+        before_send=[add_security_headers],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=_openapi(settings),
         logging_config=logging_config(settings),

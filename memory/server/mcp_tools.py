@@ -109,7 +109,8 @@ def _explained(exc: MemoryServiceError) -> str:
     if isinstance(exc, LogIntegrityError):
         return f"your memory log failed an integrity check and is locked until the operator looks at it ({exc})"
     if isinstance(exc, StorageError):
-        return f"the server could not save this; nothing was changed ({exc})"
+        # Its message says whether anything was recorded (the log) or only not yet indexed.
+        return f"the server could not save this: {exc}"
     return str(exc)
 
 

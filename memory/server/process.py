@@ -110,6 +110,17 @@ class ServerProcess:
             process.kill()
             return process.wait(timeout)
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no shutdown code runs."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(15)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self.running else None
+
     def token(self, user: str, scopes: Iterable[str] = ALL_SCOPES, ttl_seconds: int = 3600,
               client_id: str = "cli") -> str:
         """What `memory token` would print for this server (signed in-process, to save a subprocess)."""

@@ -2,8 +2,9 @@
 
 A child process (`_crash_writer.py`) writes through MemoryService, so projections are written
 too, and prints each acknowledged seq and event id. The parent kills it with SIGKILL after a
-random number of acks, five times over the same data dir, and after every kill checks the log,
-the files, verification and the projections' catch-up.
+random number of acks plus a random few milliseconds (so most kills land inside a write), twenty
+times over the same data dir, and after every kill checks the log, the files, verification and the
+projections' catch-up; `memory verify` runs on the result at the end.
 """
 
 import os
@@ -12,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -25,13 +27,13 @@ from memory.signing import KeyRing
 
 WRITER = Path(__file__).with_name("_crash_writer.py")
 ALICE = Identity(LOCAL_ISSUER, "alice")
-ROUNDS = 5
+ROUNDS = 20
 
 pytestmark = pytest.mark.slow
 
 
-def run_writer_until_killed(data_dir: Path, seed: int, kill_after: int) -> list[tuple[int, str]]:
-    """Start a writer, SIGKILL it right after its `kill_after`th ack, return every ack it printed."""
+def run_writer_until_killed(data_dir: Path, seed: int, kill_after: int, delay: float = 0.0) -> list[tuple[int, str]]:
+    """Start a writer, SIGKILL it `delay` seconds after its `kill_after`th ack, return every ack it printed."""
     errors = data_dir.parent / f"writer-{seed}.stderr"  # a file: an undrained pipe could block the child
     with errors.open("w") as stderr:
         child = subprocess.Popen([sys.executable, WRITER, data_dir, str(seed)], stdout=subprocess.PIPE,
@@ -45,6 +47,7 @@ def run_writer_until_killed(data_dir: Path, seed: int, kill_after: int) -> list[
                 child.wait(timeout=60)
                 raise AssertionError(f"writer exited early: {errors.read_text()}")
             lines.append(line)
+        time.sleep(delay)
         os.kill(child.pid, signal.SIGKILL)
     finally:
         if child.poll() is None:
@@ -71,9 +74,9 @@ def test_a_writer_killed_at_random_points_loses_no_acknowledged_event(data_dir: 
     rng.seed(seed)
     acknowledged: list[tuple[int, str]] = []
     for round_ in range(ROUNDS):
-        kill_after = rng.randint(1, 40)
-        where = f"seed {seed}, round {round_}, killed after {kill_after} acks"
-        acks = run_writer_until_killed(data_dir, seed + round_, kill_after)
+        kill_after, delay = rng.randint(1, 25), rng.uniform(0, 0.02)
+        where = f"seed {seed}, round {round_}, killed {delay * 1000:.1f} ms after {kill_after} acks"
+        acks = run_writer_until_killed(data_dir, seed + round_, kill_after, delay)
         assert len(acks) >= kill_after, where
         acknowledged += acks
 
@@ -108,3 +111,7 @@ def test_a_writer_killed_at_random_points_loses_no_acknowledged_event(data_dir: 
                 "SELECT count(*) FROM memories WHERE deleted = 0").fetchone()[0], where
         finally:
             service.close()
+
+    memory = Path(sys.executable).parent / "memory"
+    verified = subprocess.run([str(memory), "verify", "--data-dir", str(data_dir)], capture_output=True, text=True)
+    assert verified.returncode == 0, f"seed {seed}: {verified.stdout}{verified.stderr}"

@@ -208,6 +208,14 @@ def test_a_retrieve_query_built_in_code_with_a_bad_limit_is_refused(service, exi
                    "limit")
 
 
+@pytest.mark.parametrize("cursor", [-1, 2**63, 4747816975811694559232])
+def test_a_seq_cursor_outside_what_sqlite_holds_is_refused_not_a_crash(service, existing, cursor):
+    message = "cursor must be a seq between"
+    assert_refused(service, lambda: service.history(ALICE, existing, cursor=cursor), InvalidInput, message)
+    assert_refused(service, lambda: service.timeline(ALICE, cursor=cursor), InvalidInput, message)
+    assert_refused(service, lambda: service.list_memories(ALICE, cursor=cursor), InvalidInput, message)
+
+
 @pytest.mark.parametrize("limit", [0, 101])
 def test_other_page_limits_outside_1_to_100_are_refused(service, existing, limit):
     message = "limit must be between 1 and 100"
