@@ -78,6 +78,15 @@ def replay(data_dir: Path, user: str, to_seq: int | None) -> None:
     log.close()
 
 
+def _echo_report(owner: Identity, report, detail: str = "") -> bool:
+    """One line for a sound log, one per problem for a broken one; whether it was sound."""
+    if report.ok:
+        click.echo(f"ok {owner}: {report.event_count} events, head {report.head_hash[:16]}{detail}")
+    for problem in report.problems:
+        click.echo(f"FAIL {owner}: {problem.message}", err=True)
+    return report.ok
+
+
 @cli.command()
 @_data_dir
 @_user
@@ -96,13 +105,7 @@ def verify(data_dir: Path, user: str | None) -> None:
             failed += 1
             click.echo(f"FAIL {owner}: {exc}", err=True)
             continue
-        if report.ok:
-            click.echo(f"ok {owner}: {report.event_count} events, head {report.head_hash[:16]}, "
-                       f"{len(report.redacted_seqs)} redacted")
-        else:
-            failed += 1
-            for problem in report.problems:
-                click.echo(f"FAIL {owner}: {problem.message}", err=True)
+        failed += not _echo_report(owner, report, f", {len(report.redacted_seqs)} redacted")
     if failed:
         raise SystemExit(1)
     click.echo(f"verified {len(owners)} log(s)")
@@ -217,12 +220,7 @@ def restore_command(backup_dir: Path, data_dir: Path, force: bool) -> None:
         raise click.ClickException(str(exc)) from None
     failed = 0
     for owner, report in reports:
-        if report.ok:
-            click.echo(f"ok {owner}: {report.event_count} events, head {report.head_hash[:16]}")
-        else:
-            failed += 1
-            for problem in report.problems:
-                click.echo(f"FAIL {owner}: {problem.message}", err=True)
+        failed += not _echo_report(owner, report)
     if failed:
         raise SystemExit(1)
     click.echo(f"restored and verified {len(reports)} log(s) into {data_dir}")

@@ -4,8 +4,6 @@ running the CLI as an operator would, and a pool of threads released together.""
 import sqlite3
 import subprocess
 import sys
-import threading
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -47,23 +45,3 @@ def memory_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def run_threads(count: int, work: Callable[[int], None], timeout: float = 300) -> None:
-    """Run work(0..count-1) in threads released together; re-raise the first failure."""
-    barrier = threading.Barrier(count)
-    errors: list[BaseException] = []
-
-    def body(i: int) -> None:
-        try:
-            barrier.wait()
-            work(i)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=body, args=(i,), daemon=True) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=timeout)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    if errors:
-        raise errors[0]

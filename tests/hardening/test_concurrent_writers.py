@@ -10,7 +10,8 @@ import uuid
 
 import httpx2
 import pytest
-from hardening_util import log_rows, memory_cli, run_threads, user
+from hardening_util import log_rows, memory_cli, user
+from threads import run_threads
 
 from memory.audit import verify_user
 from memory.commands import RetrieveQuery, StoreMemory

@@ -10,10 +10,8 @@ event ids succeed without storing anything twice, and `memory verify` passes.
 
 import os
 import resource
-import sqlite3
 import subprocess
 import uuid
-from contextlib import closing
 
 import httpx2
 import pytest

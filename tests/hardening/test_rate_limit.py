@@ -5,7 +5,8 @@ import threading
 
 import httpx2
 import pytest
-from hardening_util import log_rows, run_threads
+from hardening_util import log_rows
+from threads import run_threads
 
 from memory.server.process import ServerProcess
 

@@ -13,7 +13,8 @@ import uuid
 
 import httpx2
 import pytest
-from hardening_util import integrity, log_rows, memory_cli, run_threads, user
+from hardening_util import integrity, log_rows, memory_cli, user
+from threads import run_threads
 
 from memory.log import log_path
 from memory.server.process import ServerProcess

@@ -7,10 +7,10 @@ forks), every acknowledged event at the seq it was acknowledged with, and each b
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from threads import run_threads
 
 from memory import signing
 from memory.audit import isolation_check, verify_user
@@ -33,28 +33,6 @@ def draft(text: str) -> EventDraft:
     memory_id = new_uuid7()
     return EventDraft(event_id=memory_id, actor=Actor("alice", "test"), payload=MemoryStored(
         memory_id=memory_id, text=text, memory_type=MemoryType.EPISODIC, scope=Scope.GLOBAL))
-
-
-def run_threads(count: int, work: Callable[[int], None]) -> None:
-    """Run work(0..count-1) in threads released together; re-raise the first failure."""
-    barrier = threading.Barrier(count)
-    errors: list[BaseException] = []
-
-    def body(i: int) -> None:
-        try:
-            barrier.wait()
-            work(i)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a writer hung"
-    if errors:
-        raise errors[0]
 
 
 def assert_one_gapless_chain(data_dir: Path, acked_batches: list[list[tuple[int, str]]]) -> None:
