@@ -4,10 +4,11 @@ memories, read the log as a timeline, and revoke connected apps. Server-rendered
 
 from pathlib import Path
 
-from litestar import Controller
+from litestar import Controller, Router
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from memory.server.oauth.store import OAuthStore
@@ -26,13 +27,16 @@ def web_template_config() -> TemplateConfig:
 
 
 def build_web_controllers(settings: ServerSettings, service: MemoryService, oauth_store: OAuthStore,
-                          login_rate_limit: DefineMiddleware) -> list[type[Controller]]:
+                          login_rate_limit: DefineMiddleware) -> list[type[Controller] | Router]:
+    # A file, not a <style> element: the pages' Content-Security-Policy allows no inline style.
+    assets = create_static_files_router(path="/assets", directories=[Path(__file__).parent / "static"],
+                                        include_in_schema=False)
     if settings.external_idp:
-        return [build_external_idp_page(settings)]
+        return [build_external_idp_page(settings), assets]
     key = session_key(settings.data_dir)
     # On the pages' controller only: /mcp, /api/v1 and the OAuth endpoints never see the session
     # cookie's middleware nor a CSRF check (they take bearer tokens or their own form checks).
     layers = [session_config(key, settings.base_url).middleware,
               DefineMiddleware(CSRFMiddleware, config=csrf_config(key, settings.base_url))]
-    return [build_pages(settings, service, oauth_store, layers, login_rate_limit)]
+    return [build_pages(settings, service, oauth_store, layers, login_rate_limit), assets]
 

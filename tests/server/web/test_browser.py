@@ -40,8 +40,13 @@ def test_a_person_signs_in_sees_a_memory_from_mcp_forgets_it_and_finds_it_redact
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
+            refused: list[str] = []
+            page.on("console", lambda message: refused.append(message.text)
+                    if "Content Security Policy" in message.text else None)
             page.goto(f"{web_server.url}/")
             expect(page).to_have_url(f"{web_server.url}/login?next=%2F")
+            # The stylesheet loaded and applies under the page's own security policy.
+            expect(page.locator("body")).to_have_css("max-width", "832px")
             page.fill("input[name=username]", name)
             page.fill("input[name=password]", password)
             page.click("button[type=submit]")
@@ -63,3 +68,4 @@ def test_a_person_signs_in_sees_a_memory_from_mcp_forgets_it_and_finds_it_redact
             browser.close()
 
     assert screenshot.exists() and screenshot.stat().st_size > 0
+    assert refused == [], f"the browser refused parts of the pages: {refused}"
