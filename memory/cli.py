@@ -163,7 +163,7 @@ def stats(data_dir: Path, as_json: bool) -> None:
     import msgspec
 
     from memory.server.oauth.store import OAuthStore, oauth_db_path
-    from memory.stats import collect_stats
+    from memory.stats import collect_stats, tool_calls
 
     report = collect_stats(data_dir)
     flows = None
@@ -172,7 +172,9 @@ def stats(data_dir: Path, as_json: bool) -> None:
         flows = store.counts()
         store.close()
     if as_json:
-        click.echo(json.dumps(msgspec.to_builtins(report) | {"oauth": flows}, indent=2))
+        calls = tool_calls(flows or {})
+        click.echo(json.dumps(msgspec.to_builtins(report) | {"oauth": flows, "tool_calls": {
+            tool: {"ok": ok, "error": failed} for tool, (ok, failed) in sorted(calls.items())}}, indent=2))
         return
     click.echo(f"{'user':<30} {'events':>8} {'memories':>9} {'reads':>8}  last event")
     for r in report.per_user:
@@ -184,8 +186,14 @@ def stats(data_dir: Path, as_json: bool) -> None:
     click.echo("operations: " + (", ".join(f"{k} {v}" for k, v in report.operations.items()) or "none"))
     if flows is not None:
         click.echo(f"OAuth flows: {flows['flows_started']} started, {flows['flows_completed']} completed")
-    # Failed calls leave no event: their rate lives in the running server's counters.
-    click.echo("error rate: see memory_tool_calls_total{outcome=\"error\"} on /metrics")
+        calls = tool_calls(flows)
+        total = sum(ok + failed for ok, failed in calls.values())
+        errors = sum(failed for _, failed in calls.values())
+        click.echo(f"tool calls: {total}, {errors} failed ({errors / total:.1%} error rate)" if total else
+                   "tool calls: none counted yet")
+        if calls:
+            click.echo("  " + ", ".join(f"{tool} {ok + failed}" + (f" ({failed} failed)" if failed else "")
+                                        for tool, (ok, failed) in sorted(calls.items())))
 
 
 @cli.command("backup")

@@ -1,8 +1,8 @@
 """What an operator watches, read from the logs on disk: users, who was active, how many memories,
 which operations. `memory stats` prints it; /metrics publishes the same numbers.
 
-Failed calls append no event, so error rates are not here: the running server counts them
-(/metrics, the request log).
+Failed calls append no event: their counts come from what the server tallies in its store
+(`tool_calls`), written every 30 s and at shutdown.
 """
 
 import sqlite3
@@ -14,7 +14,10 @@ import msgspec
 
 from memory.userstore import list_logs
 
-__all__ = ["UserStats", "Stats", "collect_stats"]
+__all__ = ["UserStats", "Stats", "collect_stats", "tool_calls", "TOOL_CALL_COUNTER"]
+
+#: How the server names a tool-call counter in its store (memory.server.metrics.ToolCallTally).
+TOOL_CALL_COUNTER = "tool_calls:{tool}:{outcome}"
 
 
 class UserStats(msgspec.Struct, kw_only=True):
@@ -77,3 +80,16 @@ def collect_stats(data_dir: str | Path, now: datetime | None = None, operations:
     return Stats(users=len(per_user), daily_active_users=active, events=sum(u.events for u in per_user),
                  memories_min=min(counts), memories_median=statistics.median(counts), memories_max=max(counts),
                  operations=dict(sorted(operations.items())), per_user=per_user)
+
+
+def tool_calls(counters: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Tool -> (successful, failed) calls, from the server store's counters (`tool_calls:TOOL:OUTCOME`)."""
+    calls: dict[str, tuple[int, int]] = {}
+    for name, n in counters.items():
+        kind, _, rest = name.partition(":")
+        tool, _, outcome = rest.rpartition(":")
+        if f"{kind}:{{tool}}:{{outcome}}" != TOOL_CALL_COUNTER or not tool:
+            continue
+        ok, failed = calls.get(tool, (0, 0))
+        calls[tool] = (ok + n, failed) if outcome == "ok" else (ok, failed + n)
+    return calls

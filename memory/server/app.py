@@ -34,7 +34,7 @@ from memory.server.auth import (
 from memory.server.health import HealthController
 from memory.server.logs import RequestLogMiddleware, logging_config
 from memory.server.mcp_tools import build_mcp_server
-from memory.server.metrics import ERRORS, http_metrics, metrics_handler
+from memory.server.metrics import ERRORS, ToolCallTally, http_metrics, metrics_handler
 from memory.server.oauth.endpoints import build_oauth_controllers
 from memory.server.oauth.external import ExternalTokenVerifier, IssuerRoutingVerifier
 from memory.server.oauth.ratelimit import oauth_rate_limit, principal_rate_limit
@@ -50,6 +50,8 @@ from memory.signing import KeyRing
 __all__ = ["create_app"]
 
 logger = logging.getLogger("memory.server")
+# How often the tool-call counts `memory stats` reads are written (and at shutdown).
+_TALLY_FLUSH_SECONDS = 30
 
 
 class _McpEndpoint:
@@ -107,6 +109,15 @@ def _log_failure(exc: Exception, scope: Scope) -> None:
         # Answered with a bare 500: the trace is only here.
         ERRORS.labels("unexpected").inc()
         logger.error("unexpected error on %s", path, exc_info=exc)
+
+
+async def _keep_flushing(tally: ToolCallTally, store: OAuthStore) -> None:
+    while True:
+        await anyio.sleep(_TALLY_FLUSH_SECONDS)
+        try:
+            await anyio.to_thread.run_sync(tally.flush, store)
+        except Exception:  # noqa: BLE001 - a full disk must not stop the server; the next flush retries
+            logger.exception("could not save the tool-call counts")
 
 
 def _verifier(settings: ServerSettings, keys: KeyRing, oauth_store: OAuthStore) -> TokenVerifier:
@@ -172,7 +183,8 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
     auth = DefineMiddleware(BearerAuthMiddleware, verifier=verifier,
                             resource_metadata_url=settings.resource_metadata_url)
     limit = principal_rate_limit(settings.call_rate_limit_per_minute)
-    endpoint = _McpEndpoint(build_mcp_server(service, settings), settings)
+    tally = ToolCallTally()
+    endpoint = _McpEndpoint(build_mcp_server(service, settings, tally), settings)
     # With an external identity provider people sign in there: the built-in server stays out of the way.
     oauth = [] if settings.external_idp else build_oauth_controllers(
         settings, service.keys, oauth_store, oauth_rate_limit(settings.oauth_rate_limit_per_minute))
@@ -192,9 +204,12 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
             logger.warning("no accounts yet: nobody can sign in to connect an assistant. "
                            "Create one with `memory user add NAME --data-dir %s`", settings.data_dir)
         try:
-            async with endpoint.running():
+            async with endpoint.running(), anyio.create_task_group() as tasks:
+                tasks.start_soon(_keep_flushing, tally, oauth_store)
                 yield
+                tasks.cancel_scope.cancel()
         finally:
+            await anyio.to_thread.run_sync(tally.flush, oauth_store)
             # The OAuth store stays open: the app may start again, and its writes are already durable.
             await anyio.to_thread.run_sync(service.close)
 

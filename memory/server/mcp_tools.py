@@ -45,7 +45,7 @@ from memory.server.mcp_models import (
     StatusName,
     SyncOut,
 )
-from memory.server.metrics import instrument_tool
+from memory.server.metrics import ToolCallTally, instrument_tool
 from memory.server.settings import ServerSettings, server_version
 from memory.service import Caller, MemoryService
 
@@ -449,14 +449,14 @@ _TITLES = {
 TOOL_NAMES = tuple(_TITLES)
 
 
-def build_mcp_server(service: MemoryService, settings: ServerSettings) -> MCPServer:
+def build_mcp_server(service: MemoryService, settings: ServerSettings, tally: ToolCallTally | None = None) -> MCPServer:
     server = MCPServer(name="memory", title="Memory", version=server_version(), instructions=INSTRUCTIONS,
                        website_url=settings.base_url, log_level="WARNING")
     tools = _MemoryTools(service, settings)
     for name, title in _TITLES.items():
         read_only = name in READ_ONLY_TOOLS
         server.add_tool(
-            instrument_tool(name, getattr(tools, name)), name=name, title=title, structured_output=True,
+            instrument_tool(name, getattr(tools, name), tally), name=name, title=title, structured_output=True,
             annotations=ToolAnnotations(
                 title=title, read_only_hint=read_only, destructive_hint=name in DESTRUCTIVE_TOOLS,
                 idempotent_hint=read_only or name in _IDEMPOTENT_WRITES, open_world_hint=False,

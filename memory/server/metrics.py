@@ -30,9 +30,10 @@ from memory.server.auth import PRINCIPAL_SCOPE_KEY, Principal
 from memory.server.logs import REQUEST_ID_HEADER, log_fields
 from memory.server.oauth.store import OAuthStore
 from memory.service import MemoryService
-from memory.stats import collect_stats
+from memory.stats import TOOL_CALL_COUNTER, collect_stats
 
-__all__ = ["instrument_tool", "http_metrics", "metrics_handler", "ERRORS", "TOOL_CALLS", "TOOL_SECONDS"]
+__all__ = ["instrument_tool", "http_metrics", "metrics_handler", "ToolCallTally", "ERRORS",
+           "TOOL_CALLS", "TOOL_SECONDS"]
 
 tool_logger = logging.getLogger("memory.tools")
 
@@ -44,7 +45,35 @@ _LOOPBACK = ("127.0.0.1", "::1")
 _STATS_MAX_AGE_SECONDS = 60.0
 
 
-def instrument_tool(name: str, tool: Callable[..., Any]) -> Callable[..., Any]:
+class ToolCallTally:
+    """Tool calls by tool and outcome, kept for `memory stats` beside the Prometheus counters (which
+    die with the process): added up in memory, written to the server's store now and then
+    (`flush`), so a call costs no extra write."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, tool: str, outcome: str) -> None:
+        key = TOOL_CALL_COUNTER.format(tool=tool, outcome=outcome)
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def flush(self, store: OAuthStore) -> None:
+        with self._lock:
+            counts, self._counts = self._counts, {}
+        if not counts:
+            return
+        try:
+            store.add_counts(counts)
+        except BaseException:
+            with self._lock:  # kept for the next flush
+                for key, n in counts.items():
+                    self._counts[key] = self._counts.get(key, 0) + n
+            raise
+
+
+def instrument_tool(name: str, tool: Callable[..., Any], tally: ToolCallTally | None = None) -> Callable[..., Any]:
     """Count, time and log each call of `tool` (an async MCP tool taking `ctx`); the signature the
     SDK reads stays the tool's own."""
 
@@ -59,6 +88,8 @@ def instrument_tool(name: str, tool: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             seconds = time.perf_counter() - began
             TOOL_CALLS.labels(name, outcome).inc()
+            if tally is not None:
+                tally.add(name, outcome)
             TOOL_SECONDS.labels(name).observe(seconds)
             request = getattr(getattr(kwargs.get("ctx"), "request_context", None), "request", None)
             principal = request.scope.get(PRINCIPAL_SCOPE_KEY) if request is not None else None

@@ -1,7 +1,10 @@
 """/metrics: Prometheus text with tool calls by outcome, their latencies, HTTP requests and the data
 directory's numbers; only loopback clients or holders of the metrics token may read it."""
 
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx2
@@ -98,3 +101,24 @@ def test_every_metric_the_operations_guide_lists_is_published(data_dir, service)
     missing = sorted(d for d in documented if d not in names)
     # Labelled counters appear once something was counted: tool calls and errors need a call.
     assert set(missing) <= {"memory_tool_calls_total", "memory_tool_call_duration_seconds", "memory_errors_total"}, missing
+
+
+@pytest.mark.anyio
+async def test_memory_stats_reports_the_tool_calls_and_error_rate_a_server_counted(tmp_path, connect):
+    data_dir = tmp_path / "data"
+    with ServerProcess(data_dir) as own:
+        token = own.token("erin")
+        async with connect(token, url=own.mcp_url) as client:
+            await call(client, "store_memory", {"text": "Erin keeps the spare key under the blue pot"})
+            await call(client, "retrieve_context", {"query": "spare key"})
+            await call_error(client, "fetch", {"id": "no-such-memory"})
+    # Stopped gracefully: the counts were written at shutdown, for the CLI to read offline.
+    memory = Path(sys.executable).parent / "memory"
+    shown = subprocess.run([str(memory), "stats", "--json", "--data-dir", str(data_dir)], capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["tool_calls"] == {
+        "fetch": {"ok": 0, "error": 1}, "retrieve_context": {"ok": 1, "error": 0}, "store_memory": {"ok": 1, "error": 0}}
+    text = subprocess.run([str(memory), "stats", "--data-dir", str(data_dir)], capture_output=True, text=True,
+                          timeout=120).stdout
+    assert "tool calls: 3, 1 failed (33.3% error rate)" in text

@@ -119,8 +119,15 @@ class OAuthStore:
                          (name,))
 
     def counts(self) -> dict[str, int]:
-        """OAuth flows started and completed since the store was created."""
+        """Counters since the store was created: OAuth flows started and completed, and the tool
+        calls the server has tallied (`add_counts`)."""
         return {FLOWS_STARTED: 0, FLOWS_COMPLETED: 0} | dict(self._run("SELECT name, value FROM counters"))
+
+    def add_counts(self, increments: dict[str, int]) -> None:
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT INTO counters VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                list(increments.items()))
 
     # Accounts
 
