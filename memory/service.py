@@ -351,14 +351,21 @@ class MemoryService:
             raise InvalidInput("query is longer than 4096 bytes")
         # The only model call on the read path: started now, waited for once the lexical half of
         # the ranking has run beside it.
-        vector = self._query_embeddings.submit(self.embedder.embed_query, query).result if query else None
-        if q.as_of is None:
-            # Read your writes: memories stored just before are embedded by now (or waited for).
+        embedding = self._query_embeddings.submit(self.embedder.embed_query, query) if query else None
+
+        def embedded_and_caught_up() -> np.ndarray:
+            # Read your writes: the vectors of memories stored just before are in the index before
+            # the dense half runs (the lexical half needs only the full-text index, which every
+            # store updates before it is answered).
             store.catch_up_embeddings()
+            return embedding.result()
+
+        if q.as_of is None:
             # Ranking reads a snapshot of its own: it does not wait for this user's writes.
             with store.reading() as db:
                 project = clean_entity(q.project, "project") or reads.active_project(db, caller.client_id)
-                filters, results = self._rank(db, store.view.embeddings.index, project, q, query, vector)
+                filters, results = self._rank(db, store.view.embeddings.index, project, q, query,
+                                              embedded_and_caught_up if embedding else None)
             as_of = None
         else:
             with store.lock:
@@ -366,7 +373,8 @@ class MemoryService:
                 view = store.view_as_of(as_of)
                 # The project the caller works in now, applied to the past.
                 project = clean_entity(q.project, "project") or self._active_project(store, caller)
-                filters, results = self._rank(view.db, view.embeddings.index, project, q, query, vector)
+                filters, results = self._rank(view.db, view.embeddings.index, project, q, query,
+                                              embedding.result if embedding else None)
         returned = [r.memory.id for r in results] + [m.id for r in results for m in r.related]
         with store.lock:
             self._audit_read(caller, "retrieve_context", query, list(dict.fromkeys(returned)),
