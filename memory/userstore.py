@@ -158,7 +158,10 @@ class UserStore:
                     f"recorded as seq {events[-1].seq}, but the indexes could not be updated ({exc}); "
                     "it shows once the disk has room, and a retry with the same event_id is safe") from exc
         if defer:
-            self._background.submit(self.catch_up_embeddings).add_done_callback(self._report)
+            try:
+                self._background.submit(self.catch_up_embeddings).add_done_callback(self._report)
+            except RuntimeError:  # the pool is shutting down (the service is closing): embed here
+                self.catch_up_embeddings()
         return events
 
     def _report(self, done: Future) -> None:

@@ -241,3 +241,13 @@ def test_a_store_is_answered_before_its_model_call_and_a_read_of_it_waits_for_th
     for caller in (alice, bob):
         report = verify_user(data_dir, caller.identity, KeyRing(data_dir), embedder)
         assert report.ok, report.problems
+
+
+def test_a_store_made_while_the_background_pool_shuts_down_is_embedded_before_it_returns(data_dir: Path, embedder):
+    service = MemoryService(data_dir, embedder)
+    alice = Caller(Identity(LOCAL_ISSUER, "alice"), "test")
+    service._embed_later.shutdown(wait=True)  # as MemoryService.close does, first
+    stored = service.store(alice, StoreMemory(text="Alice's last note before the restart"))
+    store = service.users.get(alice.identity)
+    assert not store.embeddings_behind and stored.id in store.view.embeddings.index
+    service.close()
