@@ -77,8 +77,9 @@ def _projection_problems(log: SqliteEventLog, embedder: Embedder) -> list[Proble
         problems = []
         # Each projection against a rebuild to its own checkpoint: the embeddings may trail the
         # others by the few events whose model call was still to come.
+        # One rebuild, stopped at each checkpoint in turn.
+        fresh = build_projections(open_projection_db(":memory:"), embedder, cache_db=disk)
         for upto in sorted(set(checkpoints.values())):
-            fresh = build_projections(open_projection_db(":memory:"), embedder, cache_db=disk)
             fresh.projections.catch_up(log, to_seq=upto)
             for projection in fresh.projections.projections:
                 if checkpoints.get(projection.name) != upto:
@@ -90,7 +91,7 @@ def _projection_problems(log: SqliteEventLog, embedder: Embedder) -> list[Proble
                     problems.append(Problem(
                         upto, f"projection {projection.name!r} disagrees with the log at seq {upto} "
                               f"(row {diff}: {len(mine)} rows on disk, {len(theirs)} rebuilt)"))
-            fresh.db.close()
+        fresh.db.close()
         return problems
     finally:
         disk.close()
