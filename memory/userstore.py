@@ -37,9 +37,10 @@ _EMBEDDINGS = frozenset({"embeddings"})
 logger = logging.getLogger("memory.userstore")
 
 
-def _carries_text(draft: EventDraft) -> bool:
-    payload = draft.payload
-    return isinstance(payload, MemoryStored | MemoryUpdated) and isinstance(payload.text, str)
+def _text_to_embed(payload: object) -> str | None:
+    if isinstance(payload, MemoryStored | MemoryUpdated) and isinstance(payload.text, str):
+        return payload.text
+    return None
 
 
 class ProjectionView:
@@ -130,9 +131,8 @@ class UserStore:
             done, head = self.view.projections.checkpoints()["embeddings"], self.log.last_seq()
             if done >= head:
                 return
-            texts = [event.payload.text for event in self.log.read_events(done, head)
-                     if isinstance(event.payload, MemoryStored | MemoryUpdated) and isinstance(event.payload.text, str)]
-            self.view.embeddings.prime(texts)
+            texts = [_text_to_embed(event.payload) for event in self.log.read_events(done, head)]
+            self.view.embeddings.prime([text for text in texts if text is not None])
             # Only as far as what was primed: later events have a catch-up of their own queued.
             self.catch_up(to_seq=head)
 
@@ -147,7 +147,7 @@ class UserStore:
         embed it in (`embed_now` forces the first, as erasure needs)."""
         with self.lock:
             defer = self._background is not None and not embed_now and (
-                self.embeddings_behind or any(_carries_text(d) for d in drafts))
+                self.embeddings_behind or any(_text_to_embed(d.payload) is not None for d in drafts))
             events = self.log.append_events(drafts, redact_seqs=redact_seqs)
             try:
                 self.catch_up(skip=_EMBEDDINGS if defer else frozenset())
