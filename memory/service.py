@@ -71,15 +71,15 @@ __all__ = ["Caller", "MemoryService"]
 _MAX_RELATED = 5
 _MAX_PAGE = 100
 _MAX_SEQ = 2**63 - 1  # SQLite's largest integer: a cursor beyond it is no seq at all
+_QUERY_IN_HISTORY = 200
+# What erasure redacts: every event carrying the memory's text, and every read that returned it
+# (its query most likely holds the same words).
+_REDACTABLE = ("memory.stored", "memory.updated", "memory.deleted", "memories.read")
 
 
 def _seq_cursor(cursor: int | None, least: int) -> None:
     if cursor is not None and not least <= cursor <= _MAX_SEQ:
         raise InvalidInput(f"cursor must be a seq between {least} and {_MAX_SEQ}")
-_QUERY_IN_HISTORY = 200
-# What erasure redacts: every event carrying the memory's text, and every read that returned it
-# (its query most likely holds the same words).
-_REDACTABLE = ("memory.stored", "memory.updated", "memory.deleted", "memories.read")
 
 
 class Caller(msgspec.Struct, frozen=True):
