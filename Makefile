@@ -1,4 +1,5 @@
-# The two commands a newcomer needs: `make serve` and `make test`. Both install into .venv/ first.
+# The two commands a newcomer needs: `make serve` and `make test`. Both install into .venv/ first:
+# `make serve` (and `make install`) only what the server needs, `make test` the test extras as well.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,15 +7,22 @@ DATA_DIR ?= data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test bench clean conformance-deps
+.PHONY: install install-test serve test bench clean conformance-deps
 
-$(BIN)/memory: pyproject.toml
+$(VENV)/.installed-server: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+# The test extras on top of the server's install; pip skips what is already there.
+$(VENV)/.installed-test: $(VENV)/.installed-server
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
-install: $(BIN)/memory
+install: $(VENV)/.installed-server
+
+install-test: $(VENV)/.installed-test
 
 serve: install
 	$(BIN)/memory serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
@@ -27,7 +35,7 @@ $(CONFORMANCE)/node_modules: $(CONFORMANCE)/package.json $(CONFORMANCE)/package-
 
 conformance-deps: $(CONFORMANCE)/node_modules
 
-test: install conformance-deps
+test: install-test conformance-deps
 	$(BIN)/python -m pytest -q
 
 clean:
