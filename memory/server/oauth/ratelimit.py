@@ -6,7 +6,9 @@ from typing import Any
 
 from litestar import Request
 from litestar.middleware import DefineMiddleware
+from litestar.datastructures import MutableScopeHeaders
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
+from litestar.types import Message, Send
 
 __all__ = ["oauth_rate_limit", "principal_rate_limit"]
 
@@ -17,6 +19,21 @@ class _RetryAfterRateLimit(RateLimitMiddleware):
         # RFC 9110 §10.2.3: the one header every client knows how to wait on.
         headers["Retry-After"] = str(max(1, int(headers[self.config.rate_limit_reset_header_key])))
         return headers
+
+    def create_send_wrapper(self, send: Send, cache_object: CacheObject) -> Send:
+        # A request let through gets the RateLimit-* headers but never Retry-After: a client that
+        # honours it would wait after every answer. (Litestar uses one header builder for both.)
+        headers = super().create_response_headers(cache_object)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                mutable = MutableScopeHeaders(message)
+                for key, value in headers.items():
+                    mutable[key] = value
+            await send(message)
+
+        return send_with_headers
 
 
 def oauth_rate_limit(per_minute: int) -> DefineMiddleware:
