@@ -292,8 +292,10 @@ _SERVE_FLAGS = {"access_token_ttl": "access_token_ttl_seconds", "oauth_rate_limi
               help="Another Host header /mcp accepts (repeatable); the public URL's and loopback's always are.")
 @click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
               help="Another Origin header /mcp accepts (repeatable).")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
-@click.option("--log-format", type=click.Choice(["json", "text"]), help="Default json: one object a line.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error", "critical"]),
+              help="Default info.")
+@click.option("--log-format", type=click.Choice(["auto", "json", "text"]),
+              help="Default auto: text on a terminal, otherwise json (one object a line).")
 @click.option("--forwarded-allow-ip", "forwarded_allow_ips", multiple=True, metavar="IP",
               help="A reverse proxy whose X-Forwarded-* headers are trusted (repeatable; default none).")
 @click.option("--access-token-ttl", help="Lifetime of access tokens from the built-in authorization server: "

@@ -1,4 +1,4 @@
-"""Structured logs: one line per request and per tool call, JSON by default.
+"""Structured logs: one line per request and per tool call, JSON unless a person reads them at a terminal.
 
 A line carries who (the user's hash, never a name or an email), what (method and path, or the
 tool), how long and how it ended. Memory text and queries never appear at INFO: they are what
@@ -7,6 +7,7 @@ the service exists to keep private, and the log is for operators.
 
 import json
 import logging
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -54,9 +55,16 @@ class TextFormatter(logging.Formatter):
         return f"{line}\n{self.formatException(record.exc_info)}" if record.exc_info else line
 
 
+def _formatter(log_format: str) -> type[logging.Formatter]:
+    if log_format == "auto":
+        # A person at a terminal reads lines; a supervisor or collector parses JSON.
+        log_format = "text" if sys.stderr.isatty() else "json"
+    return JsonFormatter if log_format == "json" else TextFormatter
+
+
 def logging_config(settings: ServerSettings) -> LoggingConfig:
     level = settings.log_level.upper()
-    formatter = JsonFormatter if settings.log_format == "json" else TextFormatter
+    formatter = _formatter(settings.log_format)
     quiet = {"level": level, "handlers": ["queue_listener"], "propagate": False}
     return LoggingConfig(
         formatters={"standard": {"()": formatter}},

@@ -40,8 +40,9 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: Clock skew tolerated when checking a token's exp/nbf/iat.
     token_leeway_seconds: Annotated[int, msgspec.Meta(ge=0)] = 30
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
-    #: json: one JSON object a line (for a log collector); text: for a person at a terminal.
-    log_format: Literal["json", "text"] = "json"
+    #: json: one JSON object a line (for a log collector); text: for a person at a terminal;
+    #: auto: text when stderr is a terminal, json otherwise.
+    log_format: Literal["auto", "json", "text"] = "auto"
     #: Proxy addresses whose X-Forwarded-For/-Proto headers are believed (uvicorn's
     #: forwarded_allow_ips); none by default, so a client cannot claim another address.
     forwarded_allow_ips: list[str] = []
@@ -75,8 +76,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"unknown log level {self.log_level!r}")
-        if self.log_format not in ("json", "text"):
-            raise ValueError(f"log format must be json or text, got {self.log_format!r}")
+        if self.log_format not in ("auto", "json", "text"):
+            raise ValueError(f"log format must be auto, json or text, got {self.log_format!r}")
         if self.idp_issuer is not None or self.idp_jwks_url is not None:
             for name, url in (("issuer", self.idp_issuer), ("JWKS URL", self.idp_jwks_url)):
                 parts = urlsplit(url or "")

@@ -45,7 +45,7 @@ def test_environment_strings_become_typed_values_and_lists_split_on_commas():
 @pytest.mark.parametrize(("environ", "message"), [
     ({"MEMORY_PORT": "abc"}, "MEMORY_PORT: expected an integer between 1 and 65535, got 'abc'"),
     ({"MEMORY_PORT": "70000"}, "MEMORY_PORT: expected an integer between 1 and 65535, got '70000'"),
-    ({"MEMORY_LOG_FORMAT": "xml"}, "MEMORY_LOG_FORMAT: expected one of json, text, got 'xml'"),
+    ({"MEMORY_LOG_FORMAT": "xml"}, "MEMORY_LOG_FORMAT: expected one of auto, json, text, got 'xml'"),
     ({"MEMORY_CALL_RATE_LIMIT_PER_MINUTE": "0"}, "MEMORY_CALL_RATE_LIMIT_PER_MINUTE: expected an integer of at least 1"),
     ({"MEMORY_PUBLIC_URL": "ftp://x"}, "public URL must be an http(s) URL"),
 ])

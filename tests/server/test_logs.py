@@ -47,3 +47,41 @@ async def test_requests_and_tool_calls_are_logged_as_json_without_memory_text(tm
     assert secret_text not in text and secret_query not in text
     assert "spare key" not in text and "alice" not in text.lower().replace(alice, "")
     assert stored["id"]  # the store did happen: the text is in the log of events, just not in this one
+
+
+def test_a_server_at_a_terminal_writes_plain_lines_not_json(tmp_path):
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from memory.server.process import free_port
+
+    terminal_side, server_side = pty.openpty()
+    memory = Path(sys.executable).parent / "memory"
+    process = subprocess.Popen([str(memory), "serve", "--data-dir", str(tmp_path / "data"), "--port",
+                                str(free_port("127.0.0.1"))], stdout=server_side, stderr=server_side)
+    os.close(server_side)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"\n" not in seen and time.monotonic() < deadline:
+            if select.select([terminal_side], [], [], 1)[0]:
+                seen += os.read(terminal_side, 4096)
+    finally:
+        process.terminate()
+        process.wait(15)
+        os.close(terminal_side)
+    first = seen.decode(errors="replace").splitlines()[0]
+    assert not first.lstrip().startswith("{") and " INFO " in first, first
+
+
+def test_critical_is_a_log_level_the_server_accepts_and_it_silences_info_and_warnings(tmp_path):
+    log_file = tmp_path / "server.log"
+    with ServerProcess(tmp_path / "data", log_file=log_file, extra_args=["--log-level", "critical"]) as server:
+        server.wait_ready()
+        assert httpx2.get(f"{server.url}/api/v1/memories/search", params={"query": "x"}, timeout=10).status_code == 401
+    assert log_file.read_text().strip() == ""
