@@ -1,6 +1,7 @@
 """The `memory` command: operate and audit a data directory. A thin adapter over the domain."""
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -336,9 +337,34 @@ def serve(ctx: click.Context, config_file: Path | None, **params) -> None:
     forwarded = settings.forwarded_allow_ips
     # log_config=None: the app's logging config (JSON lines by default) formats uvicorn's own lines too.
     # access_log=False: the app logs each request itself, without the query string (a search's words).
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                lifespan="on", log_config=None, access_log=False, proxy_headers=bool(forwarded),
-                forwarded_allow_ips=forwarded or None, server_header=False, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                            log_level=settings.log_level, lifespan="on", log_config=None, access_log=False,
+                            proxy_headers=bool(forwarded), forwarded_allow_ips=forwarded or None,
+                            server_header=False, timeout_graceful_shutdown=5)
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                # Once the port answers, a person who just ran `make serve` learns what to do next.
+                logging.getLogger("memory.server").info(_next_step(settings))
+
+    _Server(config).run()
+
+
+def _next_step(settings) -> str:
+    """What a person who just started the server does next: the first account, or the page to open."""
+    page = f"{settings.base_url}/"
+    if settings.external_idp:
+        return f"Ready: assistants connect to {settings.resource_url} with tokens of {settings.idp_issuer}"
+    from memory.server.oauth.store import OAuthStore
+
+    if OAuthStore(settings.data_dir).users():
+        return f"Ready at {page} (sign in there); assistants connect to {settings.resource_url}"
+    command = os.path.relpath(sys.argv[0]) if Path(sys.argv[0]).is_file() else "memory"
+    command = command if "/" in command or command == "memory" else f"./{command}"
+    return (f"Ready. Next: create your account with `{command} user add NAME --data-dir {settings.data_dir}`, "
+            f"then open {page} and sign in")
 
 
 @cli.group("config")

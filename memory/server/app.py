@@ -200,9 +200,6 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
         start_loading = getattr(service.embedder, "start_loading", None)
         if start_loading is not None:
             start_loading()
-        if not settings.external_idp and not oauth_store.users():
-            logger.warning("no accounts yet: nobody can sign in to connect an assistant. "
-                           "Create one with `memory user add NAME --data-dir %s`", settings.data_dir)
         try:
             async with endpoint.running(), anyio.create_task_group() as tasks:
                 tasks.start_soon(_keep_flushing, tally, oauth_store)
