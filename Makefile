@@ -7,7 +7,7 @@ DATA_DIR ?= data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-test serve test bench clean conformance-deps
+.PHONY: install install-test serve test bench clean conformance-deps client-deps
 
 $(VENV)/.installed-server: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,15 @@ $(CONFORMANCE)/node_modules: $(CONFORMANCE)/package.json $(CONFORMANCE)/package-
 
 conformance-deps: $(CONFORMANCE)/node_modules
 
-test: install-test conformance-deps
+# Claude Code and Codex, which the README's connect commands are run with (tests/test_readme_commands.py).
+CLIENTS := tests/clients
+$(CLIENTS)/node_modules: $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the client tests (apt-get install npm)" >&2; exit 1; }
+	cd $(CLIENTS) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules
+
+client-deps: $(CLIENTS)/node_modules
+
+test: install-test conformance-deps client-deps
 	$(BIN)/python -m pytest -q
 
 clean:
