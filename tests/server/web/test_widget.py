@@ -126,6 +126,16 @@ async def call_tool(server: ServerProcess, token: str, name: str, arguments: dic
             return wire(await client.call_tool(name, arguments))
 
 
+def screenshot(page: Any, path: Path) -> None:
+    """The host page once every view has reported its size and painted a frame since. Not full_page:
+    resizing the window for it can catch the views' out-of-process frames before they repaint."""
+    page.wait_for_function("window.views.every((v) => parseInt(v.frame.style.height) > 60)")
+    page.wait_for_timeout(300)
+    for frame in page.frames[1:]:
+        frame.evaluate("new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    page.screenshot(path=str(path))
+
+
 def test_the_view_shows_memories_as_text_undoes_a_store_through_the_host_and_follows_the_theme(
         server: ServerProcess, chromium: str, tmp_path: Path):  # noqa: F811 - the shared fixture
     from playwright.sync_api import expect, sync_playwright
@@ -174,7 +184,7 @@ def test_the_view_shows_memories_as_text_undoes_a_store_through_the_host_and_fol
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 672, "height": 600})
+            page = browser.new_page(viewport={"width": 672, "height": 740})
             page.route("**/*", route)
             page.on("console", lambda message: refused.append(message.text)
                     if "Content Security Policy" in message.text or message.type == "error" else None)
@@ -206,8 +216,7 @@ def test_the_view_shows_memories_as_text_undoes_a_store_through_the_host_and_fol
             # The host passed a dark theme: the view is dark; a switch to light repaints it.
             dark = frame.evaluate("getComputedStyle(document.body).backgroundColor")
             assert dark == "rgb(23, 25, 30)"
-            page.wait_for_timeout(200)  # the views report their size; let the host settle them
-            page.screenshot(path=str(tmp_path / "chatgpt-widget-dark.png"), full_page=True)
+            screenshot(page, tmp_path / "chatgpt-widget-dark.png")
             page.evaluate("window.setTheme('light')")
             expect(cards.locator("body")).to_have_css("background-color", "rgb(255, 255, 255)")
 
@@ -215,8 +224,7 @@ def test_the_view_shows_memories_as_text_undoes_a_store_through_the_host_and_fol
             cards.locator(f"li.card[data-id='{hostile_id}'] a").click()
             assert page.evaluate("window.openedLinks") == [f"{server.url}/memories/{hostile_id}"]
 
-            page.wait_for_timeout(200)
-            page.screenshot(path=str(tmp_path / "chatgpt-widget-light.png"), full_page=True)
+            screenshot(page, tmp_path / "chatgpt-widget-light.png")
 
             confirmation.get_by_role("button", name="Undo: delete this memory again").click()
             expect(confirmation.locator(".stored [role=status]")).to_have_text("Undone: the memory was deleted.")
