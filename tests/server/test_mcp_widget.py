@@ -67,10 +67,17 @@ async def test_the_server_and_every_tool_have_light_and_dark_icons_the_app_serve
             assert answer.headers["content-type"].split(";")[0] == mime_type, src
 
 
-async def test_the_tool_list_is_cacheable_by_everyone_for_an_hour_on_2026_07_28(connect, alice):
+async def test_the_tool_list_and_discovery_are_cacheable_by_everyone_for_an_hour_on_2026_07_28(connect, alice):
     async with connect(alice, "auto") as client:
+        discovered = client.session.discover_result
         listed = await client.list_tools()
+        info = client.server_info
     assert (listed.ttl_ms, listed.cache_scope) == (3_600_000, "public")
+    # Everything a client needs before its first call comes with server/discover (and its serverInfo stamp).
+    assert discovered is not None and (discovered.ttl_ms, discovered.cache_scope) == (3_600_000, "public")
+    assert "io.modelcontextprotocol/ui" in (discovered.capabilities.extensions or {})
+    assert discovered.instructions and "retrieve_context" in discovered.instructions
+    assert info is not None and info.title == "Memory" and info.icons and info.website_url
 
 
 @pytest.mark.parametrize("mode", MODES)
