@@ -316,6 +316,8 @@ _SERVE_FLAGS = {"access_token_ttl": "access_token_ttl_seconds", "oauth_rate_limi
               help="Where the external provider publishes its signing keys (required with --idp-issuer).")
 @click.option("--idp-audience", metavar="AUD",
               help="The aud the provider's access tokens carry for this server (default: PUBLIC_URL/mcp).")
+@click.option("--widget/--no-widget", default=None,
+              help="Memory cards inside ChatGPT and other MCP Apps hosts (default on); text-only hosts see no change.")
 @click.pass_context
 def serve(ctx: click.Context, config_file: Path | None, **params) -> None:
     """Serve MCP at /mcp and the REST API at /api/v1 (the embedding model loads in the background).

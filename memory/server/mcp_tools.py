@@ -6,10 +6,12 @@ into tool errors (`isError: true`) a person can read.
 """
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
+from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
@@ -45,8 +47,10 @@ from memory.server.mcp_models import (
     StatusName,
     SyncOut,
 )
+from memory.server.icons import IconKind, icons
 from memory.server.metrics import ToolCallTally, instrument_tool
 from memory.server.settings import ServerSettings, server_version
+from memory.server.widget import widget_extension, widget_tool_meta
 from memory.service import Caller, MemoryService
 
 __all__ = ["build_mcp_server", "TOOL_NAMES", "READ_ONLY_TOOLS", "DESTRUCTIVE_TOOLS"]
@@ -447,16 +451,36 @@ _TITLES = {
     "memory_history": "A memory's history",
 }
 TOOL_NAMES = tuple(_TITLES)
+_ERASING = frozenset({"delete_memory", "forget_memory"})
+#: The tool list changes only with a new server version, and is the same for everybody.
+_LISTING_TTL_MS = 3_600_000
+
+
+def _icon_kind(tool: str) -> IconKind:
+    return "read" if tool in READ_ONLY_TOOLS else "erase" if tool in _ERASING else "write"
+
+
+def _description(fn: Callable[..., Any]) -> str:
+    """The docstring without its source indentation and line wrapping: every byte of it lands in a
+    model's context, and a host reflows the text itself."""
+    paragraphs = inspect.cleandoc(fn.__doc__ or "").split("\n\n")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
 
 
 def build_mcp_server(service: MemoryService, settings: ServerSettings, tally: ToolCallTally | None = None) -> MCPServer:
     server = MCPServer(name="memory", title="Memory", version=server_version(), instructions=INSTRUCTIONS,
-                       website_url=settings.base_url, log_level="WARNING")
+                       website_url=settings.base_url, icons=icons(settings.base_url, "memory"), log_level="WARNING",
+                       extensions=[widget_extension()] if settings.widget else None,
+                       cache_hints={"tools/list": CacheHint(ttl_ms=_LISTING_TTL_MS, scope="public"),
+                                    "server/discover": CacheHint(ttl_ms=_LISTING_TTL_MS, scope="public")})
     tools = _MemoryTools(service, settings)
     for name, title in _TITLES.items():
         read_only = name in READ_ONLY_TOOLS
+        method = getattr(tools, name)
         server.add_tool(
-            instrument_tool(name, getattr(tools, name), tally), name=name, title=title, structured_output=True,
+            instrument_tool(name, method, tally), name=name, title=title, description=_description(method),
+            structured_output=True, icons=icons(settings.base_url, _icon_kind(name)),
+            meta=widget_tool_meta(name) if settings.widget else None,
             annotations=ToolAnnotations(
                 title=title, read_only_hint=read_only, destructive_hint=name in DESTRUCTIVE_TOOLS,
                 idempotent_hint=read_only or name in _IDEMPOTENT_WRITES, open_world_hint=False,

@@ -64,6 +64,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: The `aud` its access tokens carry for this server (default: the resource URL).
     idp_audience: str | None = None
     idp_jwks_url: str | None = None
+    #: Show memories as cards inside hosts that render MCP Apps (ChatGPT): `--no-widget` turns it off.
+    widget: bool = True
 
     def __post_init__(self) -> None:
         if self.public_url is not None:
