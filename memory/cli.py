@@ -91,7 +91,10 @@ def _echo_report(owner: Identity, report, detail: str = "") -> bool:
 @_data_dir
 @_user
 def verify(data_dir: Path, user: str | None) -> None:
-    """Check every log's chain, signatures and seqs, and that projections agree with it."""
+    """Check every log's chain, signatures and seqs, and that projections agree with it.
+
+    Says how many events each key signed; an event a key signed after it was marked compromised fails.
+    """
     from memory.audit import verify_user
 
     keys = KeyRing(data_dir)
