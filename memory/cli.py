@@ -293,7 +293,8 @@ def _given(ctx: click.Context, params: dict, rename: dict[str, str]) -> dict:
 
 
 _SERVE_FLAGS = {"access_token_ttl": "access_token_ttl_seconds",
-                "personal_token_max_ttl": "personal_token_max_ttl_seconds", "oauth_rate_limit": "oauth_rate_limit_per_minute",
+                "personal_token_max_ttl": "personal_token_max_ttl_seconds",
+                "oauth_rate_limit": "oauth_rate_limit_per_minute",
                 "call_rate_limit": "call_rate_limit_per_minute"}
 
 
@@ -481,7 +482,8 @@ def token_revoke(data_dir: Path, user: str | None, name: str) -> None:
     finally:
         store.close()
     if not revoked:
-        raise click.ClickException(f"{user} has no live token named {name!r} (see `memory token list --user {user}`)")
+        raise click.ClickException(f"{user} has no live token named {name!r} "
+                                   f"(see `memory token list --user {user}`)")
     click.echo(f"revoked {revoked} token(s) named {name} of {user}")
 
 

@@ -11,8 +11,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import jwt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -310,6 +313,21 @@ async def test_an_access_token_of_a_grant_is_capped_at_the_access_token_lifetime
     assert (await verifier(keys, store).verify(short)).identity.sub == "alice"
     with pytest.raises(InvalidToken, match=r"allows access tokens \(15m\)"):
         await verifier(keys, store).verify(long)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lifetime=st.integers(min_value=1, max_value=2 * PERSONAL_CAP), grant=st.sampled_from([None, "family-1"]))
+def test_a_token_is_accepted_exactly_when_its_lifetime_is_within_the_cap_of_its_kind(tmp_path, store, lifetime, grant):
+    keys = KeyRing(tmp_path)
+    now = int(time.time())
+    token = _signed_with(keys, store, keys.active_key_id, iat=now, nbf=now, exp=now + lifetime, sid=grant)
+    cap = PERSONAL_CAP if grant is None else ACCESS_CAP
+    try:
+        anyio.run(verifier(keys, store).verify, token)
+    except InvalidToken as refused:
+        assert lifetime > cap and "lives longer" in str(refused)
+    else:
+        assert lifetime <= cap
 
 
 def test_issuing_a_personal_token_over_the_cap_is_refused_and_registers_nothing(tmp_path, store):

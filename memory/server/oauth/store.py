@@ -332,7 +332,8 @@ class OAuthStore:
 
     def revoke_personal_tokens(self, user: str, name: str | None = None) -> int:
         """Revoke `user`'s live tokens named `name` (all of them without a name); how many."""
+        now = time.time()
         with self._lock, self._db:
             return self._db.execute(
                 "UPDATE personal_tokens SET revoked_at = ? WHERE user = ? AND revoked_at IS NULL "
-                "AND expires_at >= ? AND (? IS NULL OR name = ?)", (time.time(), user, time.time(), name, name)).rowcount
+                "AND expires_at >= ? AND (? IS NULL OR name = ?)", (now, user, now, name, name)).rowcount
