@@ -387,3 +387,14 @@ async def test_a_personal_tokens_principal_names_the_token_and_its_use_is_record
     assert principal.client_id == "claude-code"
     assert first is not None and abs(first - time.time()) < 5
     assert store.personal_tokens_of("alice")[0].last_used == first  # a second call within the minute writes nothing
+
+
+def test_the_store_keeps_a_hash_of_a_personal_tokens_id_never_the_token_or_its_id(tmp_path, store):
+    token = personal(KeyRing(tmp_path), store, name="claude-code")
+    jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+    store.close()
+
+    stored = b"".join(path.read_bytes() for path in tmp_path.glob("oauth.sqlite*"))
+    assert b"claude-code" in stored
+    assert jti.encode() not in stored and token.encode() not in stored
+    assert hashlib.sha256(jti.encode()).hexdigest().encode() in stored
