@@ -52,8 +52,9 @@ def verify_user(data_dir: str | Path, owner: Identity, keys: KeyRing, embedder: 
                     progress(1000)
                 yield record
 
+        compromised = {r["kid"]: r["compromised_at"] for r in keys.records() if r["compromised_at"]}
         report = verify_events(counted(), load_jwks(keys.jwks()), log=owner.key,
-                               owner={"iss": owner.iss, "sub": owner.sub}, after=after)
+                               owner={"iss": owner.iss, "sub": owner.sub}, after=after, compromised=compromised)
         report.owner = {"iss": owner.iss, "sub": owner.sub}
         if report.ok and embedder is not None:
             report.problems += _projection_problems(log, embedder)
@@ -130,7 +131,8 @@ def export_user(data_dir: str | Path, owner: Identity, keys: KeyRing, output: st
                 "key_id": keys.active_key_id,
             }
             manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
-            _, signature = keys.sign(manifest_bytes)
+            # The key the manifest names, even if a rotation landed since it was written.
+            _, signature = keys.sign(manifest_bytes, manifest["key_id"])
             out.write("\n],\n" + json.dumps({
                 "manifest": b64(manifest_bytes), "manifest_signature": b64(signature),
                 "public_keys": keys.jwks(),

@@ -92,10 +92,14 @@ def _echo_report(owner: Identity, report, detail: str = "") -> bool:
 @_data_dir
 @_user
 def verify(data_dir: Path, user: str | None) -> None:
-    """Check every log's chain, signatures and seqs, and that projections agree with it."""
+    """Check every log's chain, signatures and seqs, and that projections agree with it.
+
+    Says how many events each key signed; an event a key signed after it was marked compromised fails.
+    """
     from memory.audit import verify_user
 
     keys = KeyRing(data_dir)
+    compromised = {r["kid"] for r in keys.records() if r["compromised_at"]}
     owners = _owners(data_dir, user)
     embedder = _embedder()
     failed = 0
@@ -106,7 +110,11 @@ def verify(data_dir: Path, user: str | None) -> None:
             failed += 1
             click.echo(f"FAIL {owner}: {exc}", err=True)
             continue
-        failed += not _echo_report(owner, report, f", {len(report.redacted_seqs)} redacted")
+        # Which key signed what: after a leak, the events of a compromised key are the ones to look at.
+        signers = ", ".join(f"{kid} ({count}{', compromised' if kid in compromised else ''})"
+                            for kid, count in report.signed_by.items())
+        failed += not _echo_report(owner, report, f", {len(report.redacted_seqs)} redacted"
+                                                  + (f", signed by {signers}" if signers else ""))
     if failed:
         raise SystemExit(1)
     click.echo(f"verified {len(owners)} log(s)")
@@ -237,11 +245,19 @@ def restore_command(backup_dir: Path, data_dir: Path, force: bool) -> None:
 
 @cli.command("rotate-key")
 @_data_dir
-def rotate_key(data_dir: Path) -> None:
-    """Make a new signing key the active one; old keys stay published so old events verify."""
+@click.option("--compromised", is_flag=True,
+              help="The old key leaked: refuse every token it signed at once (not only those issued after "
+                   "the rotation) and flag events it signs from now on in `memory verify`.")
+def rotate_key(data_dir: Path, compromised: bool) -> None:
+    """Make a new signing key the active one; old keys stay published so old events verify.
+
+    A running server notices within a second: it signs with the new key and accepts tokens of
+    the old one only if they were issued before the rotation (none, with --compromised).
+    """
     keys = KeyRing(data_dir)
     old = keys.active_key_id
-    click.echo(f"rotated signing key {old} -> {keys.rotate()}")
+    new = keys.rotate(compromised=compromised)
+    click.echo(f"rotated signing key {old} -> {new}" + (f" ({old} marked compromised)" if compromised else ""))
 
 
 @cli.command()
@@ -277,7 +293,9 @@ def _given(ctx: click.Context, params: dict, rename: dict[str, str]) -> dict:
     return given
 
 
-_SERVE_FLAGS = {"access_token_ttl": "access_token_ttl_seconds", "oauth_rate_limit": "oauth_rate_limit_per_minute",
+_SERVE_FLAGS = {"access_token_ttl": "access_token_ttl_seconds",
+                "personal_token_max_ttl": "personal_token_max_ttl_seconds",
+                "oauth_rate_limit": "oauth_rate_limit_per_minute",
                 "call_rate_limit": "call_rate_limit_per_minute"}
 
 
@@ -301,6 +319,8 @@ _SERVE_FLAGS = {"access_token_ttl": "access_token_ttl_seconds", "oauth_rate_limi
               help="A reverse proxy whose X-Forwarded-* headers are trusted (repeatable; default none).")
 @click.option("--access-token-ttl", help="Lifetime of access tokens from the built-in authorization server: "
                                          "90s, 15m, 1h (default 15m).")
+@click.option("--personal-token-max-ttl", help="The longest a `memory token` token may live; longer ones are "
+                                               "refused: 12h, 30d (default 90d).")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="A browser origin allowed by CORS (repeatable; default https://chatgpt.com and "
                    "https://chat.openai.com).")
@@ -329,8 +349,9 @@ def serve(ctx: click.Context, config_file: Path | None, **params) -> None:
 
     from memory.server.app import create_app
 
-    if params["access_token_ttl"] is not None:
-        params["access_token_ttl"] = _duration(params["access_token_ttl"])
+    for duration in ("access_token_ttl", "personal_token_max_ttl"):
+        if params[duration] is not None:
+            params[duration] = _duration(params[duration])
     if params["data_dir"] is not None:
         params["data_dir"] = str(params["data_dir"])
     settings = _load_settings(_given(ctx, params, _SERVE_FLAGS), config_file).settings
@@ -395,24 +416,49 @@ def _duration(text: str) -> int:
     return seconds
 
 
-@cli.command()
-@_data_dir
-@_user
-@click.option("--scope", "scopes", default="memories:read memories:write", show_default=True,
-              help="Space-separated scopes: memories:read, memories:write.")
-@click.option("--ttl", default="1h", show_default=True, help="Lifetime: 90s, 30m, 1h, 7d.")
-@click.option("--public-url", envvar="MEMORY_PUBLIC_URL", default="http://127.0.0.1:8000", show_default=True,
-              metavar="URL", help="The server's public URL, as given to `memory serve`.")
-def token(data_dir: Path, user: str | None, scopes: str, ttl: str, public_url: str) -> None:
-    """Print a bearer token for a local account, signed with this data directory's key."""
+def _local_user(user: str | None) -> str:
     from memory.identity import LOCAL_ISSUER
-    from memory.server.auth import ALL_SCOPES, issue_token
-    from memory.server.settings import ServerSettings
 
     if not user:
         raise click.UsageError("--user is required")
     if Identity.parse(user).iss != LOCAL_ISSUER:
         raise click.UsageError("tokens of this server are for local accounts: give a plain name like alice")
+    return user
+
+
+def _utc(seconds: float | None) -> str:
+    from datetime import UTC, datetime
+
+    return "never" if seconds is None else datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+@cli.group(invoke_without_command=True)
+@_data_dir
+@_user
+@click.option("--name", default="cli", show_default=True, metavar="NAME",
+              help="What the token is for (claude-code, codex, a script): how it is listed and revoked, "
+                   "and the client your timeline names.")
+@click.option("--scope", "scopes", default="memories:read memories:write", show_default=True,
+              help="Space-separated scopes: memories:read, memories:write.")
+@click.option("--ttl", default="1h", show_default=True,
+              help="Lifetime: 90s, 30m, 1h, 7d (at most personal_token_max_ttl_seconds, default 90d).")
+@click.option("--public-url", envvar="MEMORY_PUBLIC_URL", default="http://127.0.0.1:8000", show_default=True,
+              metavar="URL", help="The server's public URL, as given to `memory serve`.")
+@_config_file
+@click.pass_context
+def token(ctx: click.Context, data_dir: Path, user: str | None, name: str, scopes: str, ttl: str, public_url: str,
+          config_file: Path | None) -> None:
+    """Print a named, revocable bearer token for a local account, signed with this data directory's key.
+
+    `memory token list` and `memory token revoke` show and revoke them.
+    """
+    from memory.server.auth import ALL_SCOPES, issue_personal_token
+    from memory.server.oauth.store import OAuthStore
+    from memory.server.settings import ServerSettings
+
+    if ctx.invoked_subcommand is not None:
+        return
+    user = _local_user(user)
     unknown = sorted(set(scopes.split()) - set(ALL_SCOPES))
     if unknown or not scopes.split():
         raise click.BadParameter(f"scopes must be among {' '.join(ALL_SCOPES)} (got {scopes!r})")
@@ -420,8 +466,55 @@ def token(data_dir: Path, user: str | None, scopes: str, ttl: str, public_url: s
         settings = ServerSettings(data_dir=str(data_dir), public_url=public_url)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    click.echo(issue_token(KeyRing(data_dir), issuer=settings.base_url, audience=settings.resource_url,
-                           subject=user, scopes=scopes.split(), ttl_seconds=_duration(ttl)))
+    cap = _load_settings({}, config_file).settings.personal_token_max_ttl_seconds
+    store = OAuthStore(data_dir)
+    try:
+        printed = issue_personal_token(KeyRing(data_dir), store, issuer=settings.base_url,
+                                       audience=settings.resource_url, user=user, name=name, scopes=scopes.split(),
+                                       ttl_seconds=_duration(ttl), max_ttl_seconds=cap)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+    click.echo(printed)
+
+
+@token.command("list")
+@_data_dir
+@_user
+def token_list(data_dir: Path, user: str | None) -> None:
+    """The live personal tokens of --user: name, created, expires, last used (UTC)."""
+    from memory.server.oauth.store import OAuthStore
+
+    user = _local_user(user)
+    store = OAuthStore(data_dir)
+    try:
+        tokens = store.personal_tokens_of(user)
+    finally:
+        store.close()
+    click.echo(f"{'name':<24} {'created':<17} {'expires':<17} last used")
+    for t in tokens:
+        click.echo(f"{t.name:<24} {_utc(t.created_at):<17} {_utc(t.expires_at):<17} {_utc(t.last_used)}")
+
+
+@token.command("revoke")
+@_data_dir
+@_user
+@click.argument("name")
+def token_revoke(data_dir: Path, user: str | None, name: str) -> None:
+    """Revoke every live personal token of --user named NAME (refused at once, also by a running server)."""
+    from memory.server.oauth.store import OAuthStore
+
+    user = _local_user(user)
+    store = OAuthStore(data_dir)
+    try:
+        revoked = store.revoke_personal_tokens(user, name)
+    finally:
+        store.close()
+    if not revoked:
+        raise click.ClickException(f"{user} has no live token named {name!r} "
+                                   f"(see `memory token list --user {user}`)")
+    click.echo(f"revoked {revoked} token(s) named {name} of {user}")
 
 
 @cli.group()
@@ -474,13 +567,14 @@ def user_list(data_dir: Path) -> None:
 @_data_dir
 @click.argument("name")
 def user_remove(data_dir: Path, name: str) -> None:
-    """Remove account NAME and revoke its refresh tokens (its memories stay in its log)."""
+    """Remove account NAME and revoke its refresh and personal tokens (its memories stay in its log)."""
     from memory.server.oauth.store import OAuthStore
 
     store = OAuthStore(data_dir)
     try:
         if not store.remove_user(name):
             raise click.ClickException(f"no account {name!r}")
+        store.revoke_personal_tokens(name)
     finally:
         store.close()
     click.echo(f"removed account {name}")

@@ -153,6 +153,8 @@ class ChainReport:
     redacted_seqs: list[int] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     owner: dict[str, str] | None = None
+    #: How many events each key signed (signatures that verified).
+    signed_by: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -167,6 +169,7 @@ class ChainReport:
             "last_seq": self.last_seq,
             "head_hash": self.head_hash,
             "redacted_seqs": list(self.redacted_seqs),
+            "signed_by": dict(self.signed_by),
             "problems": [{"seq": p.seq, "message": p.message} for p in self.problems],
         }
 
@@ -385,6 +388,7 @@ class _ChainState:
     last_seq: int = 0
     count: int = 0
     redacted_seqs: list[int] = field(default_factory=list)
+    signed_by: dict[str, int] = field(default_factory=dict)
 
     def advance(self, seq: int, entry_hash: str) -> None:
         self.prev_hash = entry_hash
@@ -450,12 +454,27 @@ def _check_signature(
     public_keys: Mapping[str, Ed25519PublicKey],
     key_source: str,
     report: Callable[[str], None],
-) -> None:
+) -> bool:
     key = public_keys.get(key_id)
     if key is None:
         report(f"key_id {_show(key_id)} is not in {key_source}")
     elif not _signature_valid(key, signature, header_bytes):
         report(f"signature does not verify with key {_show(key_id)}")
+    else:
+        return True
+    return False
+
+
+def _instant(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def _check_compromise(header: dict, key_id: str, compromised: Mapping[str, str],
+                      report: Callable[[str], None]) -> None:
+    # A leaked key can sign anything: what it signed after it was known to have leaked is suspect.
+    since = compromised.get(key_id)
+    if since is not None and _instant(header["recorded_at"]) >= _instant(since):
+        report(f"signed by key {_show(key_id)} after it was marked compromised ({since})")
 
 
 def _signature_valid(key: Ed25519PublicKey, signature: Any, data: bytes) -> bool:
@@ -511,6 +530,7 @@ def _check_event(
     public_keys: Mapping[str, Ed25519PublicKey],
     key_source: str,
     problems: _Problems,
+    compromised: Mapping[str, str],
 ) -> None:
     def report(message: str) -> None:
         problems.add(rec.seq if _is_int(rec.seq) else None, message)
@@ -536,8 +556,10 @@ def _check_event(
     key_id = parsed.get("key_id") if isinstance(parsed, dict) else None
     # Checked even when other fields are malformed: whether the key holder
     # signed these exact bytes is the most telling fact about a damaged header.
-    if _is_text(key_id):
-        _check_signature(header_bytes, rec.signature, key_id, public_keys, key_source, report)
+    if _is_text(key_id) and _check_signature(header_bytes, rec.signature, key_id, public_keys, key_source, report):
+        state.signed_by[key_id] = state.signed_by.get(key_id, 0) + 1
+        if header is not None:
+            _check_compromise(header, key_id, compromised, report)
     _check_payload(rec, header, state, report)
     state.advance(rec.seq, actual_hash)
 
@@ -551,13 +573,14 @@ def _verify_stream(
     problems: _Problems,
     key_source: str,
     after: tuple[int, str] | None = None,
+    compromised: Mapping[str, str] | None = None,
 ) -> tuple[ChainReport, _ChainState]:
     state = _ChainState(log=log, owner=dict(owner) if owner is not None else None)
     if after is not None:
         state.prev_seq, state.prev_hash = after
         state.last_seq, state.next_seq = after[0], after[0] + 1
     for rec in events:
-        _check_event(rec, state, public_keys, key_source, problems)
+        _check_event(rec, state, public_keys, key_source, problems, compromised or {})
     report = ChainReport(
         log=state.log or "",
         event_count=state.count,
@@ -565,6 +588,7 @@ def _verify_stream(
         head_hash=state.prev_hash,
         redacted_seqs=state.redacted_seqs,
         owner=state.owner,
+        signed_by=state.signed_by,
     )
     return report, state
 
@@ -576,6 +600,7 @@ def verify_events(
     log: str | None = None,
     owner: dict | None = None,
     after: tuple[int, str] | None = None,
+    compromised: Mapping[str, str] | None = None,
 ) -> ChainReport:
     """Verify one log's events, read once in order, against ``public_keys``.
 
@@ -584,12 +609,14 @@ def verify_events(
     must run contiguously from seq 1, or, with ``after=(seq, entry_hash)`` of an
     event already verified, from the seq after it and chained to that hash.
     Checking continues past problems so the report lists all of them (up to
-    :data:`MAX_PROBLEMS`, then a count).
+    :data:`MAX_PROBLEMS`, then a count). ``compromised`` maps a key id to the
+    moment (RFC 3339) it was marked compromised: an event it signed at or after
+    that moment is a problem. The report counts the events each key signed.
     """
     problems = _Problems()
     report, _ = _verify_stream(
         events, public_keys, log=log, owner=owner, problems=problems, key_source="the known public keys",
-        after=after,
+        after=after, compromised=compromised,
     )
     report.problems = problems.finish()
     return report

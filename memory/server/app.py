@@ -123,7 +123,9 @@ async def _keep_flushing(tally: ToolCallTally, store: OAuthStore) -> None:
 def _verifier(settings: ServerSettings, keys: KeyRing, oauth_store: OAuthStore) -> TokenVerifier:
     local = LocalTokenVerifier(keys, issuer=settings.base_url, audience=settings.resource_url,
                                leeway_seconds=settings.token_leeway_seconds,
-                               reload_keys=lambda: KeyRing(settings.data_dir), grant_revoked=oauth_store.grant_revoked)
+                               grant_revoked=oauth_store.grant_revoked, personal_tokens=oauth_store,
+                               personal_token_max_ttl=settings.personal_token_max_ttl_seconds,
+                               access_token_max_ttl=settings.access_token_ttl_seconds)
     if not settings.external_idp:
         return local
     assert settings.idp_issuer is not None and settings.idp_jwks_url is not None

@@ -6,10 +6,17 @@ Token verification is a seam (`TokenVerifier`): tokens this server signs itself
 external identity provider (`memory.server.oauth.external`). Everything past
 the verifier sees only a `Principal`.
 
+This server signs two kinds of token. An access token of the built-in authorization server names
+its grant (`sid`) and lives minutes. A personal token (`memory token --name NAME`, for Claude
+Code, Codex or a script) names no grant; it is only good while it is registered, unrevoked, in
+oauth.sqlite (`PersonalTokenRegistry`), so each one can be listed and revoked. Both kinds have a
+lifetime cap the verifier enforces on `exp - iat`, whatever the token itself asks for.
+
 This module imports no web framework: the middleware is plain ASGI, so `memory token` stays fast.
 """
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -21,7 +28,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from memory.identity import LOCAL_ISSUER, Identity
-from memory.signing import KeyRing
+from memory.signing import KeyRing, KeyStatus
 
 __all__ = [
     "READ_SCOPE",
@@ -33,6 +40,10 @@ __all__ = [
     "TokenVerifier",
     "LocalTokenVerifier",
     "issue_token",
+    "issue_personal_token",
+    "PersonalTokenRegistry",
+    "valid_token_name",
+    "DEFAULT_TOKEN_NAME",
     "BearerAuthMiddleware",
     "PRINCIPAL_SCOPE_KEY",
     "insufficient_scope_challenge",
@@ -51,7 +62,14 @@ PRINCIPAL_SCOPE_KEY = "memory.principal"
 _ALGORITHM = "EdDSA"
 _MAX_SUBJECT = 255
 _MAX_TOKEN_BYTES = 8192
-_RELOAD_EVERY = 5.0
+#: A personal token made without `--name`.
+DEFAULT_TOKEN_NAME = "cli"
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# The person's own web pages act as client "web": no token may pass itself off as them.
+_RESERVED_TOKEN_NAMES = frozenset({"web", "unknown"})
+# `last_used` of a busy token is written at most this often (seconds), not on every request.
+_MARK_USED_EVERY = 60.0
+_MAX_MARKS = 10_000
 _SELF_KEYING_HEADERS = ("jku", "jwk", "x5u", "x5c")
 
 
@@ -100,45 +118,75 @@ def _scopes(claim: Any) -> frozenset[str]:
     raise InvalidToken("the token's scope claim is neither a string nor a list of strings")
 
 
+def valid_token_name(name: str) -> bool:
+    return bool(_TOKEN_NAME.fullmatch(name)) and name not in _RESERVED_TOKEN_NAMES
+
+
+def _duration_text(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@runtime_checkable
+class PersonalTokenRegistry(Protocol):
+    """Where personal tokens are recorded (oauth.sqlite): by their id's hash, never the token."""
+
+    def register_personal_token(self, token_id: str, *, user: str, name: str, scopes: list[str],
+                                created_at: float, expires_at: float) -> None: ...
+
+    def personal_token_name(self, token_id: str, user: str) -> str | None:
+        """The name of `user`'s registered, unrevoked token `token_id`; None for any other."""
+        ...
+
+    def mark_personal_token_used(self, token_id: str, when: float) -> None: ...
+
+
 class LocalTokenVerifier:
-    """Tokens this server signed with one of its Ed25519 keys (`memory token`, later its own OAuth server).
+    """Tokens this server signed with one of its Ed25519 keys (`memory token`, its own OAuth server).
 
     Their subjects are local accounts: the identity is (LOCAL_ISSUER, sub) whatever URL the
     server had when it issued them, so moving behind a proxy never changes who owns a log. The
     `iss` and `aud` claims must still name this server as it is reached now.
+
+    A retired key vouches only for tokens issued before it was retired; a key marked
+    compromised (`memory rotate-key --compromised`) for none. The key ring notices a rotation by
+    another process by itself (`KeyRing`), so a running server needs no restart for either.
     """
 
-    def __init__(self, keys: KeyRing, *, issuer: str, audience: str, leeway_seconds: int = 30,
-                 reload_keys: Callable[[], KeyRing] | None = None,
+    def __init__(self, keys: KeyRing, *, issuer: str, audience: str, personal_tokens: PersonalTokenRegistry,
+                 personal_token_max_ttl: int, access_token_max_ttl: int, leeway_seconds: int = 30,
                  grant_revoked: Callable[[str], bool] | None = None):
         self._keys = keys
         # Tokens of the built-in authorization server name their grant (`sid`); a grant revoked
         # (a replayed code or refresh token, /revoke, a removed account) takes its tokens with it.
         self._grant_revoked = grant_revoked
+        self._personal_tokens = personal_tokens
+        self._max_ttl = {"personal": personal_token_max_ttl, "access": access_token_max_ttl}
         self.issuer = issuer
         self.audience = audience
         self._leeway = leeway_seconds
-        self._reload_keys = reload_keys
-        self._reloaded_at = 0.0
+        self._marked_used: dict[str, float] = {}
 
-    def _public_key(self, kid: Any) -> Ed25519PublicKey | None:
-        if not isinstance(kid, str):
-            return None
-        key = self._keys.public_keys().get(kid)
-        # `memory rotate-key` may have run since this process loaded the key ring: look again,
-        # but not more than every few seconds, whatever a stream of bogus kids asks for.
-        if key is None and self._reload_keys is not None and time.monotonic() - self._reloaded_at > _RELOAD_EVERY:
-            self._reloaded_at = time.monotonic()
-            self._keys = self._reload_keys()
-            key = self._keys.public_keys().get(kid)
-        return key
+    def _key(self, kid: Any) -> KeyStatus:
+        status = self._keys.key_status(kid) if isinstance(kid, str) else None
+        # `memory rotate-key` may have run an instant ago: a kid not seen yet is worth a look at the file.
+        if status is None and isinstance(kid, str) and self._keys.refresh():
+            status = self._keys.key_status(kid)
+        if status is None:
+            raise InvalidToken("the token was not signed by a key of this server")
+        return status
 
     async def verify(self, token: str) -> Principal:
         header = checked_header(token, max_bytes=_MAX_TOKEN_BYTES, algorithms=(_ALGORITHM,))
-        key = self._public_key(header.get("kid"))
-        if key is None:
-            raise InvalidToken("the token was not signed by a key of this server")
-        claims = self._decode(token, key)
+        key = self._key(header.get("kid"))
+        claims = self._decode(token, key.public_key)
+        if key.compromised_at is not None:
+            raise InvalidToken("the key that signed this token was marked compromised: get a new token")
+        issued = float(claims["iat"])
+        if key.retired_at is not None and issued > key.retired_at:
+            raise InvalidToken("the token was issued after the key that signed it was retired")
         if not isinstance(claims["aud"], str):
             # PyJWT accepts a list that contains us; a token for several resources is refused.
             raise InvalidToken(f"the token is not meant for {self.audience} alone")
@@ -146,11 +194,17 @@ class LocalTokenVerifier:
         if not isinstance(subject, str) or not subject.strip() or len(subject) > _MAX_SUBJECT:
             raise InvalidToken("the token's subject is empty or too long")
         grant = claims.get("sid")
+        kind = "personal" if grant is None else "access"
+        if float(claims["exp"]) - issued > self._max_ttl[kind]:
+            raise InvalidToken(f"the token lives longer than this server allows {kind} tokens "
+                               f"({_duration_text(self._max_ttl[kind])})")
         if grant is not None and self._grant_revoked is not None and \
                 (not isinstance(grant, str) or self._grant_revoked(grant)):
             raise InvalidToken("the grant behind this token was revoked")
-        client_id = claims.get("client_id")
         jti = claims.get("jti")
+        client_id = claims.get("client_id")
+        if grant is None:
+            client_id = self._personal_token_name(jti, subject)
         return Principal(
             identity=Identity(LOCAL_ISSUER, subject),
             client_id=client_id if isinstance(client_id, str) and client_id else "unknown",
@@ -158,6 +212,21 @@ class LocalTokenVerifier:
             token_id=jti if isinstance(jti, str) else None,
             expires_at=int(claims["exp"]),
         )
+
+    def _personal_token_name(self, jti: Any, subject: str) -> str:
+        """The name a personal token was registered under; refused when it was revoked or never
+        registered (made by a version before registration, or by hand with a stolen key file)."""
+        name = self._personal_tokens.personal_token_name(jti, subject) if isinstance(jti, str) else None
+        if name is None:
+            raise InvalidToken("this personal token was revoked or is unknown to this server: "
+                               "make a new one with `memory token`")
+        now = time.time()
+        if now - self._marked_used.get(jti, 0.0) >= _MARK_USED_EVERY:
+            if len(self._marked_used) >= _MAX_MARKS:
+                self._marked_used.clear()
+            self._marked_used[jti] = now
+            self._personal_tokens.mark_personal_token_used(jti, now)
+        return name
 
     def _decode(self, token: str, key: Ed25519PublicKey) -> dict[str, Any]:
         return decode_jwt(token, key, _ALGORITHM, audience=self.audience, issuer=self.issuer,
@@ -203,8 +272,10 @@ def decode_jwt(token: str, key: Any, algorithm: str, *, audience: str, issuer: s
 
 
 def issue_token(keys: KeyRing, *, issuer: str, audience: str, subject: str, scopes: Iterable[str],
-                ttl_seconds: int, client_id: str = "cli", now: int | None = None, grant_id: str | None = None) -> str:
-    """A token `LocalTokenVerifier` accepts, signed with the key ring's active key."""
+                ttl_seconds: int, client_id: str = DEFAULT_TOKEN_NAME, now: int | None = None,
+                grant_id: str | None = None, token_id: str | None = None) -> str:
+    """A signed token, with the key ring's active key. `LocalTokenVerifier` accepts it as an access
+    token when it names a grant; without one only once registered (`issue_personal_token`)."""
     if not subject or not subject.strip():
         raise ValueError("subject must not be empty")
     if ttl_seconds <= 0:
@@ -212,12 +283,34 @@ def issue_token(keys: KeyRing, *, issuer: str, audience: str, subject: str, scop
     issued = int(time.time()) if now is None else now
     claims = {
         "iss": issuer, "sub": subject, "aud": audience, "iat": issued, "nbf": issued,
-        "exp": issued + ttl_seconds, "jti": uuid.uuid4().hex, "scope": " ".join(dict.fromkeys(scopes)),
-        "client_id": client_id,
+        "exp": issued + ttl_seconds, "jti": token_id or uuid.uuid4().hex,
+        "scope": " ".join(dict.fromkeys(scopes)), "client_id": client_id,
     }
     if grant_id is not None:
         claims["sid"] = grant_id
-    return jwt.encode(claims, keys.private_key(), algorithm=_ALGORITHM, headers={"kid": keys.active_key_id})
+    kid, key = keys.signing_key()
+    return jwt.encode(claims, key, algorithm=_ALGORITHM, headers={"kid": kid})
+
+
+def issue_personal_token(keys: KeyRing, registry: PersonalTokenRegistry, *, issuer: str, audience: str,
+                         user: str, name: str, scopes: Iterable[str], ttl_seconds: int,
+                         max_ttl_seconds: int) -> str:
+    """A personal token named `name`, registered so that it can be listed and revoked.
+
+    Raises ValueError, with a message for the person asking, for a bad name or a lifetime over the cap."""
+    if not valid_token_name(name):
+        raise ValueError(f"{name!r} is not a token name: use letters, digits, '.', '_' or '-' (at most 64), "
+                         f"not {' or '.join(sorted(_RESERVED_TOKEN_NAMES))}")
+    if ttl_seconds > max_ttl_seconds:
+        raise ValueError(f"a personal token may live at most {_duration_text(max_ttl_seconds)} "
+                         f"(personal_token_max_ttl_seconds); asked for {_duration_text(ttl_seconds)}")
+    scopes = list(dict.fromkeys(scopes))
+    issued, token_id = int(time.time()), uuid.uuid4().hex
+    # Registered before it exists: a token is never out in the world without a row to revoke.
+    registry.register_personal_token(token_id, user=user, name=name, scopes=scopes, created_at=issued,
+                                     expires_at=issued + ttl_seconds)
+    return issue_token(keys, issuer=issuer, audience=audience, subject=user, scopes=scopes,
+                       ttl_seconds=ttl_seconds, client_id=name, now=issued, token_id=token_id)
 
 
 def _quoted(text: str) -> str:

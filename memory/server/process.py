@@ -13,7 +13,8 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
-from memory.server.auth import ALL_SCOPES, issue_token
+from memory.server.auth import ALL_SCOPES, DEFAULT_TOKEN_NAME, issue_personal_token
+from memory.server.oauth.store import OAuthStore
 from memory.server.settings import ServerSettings
 from memory.signing import KeyRing
 
@@ -122,11 +123,17 @@ class ServerProcess:
         return self._process.pid if self.running else None
 
     def token(self, user: str, scopes: Iterable[str] = ALL_SCOPES, ttl_seconds: int = 3600,
-              client_id: str = "cli") -> str:
-        """What `memory token` would print for this server (signed in-process, to save a subprocess)."""
-        return issue_token(KeyRing(self.data_dir), issuer=self.settings.base_url,
-                           audience=self.settings.resource_url, subject=user, scopes=scopes,
-                           ttl_seconds=ttl_seconds, client_id=client_id)
+              client_id: str = DEFAULT_TOKEN_NAME) -> str:
+        """What `memory token --name CLIENT_ID` would print for this server (made and registered
+        in-process, to save a subprocess)."""
+        store = OAuthStore(self.data_dir)
+        try:
+            return issue_personal_token(KeyRing(self.data_dir), store, issuer=self.settings.base_url,
+                                        audience=self.settings.resource_url, user=user, name=client_id,
+                                        scopes=scopes, ttl_seconds=ttl_seconds,
+                                        max_ttl_seconds=self.settings.personal_token_max_ttl_seconds)
+        finally:
+            store.close()
 
     def log_tail(self, lines: int = 40) -> str:
         try:

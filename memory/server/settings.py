@@ -48,9 +48,13 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     forwarded_allow_ips: list[str] = []
     #: A bearer token /metrics demands; without one, /metrics answers loopback clients only.
     metrics_token: str | None = None
-    #: Lifetime of the access tokens the built-in authorization server issues.
+    #: Lifetime of the access tokens the built-in authorization server issues; the verifier
+    #: refuses any of its tokens (`sid`) made to live longer.
     access_token_ttl_seconds: Positive = 900
     refresh_token_ttl_seconds: Positive = 30 * 86400
+    #: The longest a personal token (`memory token`) may live: longer is refused when it is made,
+    #: and by the verifier when one made before the cap (or with another cap) shows up.
+    personal_token_max_ttl_seconds: Positive = 90 * 86400
     #: Browser origins allowed to call /mcp, /.well-known/*, /register and /token (CORS).
     cors_origins: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_CORS_ORIGINS))
     #: Requests per minute and client address to /register, /token, /revoke and the login form.
@@ -86,7 +90,7 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
                 if not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)) \
                         or not parts.hostname:
                     raise ValueError(f"the identity provider's {name} must be an https URL, got {url!r}")
-        if self.access_token_ttl_seconds <= 0 or self.refresh_token_ttl_seconds <= 0:
+        if min(self.access_token_ttl_seconds, self.refresh_token_ttl_seconds, self.personal_token_max_ttl_seconds) <= 0:
             raise ValueError("token lifetimes must be positive")
         if self.oauth_rate_limit_per_minute <= 0 or self.call_rate_limit_per_minute <= 0:
             raise ValueError("rate limits must be positive")

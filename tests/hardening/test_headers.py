@@ -9,7 +9,8 @@ import pytest
 from litestar.testing import TestClient
 
 from memory.server.app import create_app
-from memory.server.auth import issue_token
+from memory.server.auth import issue_personal_token
+from memory.server.oauth.store import OAuthStore
 from memory.server.security_headers import HTML_POLICY, add_security_headers
 from memory.server.settings import ServerSettings
 from memory.service import MemoryService
@@ -98,8 +99,11 @@ def test_an_unexpected_error_in_a_tool_reveals_no_internals(data_dir, embedder, 
 
     monkeypatch.setattr(service, "context_info", broken)
     settings = ServerSettings(data_dir=str(data_dir), port=8000)
-    token = issue_token(service.keys, issuer=settings.base_url, audience=settings.resource_url, subject="alice",
-                        scopes=["memories:read"], ttl_seconds=60)
+    store = OAuthStore(data_dir)
+    token = issue_personal_token(service.keys, store, issuer=settings.base_url, audience=settings.resource_url,
+                                 user="alice", name="cli", scopes=["memories:read"], ttl_seconds=60,
+                                 max_ttl_seconds=settings.personal_token_max_ttl_seconds)
+    store.close()
     headers = MCP_HEADERS | {"Authorization": f"Bearer {token}", "host": "127.0.0.1:8000",
                              "mcp-protocol-version": "2025-11-25"}
     with TestClient(create_app(settings, service=service), base_url="http://127.0.0.1:8000") as client:

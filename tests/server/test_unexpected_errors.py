@@ -8,7 +8,8 @@ from litestar.testing import TestClient
 from server_calls import bearer
 
 from memory.server.app import create_app
-from memory.server.auth import issue_token
+from memory.server.auth import issue_personal_token
+from memory.server.oauth.store import OAuthStore
 from memory.server.settings import ServerSettings
 from memory.service import MemoryService
 
@@ -22,8 +23,11 @@ def failing_app(data_dir, embedder, monkeypatch):
 
     monkeypatch.setattr(service, "get", broken)
     settings = ServerSettings(data_dir=str(data_dir), port=8000)
-    token = issue_token(service.keys, issuer=settings.base_url, audience=settings.resource_url, subject="alice",
-                        scopes=["memories:read"], ttl_seconds=60)
+    store = OAuthStore(data_dir)
+    token = issue_personal_token(service.keys, store, issuer=settings.base_url, audience=settings.resource_url,
+                                 user="alice", name="cli", scopes=["memories:read"], ttl_seconds=60,
+                                 max_ttl_seconds=settings.personal_token_max_ttl_seconds)
+    store.close()
     return create_app(settings, service=service), token
 
 

@@ -1,5 +1,6 @@
 """Everything the built-in authorization server must remember, in `<data_dir>/oauth.sqlite` (mode 0600):
-accounts, registered clients, pending authorization requests, codes and refresh tokens.
+accounts, registered clients, pending authorization requests, codes and refresh tokens, and the
+personal tokens `memory token` issued (by the hash of their id; the token itself is never stored).
 
 Codes and refresh tokens are stored as SHA-256 hashes: a copy of the file lets no one act as a user.
 The CLI (`memory user ...`) and a running server share the file; WAL and a busy timeout let them.
@@ -17,7 +18,8 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["OAuthStore", "oauth_db_path", "valid_username", "Grant", "PendingRequest", "ConnectedApp"]
+__all__ = ["OAuthStore", "oauth_db_path", "valid_username", "Grant", "PendingRequest", "ConnectedApp",
+           "PersonalToken"]
 
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
@@ -38,6 +40,15 @@ CREATE TABLE IF NOT EXISTS refresh (hash TEXT PRIMARY KEY, family TEXT NOT NULL,
 CREATE INDEX IF NOT EXISTS refresh_family ON refresh (family);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+_PERSONAL_TOKENS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS personal_tokens (id_hash TEXT PRIMARY KEY, user TEXT NOT NULL, name TEXT NOT NULL,
+                                            scopes TEXT NOT NULL, created_at REAL NOT NULL,
+                                            expires_at REAL NOT NULL, last_used REAL, revoked_at REAL);
+CREATE INDEX IF NOT EXISTS personal_tokens_user ON personal_tokens (user, name);
+"""
+# A personal token a day past its expiry is only history: forgotten when the next one is made.
+_PERSONAL_TOKEN_KEPT_AFTER_EXPIRY = 86400
 
 #: What `counts()` reports: authorization requests that reached the login page, and codes redeemed.
 FLOWS_STARTED = "flows_started"
@@ -89,6 +100,16 @@ class ConnectedApp(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: float
 
 
+class PersonalToken(msgspec.Struct, frozen=True, kw_only=True):
+    """A live token of `memory token`, as its owner sees it (never the token itself)."""
+
+    name: str
+    scopes: list[str]
+    created_at: float
+    expires_at: float
+    last_used: float | None
+
+
 class OAuthStore:
     def __init__(self, data_dir: str | Path):
         path = oauth_db_path(data_dir)
@@ -100,6 +121,7 @@ class OAuthStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        self._db.executescript(_PERSONAL_TOKENS_SCHEMA)
         for suffix in ("-wal", "-shm"):
             sidecar = Path(f"{path}{suffix}")
             if sidecar.exists():
@@ -281,3 +303,37 @@ class OAuthStore:
         with self._lock, self._db:
             return bool(self._db.execute("UPDATE refresh SET revoked = 1 WHERE user = ? AND family = ?",
                                          (user, family)).rowcount)
+
+    # Personal tokens (`memory token`): LocalTokenVerifier accepts one only while it is here, unrevoked
+
+    def register_personal_token(self, token_id: str, *, user: str, name: str, scopes: list[str],
+                                created_at: float, expires_at: float) -> None:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM personal_tokens WHERE expires_at < ?",
+                             (time.time() - _PERSONAL_TOKEN_KEPT_AFTER_EXPIRY,))
+            self._db.execute("INSERT INTO personal_tokens VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
+                             (_digest(token_id), user, name, " ".join(scopes), created_at, expires_at))
+
+    def personal_token_name(self, token_id: str, user: str) -> str | None:
+        rows = self._run("SELECT name FROM personal_tokens WHERE id_hash = ? AND user = ? AND revoked_at IS NULL",
+                         (_digest(token_id), user))
+        return rows[0][0] if rows else None
+
+    def mark_personal_token_used(self, token_id: str, when: float) -> None:
+        self._run("UPDATE personal_tokens SET last_used = ? WHERE id_hash = ?", (when, _digest(token_id)))
+
+    def personal_tokens_of(self, user: str, limit: int = 100) -> list[PersonalToken]:
+        """`user`'s unrevoked, unexpired personal tokens, newest first."""
+        rows = self._run("SELECT name, scopes, created_at, expires_at, last_used FROM personal_tokens "
+                         "WHERE user = ? AND revoked_at IS NULL AND expires_at >= ? "
+                         "ORDER BY created_at DESC, name LIMIT ?", (user, time.time(), limit))
+        return [PersonalToken(name=name, scopes=scopes.split(), created_at=created_at, expires_at=expires_at,
+                              last_used=last_used) for name, scopes, created_at, expires_at, last_used in rows]
+
+    def revoke_personal_tokens(self, user: str, name: str | None = None) -> int:
+        """Revoke `user`'s live tokens named `name` (all of them without a name); how many."""
+        now = time.time()
+        with self._lock, self._db:
+            return self._db.execute(
+                "UPDATE personal_tokens SET revoked_at = ? WHERE user = ? AND revoked_at IS NULL "
+                "AND expires_at >= ? AND (? IS NULL OR name = ?)", (now, user, now, name, name)).rowcount

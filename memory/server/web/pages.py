@@ -52,6 +52,7 @@ _NOTICES = {
     "deleted": "Deleted. It no longer shows in search; its history stays in your timeline.",
     "forgotten": "Forgotten. Its text is gone from your log and from every index.",
     "revoked": "Access revoked. That app must be connected again to reach your memory.",
+    "token_revoked": "Token revoked. Whatever used it needs a new one from `memory token`.",
 }
 
 
@@ -320,13 +321,20 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
 
         @get("/apps", sync_to_thread=True)
         def apps(self, request: Request, user: _User) -> Template:
-            return _page("apps.html", **common(request, user, apps=store.grants_of(user), when=_epoch))
+            return _page("apps.html", **common(request, user, apps=store.grants_of(user),
+                                               tokens=store.personal_tokens_of(user), when=_epoch))
 
         @post("/apps/{family:str}/revoke", sync_to_thread=True, status_code=303)
         def revoke(self, user: _User, family: FromPath[str]) -> Redirect:
             if not store.revoke_grant(user, family):
                 raise NotFound("no such connected app")
             return go("/apps", "revoked")
+
+        @post("/apps/tokens/{name:str}/revoke", sync_to_thread=True, status_code=303)
+        def revoke_token(self, user: _User, name: FromPath[str]) -> Redirect:
+            if not store.revoke_personal_tokens(user, name):
+                raise NotFound("no such token")
+            return go("/apps", "token_revoked")
 
     return WebPages
 

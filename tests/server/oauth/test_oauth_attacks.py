@@ -120,12 +120,12 @@ def test_a_forged_or_misdirected_access_token_is_refused_with_invalid_token(as_s
 
 
 def test_a_genuine_token_passes_the_same_check(as_server, http):
-    response = http.get("/api/v1/entities", headers=bearer(_signed(as_server)))
+    response = http.get("/api/v1/entities", headers=bearer(as_server.token("alice")))
     assert response.status_code == 200
 
 
 def test_an_access_token_in_the_query_string_is_refused_even_when_genuine(as_server, http):
-    response = http.get(f"/api/v1/entities?access_token={_signed(as_server)}")
+    response = http.get(f"/api/v1/entities?access_token={as_server.token('alice')}")
     assert response.status_code == 401
     assert 'error="invalid_request"' in response.headers["www-authenticate"]
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import httpx2
 import pytest
+from server_calls import bearer, cli_token
 from web_calls import PASSWORDS, Browser, connect_app, store_over_mcp
 
 from memory.server.process import ServerProcess
@@ -184,6 +185,35 @@ def test_revoking_a_connected_app_makes_its_access_token_fail_on_mcp(web_server:
     assert call.status_code == 401 and "revoked" in call.json()["error_description"]
     assert refreshed.status_code in (400, 401)
     assert "No app holds access" in browser.get("/apps").text
+
+
+def test_personal_tokens_are_listed_on_the_apps_page_and_its_form_revokes_them(web_server: ServerProcess,
+                                                                               alice: Browser):
+    name = f"codex-{uuid.uuid4().hex[:6]}"
+    token = cli_token(web_server, "alice", "--name", name, "--ttl", "7d").strip()
+    assert httpx2.get(f"{web_server.url}/api/v1/entities", headers=bearer(token), timeout=30).status_code == 200
+
+    row = alice.get("/apps").text.split(f"<td>{name}</td>")[1].split("</tr>")[0]
+    forged = alice.post(f"/apps/tokens/{name}/revoke", with_token=False)
+    bob = Browser(web_server.url)
+    try:
+        assert bob.log_in("bob", PASSWORDS["bob"]).status_code == 303
+        bob.get("/apps")
+        not_bobs = bob.post(f"/apps/tokens/{name}/revoke")
+    finally:
+        bob.close()
+    still = httpx2.get(f"{web_server.url}/api/v1/entities", headers=bearer(token), timeout=30)
+    timeline = alice.get("/timeline").text
+    alice.get("/apps")
+    revoked = alice.post(f"/apps/tokens/{name}/revoke")
+    after = httpx2.get(f"{web_server.url}/api/v1/entities", headers=bearer(token), timeout=30)
+
+    assert "memories:read, memories:write" in row and "never" not in row  # used once: its last use is shown
+    assert forged.status_code == 403 and not_bobs.status_code == 404 and still.status_code == 200
+    assert f"<td>{name}</td>" in timeline  # the read names the app by its token's name
+    assert revoked.status_code == 303 and revoked.headers["location"] == "/apps?done=token_revoked"
+    assert after.status_code == 401
+    assert f"<td>{name}</td>" not in alice.get("/apps").text
 
 
 def test_signing_out_ends_the_session(alice: Browser):
