@@ -399,33 +399,71 @@ def user() -> None:
     """Accounts of the built-in authorization server (who may sign in when an assistant connects)."""
 
 
-@user.command("add")
-@_data_dir
-@click.argument("name")
-def user_add(data_dir: Path, name: str) -> None:
-    """Create account NAME; the password is read from stdin, or prompted for on a terminal.
+def _new_password() -> str:
+    """A new password from stdin, or prompted for twice on a terminal."""
+    from memory.server.oauth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
-    NAME's memories are those of `memory token --user NAME`: the same log.
-    """
-    from memory.server.oauth.passwords import hash_password
-    from memory.server.oauth.store import OAuthStore, valid_username
-
-    if not valid_username(name):
-        raise click.BadParameter(f"{name!r}: use letters, digits, '.', '_', '@' or '-' (at most 64)")
     if sys.stdin.isatty():
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     else:
         password = sys.stdin.readline().rstrip("\r\n")
-    if len(password) < 8:
-        raise click.ClickException("the password must have at least 8 characters")
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise click.ClickException(f"the password must have between {MIN_PASSWORD_LENGTH} and "
+                                   f"{MAX_PASSWORD_LENGTH} characters")
+    return password
+
+
+@user.command("add")
+@_data_dir
+@click.argument("name")
+@click.option("--reclaim", is_flag=True,
+              help="Take over the memories of a removed account of the same name, on purpose.")
+def user_add(data_dir: Path, name: str, reclaim: bool) -> None:
+    """Create account NAME; the password is read from stdin, or prompted for on a terminal.
+
+    NAME's memories are those of `memory token --user NAME`: the same log. The log of a removed
+    account NAME is handed to the new one only with --reclaim.
+    """
+    from memory.identity import LOCAL_ISSUER
+    from memory.server.oauth.passwords import hash_password
+    from memory.server.oauth.store import OAuthStore, RemovedAccount, valid_username
+
+    if not valid_username(name):
+        raise click.BadParameter(f"{name!r}: use letters, digits, '.', '_', '@' or '-' (at most 64)")
+    password = _new_password()
+    # A removed account's name without memories left on disk holds nothing to take over.
+    orphaned = log_path(data_dir, Identity(LOCAL_ISSUER, name)).exists()
     store = OAuthStore(data_dir)
     try:
-        store.add_user(name, hash_password(password))
+        store.add_user(name, hash_password(password), reclaim=reclaim or not orphaned)
+    except RemovedAccount:
+        raise click.ClickException(
+            f"account {name!r} was removed and its memories are still in {data_dir}: a new account {name!r} "
+            f"would read them. To give them to the new account on purpose, run `memory user add {name} "
+            f"--reclaim`; otherwise choose another name") from None
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         store.close()
     click.echo(f"added account {name}")
+
+
+@user.command("passwd")
+@_data_dir
+@click.argument("name")
+def user_passwd(data_dir: Path, name: str) -> None:
+    """Set account NAME's password (read like `user add` does) and sign it out of every web session."""
+    from memory.server.oauth.passwords import hash_password
+    from memory.server.oauth.store import OAuthStore
+
+    password = _new_password()
+    store = OAuthStore(data_dir)
+    try:
+        if not store.set_password(name, hash_password(password)):
+            raise click.ClickException(f"no account {name!r}")
+    finally:
+        store.close()
+    click.echo(f"changed the password of {name}; its web sessions are ended")
 
 
 @user.command("list")
@@ -444,7 +482,7 @@ def user_list(data_dir: Path) -> None:
 @_data_dir
 @click.argument("name")
 def user_remove(data_dir: Path, name: str) -> None:
-    """Remove account NAME and revoke its refresh tokens (its memories stay in its log)."""
+    """Remove account NAME and end its sessions and grants (its memories stay in its log)."""
     from memory.server.oauth.store import OAuthStore
 
     store = OAuthStore(data_dir)
