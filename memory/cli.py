@@ -353,6 +353,18 @@ def config_show(config_file: Path | None) -> None:
     click.echo(render(_load_settings({}, config_file)))
 
 
+def _public_settings(data_dir: Path, public_url: str | None):
+    """The settings that name the server of `data_dir`, as `memory serve` reads them: --public-url,
+    then MEMORY_* (MEMORY_PUBLIC_URL, MEMORY_PORT...), then the $MEMORY_CONFIG file; when none of
+    them places the server, the URL it recorded at its last start; else http://127.0.0.1:8000."""
+    from memory.server.config import ConfigError, public_url_settings
+
+    try:
+        return public_url_settings(data_dir, public_url)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _duration(text: str) -> int:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
@@ -371,13 +383,13 @@ def _duration(text: str) -> int:
 @click.option("--scope", "scopes", default="memories:read memories:write", show_default=True,
               help="Space-separated scopes: memories:read, memories:write.")
 @click.option("--ttl", default="1h", show_default=True, help="Lifetime: 90s, 30m, 1h, 7d.")
-@click.option("--public-url", envvar="MEMORY_PUBLIC_URL", default="http://127.0.0.1:8000", show_default=True,
-              metavar="URL", help="The server's public URL, as given to `memory serve`.")
-def token(data_dir: Path, user: str | None, scopes: str, ttl: str, public_url: str) -> None:
+@click.option("--public-url", metavar="URL",
+              help="The server's public URL (default: as `memory serve` reads it from MEMORY_* and "
+                   "$MEMORY_CONFIG, else the URL the server on --data-dir recorded when it started).")
+def token(data_dir: Path, user: str | None, scopes: str, ttl: str, public_url: str | None) -> None:
     """Print a bearer token for a local account, signed with this data directory's key."""
     from memory.identity import LOCAL_ISSUER
     from memory.server.auth import ALL_SCOPES, issue_token
-    from memory.server.settings import ServerSettings
 
     if not user:
         raise click.UsageError("--user is required")
@@ -386,10 +398,7 @@ def token(data_dir: Path, user: str | None, scopes: str, ttl: str, public_url: s
     unknown = sorted(set(scopes.split()) - set(ALL_SCOPES))
     if unknown or not scopes.split():
         raise click.BadParameter(f"scopes must be among {' '.join(ALL_SCOPES)} (got {scopes!r})")
-    try:
-        settings = ServerSettings(data_dir=str(data_dir), public_url=public_url)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    settings = _public_settings(data_dir, public_url)
     click.echo(issue_token(KeyRing(data_dir), issuer=settings.base_url, audience=settings.resource_url,
                            subject=user, scopes=scopes.split(), ttl_seconds=_duration(ttl)))
 

@@ -31,6 +31,7 @@ from memory.server.auth import (
     Principal,
     TokenVerifier,
 )
+from memory.server.config import record_public_url
 from memory.server.health import HealthController
 from memory.server.logs import RequestLogMiddleware, logging_config
 from memory.server.mcp_tools import build_mcp_server
@@ -43,7 +44,7 @@ from memory.server.rest import build_rest_controller, domain_error_response
 from memory.server.security_headers import add_security_headers
 from memory.server.settings import ServerSettings, server_version
 from memory.server.web import build_web_controllers, web_template_config
-from memory.server.wellknown import WellKnownController
+from memory.server.wellknown import RESOURCE_METADATA_PATH, WellKnownController
 from memory.service import MemoryService
 from memory.signing import KeyRing
 
@@ -123,14 +124,15 @@ async def _keep_flushing(tally: ToolCallTally, store: OAuthStore) -> None:
 def _verifier(settings: ServerSettings, keys: KeyRing, oauth_store: OAuthStore) -> TokenVerifier:
     local = LocalTokenVerifier(keys, issuer=settings.base_url, audience=settings.resource_url,
                                leeway_seconds=settings.token_leeway_seconds,
-                               reload_keys=lambda: KeyRing(settings.data_dir), grant_revoked=oauth_store.grant_revoked)
+                               reload_keys=lambda: KeyRing(settings.data_dir), grant_revoked=oauth_store.grant_revoked,
+                               aliases=settings.base_urls)
     if not settings.external_idp:
         return local
     assert settings.idp_issuer is not None and settings.idp_jwks_url is not None
     external = ExternalTokenVerifier(issuer=settings.idp_issuer, audience=settings.idp_audience or settings.resource_url,
                                      jwks_url=settings.idp_jwks_url, leeway_seconds=settings.token_leeway_seconds)
     # `memory token` keeps working for scripts beside the provider's tokens.
-    return IssuerRoutingVerifier({settings.base_url: local, settings.idp_issuer: external})
+    return IssuerRoutingVerifier({**dict.fromkeys(settings.base_urls, local), settings.idp_issuer: external})
 
 
 def _cors(settings: ServerSettings) -> CORSConfig | None:
@@ -181,7 +183,8 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
     if verifier is None:
         verifier = _verifier(settings, service.keys, oauth_store)
     auth = DefineMiddleware(BearerAuthMiddleware, verifier=verifier,
-                            resource_metadata_url=settings.resource_metadata_url)
+                            resource_metadata_url=settings.resource_metadata_url,
+                            metadata_url_for=lambda host: f"{settings.base_url_for(host)}{RESOURCE_METADATA_PATH}")
     limit = principal_rate_limit(settings.call_rate_limit_per_minute)
     tally = ToolCallTally()
     endpoint = _McpEndpoint(build_mcp_server(service, settings, tally), settings)
@@ -200,6 +203,11 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
         start_loading = getattr(service.embedder, "start_loading", None)
         if start_loading is not None:
             start_loading()
+        try:
+            # So that `memory token --data-dir ...` names this server without being told its URL.
+            record_public_url(settings)
+        except OSError as exc:
+            logger.warning("could not record the public URL in %s: %s", settings.data_dir, exc.strerror)
         if not settings.external_idp and not oauth_store.users():
             logger.warning("no accounts yet: nobody can sign in to connect an assistant. "
                            "Create one with `memory user add NAME --data-dir %s`", settings.data_dir)

@@ -146,7 +146,10 @@ class _AuthorizationServer:
 
     def check_resource(self, resource: str | None) -> str:
         # RFC 8707: the token is for one resource, this server's MCP endpoint (its base URL names it too).
-        if resource is None or resource.rstrip("/") in (self.settings.resource_url, self.settings.base_url):
+        # Under any spelling of this server (`base_urls`: 127.0.0.1, localhost and [::1] when no public
+        # URL is set), the resource is the one canonical URL the tokens' audience names.
+        named = {url for base in self.settings.base_urls for url in (base, f"{base}/mcp")}
+        if resource is None or resource.rstrip("/") in named:
             return self.settings.resource_url
         raise _OAuthError("invalid_target", f"this server only issues tokens for {self.settings.resource_url}")
 
