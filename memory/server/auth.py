@@ -262,7 +262,8 @@ class BearerAuthMiddleware:
             return
         token = _bearer_token(scope)
         if token is None:
-            await self._refuse(scope, send, None, "send an Authorization: Bearer <token> header (see resource_metadata)")
+            await self._refuse(scope, send, None,
+                               "send an Authorization: Bearer <token> header (see resource_metadata)")
             return
         try:
             principal = await self.verifier.verify(token)
