@@ -404,6 +404,18 @@ def config_show(config_file: Path | None) -> None:
     click.echo(render(_load_settings({}, config_file)))
 
 
+def _public_settings(data_dir: Path, public_url: str | None, config_file: Path | None = None):
+    """The settings that name the server of `data_dir`, as `memory serve` reads them: --public-url,
+    then MEMORY_* (MEMORY_PUBLIC_URL, MEMORY_PORT...), then the $MEMORY_CONFIG file; when none of
+    them places the server, the URL it recorded at its last start; else http://127.0.0.1:8000."""
+    from memory.server.config import ConfigError, public_url_settings
+
+    try:
+        return public_url_settings(data_dir, public_url, config_file=config_file)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _duration(text: str) -> int:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
@@ -442,19 +454,19 @@ def _utc(seconds: float | None) -> str:
               help="Space-separated scopes: memories:read, memories:write.")
 @click.option("--ttl", default="1h", show_default=True,
               help="Lifetime: 90s, 30m, 1h, 7d (at most personal_token_max_ttl_seconds, default 90d).")
-@click.option("--public-url", envvar="MEMORY_PUBLIC_URL", default="http://127.0.0.1:8000", show_default=True,
-              metavar="URL", help="The server's public URL, as given to `memory serve`.")
+@click.option("--public-url", metavar="URL",
+              help="The server's public URL (default: as `memory serve` reads it from MEMORY_* and "
+                   "$MEMORY_CONFIG, else the URL the server on --data-dir recorded when it started).")
 @_config_file
 @click.pass_context
-def token(ctx: click.Context, data_dir: Path, user: str | None, name: str, scopes: str, ttl: str, public_url: str,
-          config_file: Path | None) -> None:
+def token(ctx: click.Context, data_dir: Path, user: str | None, name: str, scopes: str, ttl: str,
+          public_url: str | None, config_file: Path | None) -> None:
     """Print a named, revocable bearer token for a local account, signed with this data directory's key.
 
     `memory token list` and `memory token revoke` show and revoke them.
     """
     from memory.server.auth import ALL_SCOPES, issue_personal_token
     from memory.server.oauth.store import OAuthStore
-    from memory.server.settings import ServerSettings
 
     if ctx.invoked_subcommand is not None:
         return
@@ -462,11 +474,8 @@ def token(ctx: click.Context, data_dir: Path, user: str | None, name: str, scope
     unknown = sorted(set(scopes.split()) - set(ALL_SCOPES))
     if unknown or not scopes.split():
         raise click.BadParameter(f"scopes must be among {' '.join(ALL_SCOPES)} (got {scopes!r})")
-    try:
-        settings = ServerSettings(data_dir=str(data_dir), public_url=public_url)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    cap = _load_settings({}, config_file).settings.personal_token_max_ttl_seconds
+    settings = _public_settings(data_dir, public_url, config_file)
+    cap = settings.personal_token_max_ttl_seconds
     store = OAuthStore(data_dir)
     try:
         printed = issue_personal_token(KeyRing(data_dir), store, issuer=settings.base_url,
@@ -522,33 +531,71 @@ def user() -> None:
     """Accounts of the built-in authorization server (who may sign in when an assistant connects)."""
 
 
-@user.command("add")
-@_data_dir
-@click.argument("name")
-def user_add(data_dir: Path, name: str) -> None:
-    """Create account NAME; the password is read from stdin, or prompted for on a terminal.
+def _new_password() -> str:
+    """A new password from stdin, or prompted for twice on a terminal."""
+    from memory.server.oauth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
-    NAME's memories are those of `memory token --user NAME`: the same log.
-    """
-    from memory.server.oauth.passwords import hash_password
-    from memory.server.oauth.store import OAuthStore, valid_username
-
-    if not valid_username(name):
-        raise click.BadParameter(f"{name!r}: use letters, digits, '.', '_', '@' or '-' (at most 64)")
     if sys.stdin.isatty():
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     else:
         password = sys.stdin.readline().rstrip("\r\n")
-    if len(password) < 8:
-        raise click.ClickException("the password must have at least 8 characters")
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise click.ClickException(f"the password must have between {MIN_PASSWORD_LENGTH} and "
+                                   f"{MAX_PASSWORD_LENGTH} characters")
+    return password
+
+
+@user.command("add")
+@_data_dir
+@click.argument("name")
+@click.option("--reclaim", is_flag=True,
+              help="Take over the memories of a removed account of the same name, on purpose.")
+def user_add(data_dir: Path, name: str, reclaim: bool) -> None:
+    """Create account NAME; the password is read from stdin, or prompted for on a terminal.
+
+    NAME's memories are those of `memory token --user NAME`: the same log. The log of a removed
+    account NAME is handed to the new one only with --reclaim.
+    """
+    from memory.identity import LOCAL_ISSUER
+    from memory.server.oauth.passwords import hash_password
+    from memory.server.oauth.store import OAuthStore, RemovedAccount, valid_username
+
+    if not valid_username(name):
+        raise click.BadParameter(f"{name!r}: use letters, digits, '.', '_', '@' or '-' (at most 64)")
+    password = _new_password()
+    # A removed account's name without memories left on disk holds nothing to take over.
+    orphaned = log_path(data_dir, Identity(LOCAL_ISSUER, name)).exists()
     store = OAuthStore(data_dir)
     try:
-        store.add_user(name, hash_password(password))
+        store.add_user(name, hash_password(password), reclaim=reclaim or not orphaned)
+    except RemovedAccount:
+        raise click.ClickException(
+            f"account {name!r} was removed and its memories are still in {data_dir}: a new account {name!r} "
+            f"would read them. To give them to the new account on purpose, run `memory user add {name} "
+            f"--reclaim`; otherwise choose another name") from None
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         store.close()
     click.echo(f"added account {name}")
+
+
+@user.command("passwd")
+@_data_dir
+@click.argument("name")
+def user_passwd(data_dir: Path, name: str) -> None:
+    """Set account NAME's password (read like `user add` does) and sign it out of every web session."""
+    from memory.server.oauth.passwords import hash_password
+    from memory.server.oauth.store import OAuthStore
+
+    password = _new_password()
+    store = OAuthStore(data_dir)
+    try:
+        if not store.set_password(name, hash_password(password)):
+            raise click.ClickException(f"no account {name!r}")
+    finally:
+        store.close()
+    click.echo(f"changed the password of {name}; its web sessions are ended")
 
 
 @user.command("list")
@@ -567,7 +614,7 @@ def user_list(data_dir: Path) -> None:
 @_data_dir
 @click.argument("name")
 def user_remove(data_dir: Path, name: str) -> None:
-    """Remove account NAME and revoke its refresh and personal tokens (its memories stay in its log)."""
+    """Remove account NAME: end its sessions, revoke its grants and personal tokens (its memories stay in its log)."""
     from memory.server.oauth.store import OAuthStore
 
     store = OAuthStore(data_dir)

@@ -31,6 +31,7 @@ from memory.server.auth import (
     Principal,
     TokenVerifier,
 )
+from memory.server.config import record_public_url
 from memory.server.health import HealthController
 from memory.server.logs import RequestLogMiddleware, logging_config
 from memory.server.mcp_tools import build_mcp_server
@@ -43,7 +44,7 @@ from memory.server.rest import build_rest_controller, domain_error_response
 from memory.server.security_headers import add_security_headers
 from memory.server.settings import ServerSettings, server_version
 from memory.server.web import build_web_controllers, web_template_config
-from memory.server.wellknown import WellKnownController
+from memory.server.wellknown import RESOURCE_METADATA_PATH, WellKnownController
 from memory.service import MemoryService
 from memory.signing import KeyRing
 
@@ -125,14 +126,15 @@ def _verifier(settings: ServerSettings, keys: KeyRing, oauth_store: OAuthStore) 
                                leeway_seconds=settings.token_leeway_seconds,
                                grant_revoked=oauth_store.grant_revoked, personal_tokens=oauth_store,
                                personal_token_max_ttl=settings.personal_token_max_ttl_seconds,
-                               access_token_max_ttl=settings.access_token_ttl_seconds)
+                               access_token_max_ttl=settings.access_token_ttl_seconds,
+                               aliases=settings.base_urls)
     if not settings.external_idp:
         return local
     assert settings.idp_issuer is not None and settings.idp_jwks_url is not None
     external = ExternalTokenVerifier(issuer=settings.idp_issuer, audience=settings.idp_audience or settings.resource_url,
                                      jwks_url=settings.idp_jwks_url, leeway_seconds=settings.token_leeway_seconds)
     # `memory token` keeps working for scripts beside the provider's tokens.
-    return IssuerRoutingVerifier({settings.base_url: local, settings.idp_issuer: external})
+    return IssuerRoutingVerifier({**dict.fromkeys(settings.base_urls, local), settings.idp_issuer: external})
 
 
 def _cors(settings: ServerSettings) -> CORSConfig | None:
@@ -183,7 +185,8 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
     if verifier is None:
         verifier = _verifier(settings, service.keys, oauth_store)
     auth = DefineMiddleware(BearerAuthMiddleware, verifier=verifier,
-                            resource_metadata_url=settings.resource_metadata_url)
+                            resource_metadata_url=settings.resource_metadata_url,
+                            metadata_url_for=lambda host: f"{settings.base_url_for(host)}{RESOURCE_METADATA_PATH}")
     limit = principal_rate_limit(settings.call_rate_limit_per_minute)
     tally = ToolCallTally()
     endpoint = _McpEndpoint(build_mcp_server(service, settings, tally), settings)
@@ -202,6 +205,11 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
         start_loading = getattr(service.embedder, "start_loading", None)
         if start_loading is not None:
             start_loading()
+        try:
+            # So that `memory token --data-dir ...` names this server without being told its URL.
+            record_public_url(settings)
+        except OSError as exc:
+            logger.warning("could not record the public URL in %s: %s", settings.data_dir, exc.strerror)
         try:
             async with endpoint.running(), anyio.create_task_group() as tasks:
                 tasks.start_soon(_keep_flushing, tally, oauth_store)

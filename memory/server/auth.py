@@ -19,7 +19,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qsl
 
@@ -157,8 +157,13 @@ class LocalTokenVerifier:
 
     def __init__(self, keys: KeyRing, *, issuer: str, audience: str, personal_tokens: PersonalTokenRegistry,
                  personal_token_max_ttl: int, access_token_max_ttl: int, leeway_seconds: int = 30,
-                 grant_revoked: Callable[[str], bool] | None = None):
+                 grant_revoked: Callable[[str], bool] | None = None, aliases: Sequence[str] = ()):
         self._keys = keys
+        # Other spellings of the issuer (`ServerSettings.base_urls`): a token says one of them, and
+        # its audience that same server's resource under any of them.
+        self._issuers = [issuer, *(a for a in aliases if a != issuer)]
+        prefixed = audience.startswith(issuer)
+        self._audiences = [audience, *(audience.replace(issuer, a, 1) for a in self._issuers[1:] if prefixed)]
         # Tokens of the built-in authorization server name their grant (`sid`); a grant revoked
         # (a replayed code or refresh token, /revoke, a removed account) takes its tokens with it.
         self._grant_revoked = grant_revoked
@@ -229,7 +234,7 @@ class LocalTokenVerifier:
         return name
 
     def _decode(self, token: str, key: Ed25519PublicKey) -> dict[str, Any]:
-        return decode_jwt(token, key, _ALGORITHM, audience=self.audience, issuer=self.issuer,
+        return decode_jwt(token, key, _ALGORITHM, audience=self._audiences, issuer=self._issuers,
                           leeway=self._leeway, required=("exp", "iat", "sub", "aud", "iss"))
 
 
@@ -249,9 +254,10 @@ def checked_header(token: str, *, max_bytes: int, algorithms: tuple[str, ...]) -
     return header
 
 
-def decode_jwt(token: str, key: Any, algorithm: str, *, audience: str, issuer: str, leeway: int,
-               required: tuple[str, ...]) -> dict[str, Any]:
-    """PyJWT's checks with one algorithm, its errors turned into messages a person can act on."""
+def decode_jwt(token: str, key: Any, algorithm: str, *, audience: str | Sequence[str], issuer: str | Sequence[str],
+               leeway: int, required: tuple[str, ...]) -> dict[str, Any]:
+    """PyJWT's checks with one algorithm, its errors turned into messages a person can act on. Given
+    several audiences or issuers, any one will do; messages name the first."""
     try:
         return jwt.decode(token, key=key, algorithms=[algorithm], audience=audience, issuer=issuer,
                           leeway=leeway, options={"require": list(required)})
@@ -260,15 +266,19 @@ def decode_jwt(token: str, key: Any, algorithm: str, *, audience: str, issuer: s
     except jwt.ImmatureSignatureError:
         raise InvalidToken("the token is not valid yet") from None
     except jwt.InvalidAudienceError:
-        raise InvalidToken(f"the token is not meant for {audience}") from None
+        raise InvalidToken(f"the token is not meant for {_first(audience)}") from None
     except jwt.InvalidIssuerError:
-        raise InvalidToken(f"the token was not issued by {issuer}") from None
+        raise InvalidToken(f"the token was not issued by {_first(issuer)}") from None
     except jwt.MissingRequiredClaimError as exc:
         raise InvalidToken(f"the token has no {exc.claim!r} claim") from None
     except jwt.InvalidSignatureError:
         raise InvalidToken("the token's signature does not verify") from None
     except jwt.PyJWTError:
         raise InvalidToken("the token is malformed") from None
+
+
+def _first(names: str | Sequence[str]) -> str:
+    return names if isinstance(names, str) else names[0]
 
 
 def issue_token(keys: KeyRing, *, issuer: str, audience: str, subject: str, scopes: Iterable[str],
@@ -326,10 +336,14 @@ class BearerAuthMiddleware:
     """Refuses a request without a valid bearer token (401 + RFC 9728 challenge); otherwise puts
     the `Principal` in the scope for the handler. Attach it to the routes that need a caller."""
 
-    def __init__(self, app: Any, *, verifier: TokenVerifier, resource_metadata_url: str):
+    def __init__(self, app: Any, *, verifier: TokenVerifier, resource_metadata_url: str,
+                 metadata_url_for: Callable[[str | None], str] | None = None):
         self.app = app
         self.verifier = verifier
         self.resource_metadata_url = resource_metadata_url
+        # Given the request's Host header, the metadata URL under the same spelling of this server
+        # (a client checks that the metadata's resource is the URL it called).
+        self._metadata_url_for = metadata_url_for
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -337,29 +351,33 @@ class BearerAuthMiddleware:
             return
         if _token_in_query(scope):
             # RFC 6750 §2.3 / OAuth 2.1: URLs end up in logs and histories; tokens go in the header only.
-            await self._refuse(send, "invalid_request", "access tokens are not accepted in the query string")
+            await self._refuse(scope, send, "invalid_request", "access tokens are not accepted in the query string")
             return
         token = _bearer_token(scope)
         if token is None:
-            await self._refuse(send, None, "send an Authorization: Bearer <token> header (see resource_metadata)")
+            await self._refuse(scope, send, None,
+                               "send an Authorization: Bearer <token> header (see resource_metadata)")
             return
         try:
             principal = await self.verifier.verify(token)
         except InvalidToken as exc:
-            await self._refuse(send, "invalid_token", str(exc))
+            await self._refuse(scope, send, "invalid_token", str(exc))
             return
         scope["user"] = principal
         scope["auth"] = principal
         scope[PRINCIPAL_SCOPE_KEY] = principal
         await self.app(scope, receive, send)
 
-    async def _refuse(self, send: Any, error: str | None, description: str) -> None:
+    async def _refuse(self, request: dict, send: Any, error: str | None, description: str) -> None:
+        metadata = self.resource_metadata_url
+        if self._metadata_url_for is not None:
+            metadata = self._metadata_url_for(_header(request, b"host"))
         # RFC 6750 §3.1: no error code when the request carried no credentials at all.
         scope = " ".join(ALL_SCOPES)
-        challenge = f'Bearer resource_metadata="{self.resource_metadata_url}", scope="{scope}"'
+        challenge = f'Bearer resource_metadata="{metadata}", scope="{scope}"'
         if error:
             challenge = (f'Bearer error="{error}", error_description="{_quoted(description)}", '
-                         f'resource_metadata="{self.resource_metadata_url}", scope="{scope}"')
+                         f'resource_metadata="{metadata}", scope="{scope}"')
         body = json.dumps({"error": error or "unauthorized", "error_description": description}).encode()
         await send({"type": "http.response.start", "status": 401, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -371,6 +389,13 @@ class BearerAuthMiddleware:
 def _token_in_query(scope: dict) -> bool:
     query = scope.get("query_string", b"").decode("latin-1")
     return "access_token" in query and any(k == "access_token" for k, _ in parse_qsl(query))
+
+
+def _header(scope: dict, wanted: bytes) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == wanted:
+            return value.decode("latin-1")
+    return None
 
 
 def _bearer_token(scope: dict) -> str | None:

@@ -19,9 +19,14 @@ from msgspec import inspect
 from memory.server.settings import ServerSettings
 
 __all__ = ["ConfigError", "LoadedSettings", "load_settings", "env_var", "CONFIG_ENV", "is_secret",
-           "setting_names", "render"]
+           "setting_names", "render", "record_public_url", "recorded_public_url", "public_url_settings"]
 
 CONFIG_ENV = "MEMORY_CONFIG"
+#: Where `memory serve` writes, at start, the public URL it runs under: `memory token` and friends read it.
+SERVER_RECORD = "server.json"
+_MAX_RECORD = 4096
+#: The settings a server's public URL is made of: given any of them, a command builds the URL from them.
+_URL_SETTINGS = ("public_url", "host", "port")
 _SECRET = re.compile(r"secret|password|(^|_)token$|(^|_)key$")
 
 
@@ -135,3 +140,43 @@ def render(loaded: LoadedSettings) -> str:
         line = f"# {name} is unset" if value is None else f"{name} = {_toml_value(value)}"
         lines.append(f"{line:<60} # {loaded.sources[name]}")
     return "\n".join(lines)
+
+
+def record_public_url(settings: ServerSettings) -> None:
+    """Write the server's effective public URL to `<data_dir>/server.json` (aside, then renamed in)."""
+    path = Path(settings.data_dir) / SERVER_RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, json.dumps({"public_url": settings.base_url}).encode())
+    finally:
+        os.close(fd)
+    os.replace(draft, path)
+
+
+def recorded_public_url(data_dir: str | Path) -> str | None:
+    """The public URL the last server started on `data_dir` recorded; None when there is none that
+    is sound (a missing, oversized or damaged record is ignored, never trusted in part)."""
+    try:
+        with (Path(data_dir) / SERVER_RECORD).open("rb") as f:
+            raw = f.read(_MAX_RECORD + 1)
+        url = json.loads(raw)["public_url"] if len(raw) <= _MAX_RECORD else None
+        return ServerSettings(public_url=url).base_url if isinstance(url, str) else None
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def public_url_settings(data_dir: str | Path, public_url: str | None = None, *,
+                        config_file: str | Path | None = None, environ: Mapping[str, str] | None = None
+                        ) -> ServerSettings:
+    """The settings a command uses to name the server of `data_dir` (`base_url`, `resource_url`): those
+    of `memory serve` (`public_url` as a flag, then `MEMORY_*`, then the config file); when none of
+    them says where the server is, the URL the server recorded at its last start; else the default."""
+    loaded = load_settings({"data_dir": str(data_dir)} | ({"public_url": public_url} if public_url else {}),
+                           config_file=config_file, environ=environ)
+    if all(loaded.sources[name] == "default" for name in _URL_SETTINGS):
+        recorded = recorded_public_url(data_dir)
+        if recorded is not None:
+            return msgspec.structs.replace(loaded.settings, public_url=recorded)
+    return loaded.settings

@@ -15,12 +15,13 @@ from typing import Any
 from litestar.logging import LoggingConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from memory.identity import LOCAL_ISSUER, user_key
 from memory.ids import new_uuid7
 from memory.server.auth import PRINCIPAL_SCOPE_KEY, Principal
 from memory.server.settings import ServerSettings
 
 __all__ = ["JsonFormatter", "TextFormatter", "logging_config", "RequestLogMiddleware", "log_fields",
-           "request_logger", "REQUEST_ID_HEADER"]
+           "request_logger", "REQUEST_ID_HEADER", "account_hash"]
 
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 128
@@ -32,6 +33,11 @@ request_logger = logging.getLogger("memory.requests")
 def log_fields(**fields: Any) -> dict[str, Any]:
     """`extra=` for a structured line: the formatters put these beside the message."""
     return {"fields": fields}
+
+
+def account_hash(name: str) -> str:
+    """How a log line names a local account: the hash its request lines carry (`Identity.key`), never the name."""
+    return user_key(LOCAL_ISSUER, name)
 
 
 def _timestamp(record: logging.LogRecord) -> str:

@@ -11,6 +11,7 @@ MiB = 1024 * 1024
 DEFAULT_CORS_ORIGINS = ("https://chatgpt.com", "https://chat.openai.com")
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_LOOPBACK_NETLOCS = ("127.0.0.1", "localhost", "[::1]")
 #: Constraints msgspec checks when settings come from the environment or a file (`memory.server.config`).
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -106,6 +107,21 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
         host = "127.0.0.1" if self.host in _WILDCARD_HOSTS else self.host
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
+
+    @property
+    def base_urls(self) -> list[str]:
+        """Every spelling of the base URL that names this very server, the base URL first. With no
+        public URL and a loopback base, a local client may say 127.0.0.1, localhost or [::1] on
+        PORT: one server. Never anything else: a public URL, or a non-loopback host, has one spelling."""
+        if self.public_url is not None or urlsplit(self.base_url).hostname not in _LOOPBACK:
+            return [self.base_url]
+        return list(dict.fromkeys([self.base_url, *(f"http://{host}:{self.port}" for host in _LOOPBACK_NETLOCS)]))
+
+    def base_url_for(self, host_header: str | None) -> str:
+        """The spelling of the base URL a request came in under (its Host header), when it is one
+        of `base_urls`; otherwise the base URL."""
+        wanted = (host_header or "").strip().lower()
+        return next((url for url in self.base_urls if urlsplit(url).netloc == wanted), self.base_url)
 
     @property
     def resource_url(self) -> str:

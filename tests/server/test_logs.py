@@ -3,17 +3,21 @@ what, how long and how it ended, and never the memory text or the query."""
 
 import json
 import uuid
+from html import unescape
+from re import findall
 
 import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from server_calls import call, call_error
+from web_calls import Browser, add_user
 
 from memory.identity import Identity
 from memory.server.process import ServerProcess
 
 pytestmark = pytest.mark.anyio
+_HIDDEN = r'<input type="hidden" name="([^"]+)" value="([^"]*)">'
 
 
 async def test_requests_and_tool_calls_are_logged_as_json_without_memory_text(tmp_path):
@@ -85,3 +89,35 @@ def test_critical_is_a_log_level_the_server_accepts_and_it_silences_info_and_war
         server.wait_ready()
         assert httpx2.get(f"{server.url}/api/v1/memories/search", params={"query": "x"}, timeout=10).status_code == 401
     assert log_file.read_text().strip() == ""
+
+
+async def test_sign_in_lines_name_the_account_by_its_hash_never_by_its_name(tmp_path):
+    log_file = tmp_path / "server.log"
+    add_user(tmp_path / "data", "rosalind", "rosalind-password-1")
+    server = ServerProcess(tmp_path / "data", log_file=log_file, extra_args=["--log-level", "info"])
+    with server, httpx2.Client(base_url=server.url, timeout=30) as http:
+        web = Browser(server.url)
+        assert web.log_in("rosalind", "wrong-password-1").status_code == 401
+        assert web.log_in("rosalindo", "wrong-password-1").status_code == 401
+        web.close()
+        client_id = http.post("/register", json={"redirect_uris": ["https://chatgpt.com/cb"],
+                                                 "token_endpoint_auth_method": "none"}).json()["client_id"]
+        login = http.get("/authorize", params={
+            "response_type": "code", "client_id": client_id, "redirect_uri": "https://chatgpt.com/cb",
+            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256"})
+        fields = {k: unescape(v) for k, v in findall(_HIDDEN, login.text)}
+        assert http.post("/authorize/login", data={**fields, "username": "rosalind",
+                                                   "password": "wrong-password-2"}).status_code == 401
+        consent = http.post("/authorize/login", data={**fields, "username": "rosalind",
+                                                      "password": "rosalind-password-1"})
+        fields = {k: unescape(v) for k, v in findall(_HIDDEN, consent.text)}
+        assert http.post("/authorize/consent", data={**fields, "approve": "yes"}).status_code == 302
+    text = log_file.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    failed = [line for line in lines if "failed" in line["message"] and "sign-in" in line["message"]]
+    allowed = [line for line in lines if "allowed" in line["message"]]
+    assert [line["user"] for line in failed] == [Identity("local", n).key for n in ("rosalind", "rosalindo",
+                                                                                     "rosalind")]
+    assert [line["user"] for line in allowed] == [Identity("local", "rosalind").key]
+    assert "rosalind" not in text

@@ -1,6 +1,10 @@
 """Server settings: the public URL everything is built from, and whom /mcp trusts."""
 
+from urllib.parse import urlsplit
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from memory.server.settings import ServerSettings
 
@@ -41,3 +45,25 @@ def test_an_ipv6_listening_address_is_bracketed_in_the_url():
 def test_a_public_url_that_is_not_a_plain_http_url_is_refused(url):
     with pytest.raises(ValueError):
         ServerSettings(data_dir="d", public_url=url)
+
+
+_LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
+
+
+@given(host=st.sampled_from(["127.0.0.1", "0.0.0.0", "localhost", "::1", "10.1.2.3", "box.lan"]),
+       port=st.integers(1, 65535), public=st.sampled_from([None, "https://mem.example.com", "http://127.0.0.1:80"]),
+       host_header=st.one_of(st.none(), st.text(max_size=40), st.sampled_from(
+           ["localhost", "LOCALHOST:8000", "[::1]:8000", "127.0.0.1:8000", "evil.example:8000", "localhost:8001"])))
+def test_only_loopback_names_on_the_same_port_and_scheme_ever_stand_for_the_base_url(host, port, public, host_header):
+    settings = ServerSettings(data_dir="d", host=host, port=port, public_url=public)
+
+    spelled = settings.base_url_for(host_header)
+
+    assert settings.base_urls[0] == settings.base_url and spelled in settings.base_urls
+    if len(settings.base_urls) > 1:
+        # Only without a public URL and on a loopback base: every other spelling is loopback, http, PORT.
+        assert public is None and urlsplit(settings.base_url).hostname in _LOOPBACK_NAMES
+        assert all(urlsplit(url).scheme == "http" and urlsplit(url).hostname in _LOOPBACK_NAMES
+                   and urlsplit(url).port == port for url in settings.base_urls)
+    if spelled != settings.base_url:
+        assert urlsplit(spelled).netloc == (host_header or "").strip().lower()

@@ -24,6 +24,7 @@ from litestar.enums import MediaType
 from litestar.middleware import DefineMiddleware
 
 from memory.server.auth import ALL_SCOPES, issue_token
+from memory.server.logs import account_hash, log_fields
 from memory.server.oauth.clients import (
     Client,
     ClientError,
@@ -145,7 +146,10 @@ class _AuthorizationServer:
 
     def check_resource(self, resource: str | None) -> str:
         # RFC 8707: the token is for one resource, this server's MCP endpoint (its base URL names it too).
-        if resource is None or resource.rstrip("/") in (self.settings.resource_url, self.settings.base_url):
+        # Under any spelling of this server (`base_urls`: 127.0.0.1, localhost and [::1] when no public
+        # URL is set), the resource is the one canonical URL the tokens' audience names.
+        named = {url for base in self.settings.base_urls for url in (base, f"{base}/mcp")}
+        if resource is None or resource.rstrip("/") in named:
             return self.settings.resource_url
         raise _OAuthError("invalid_target", f"this server only issues tokens for {self.settings.resource_url}")
 
@@ -245,7 +249,8 @@ def build_oauth_controllers(settings: ServerSettings, keys: KeyRing, store: OAut
             stored = store.password_hash(username)
             matches = await anyio.to_thread.run_sync(password_matches, password, stored or _DUMMY_HASH)
             if stored is None or not matches:
-                logger.info("failed sign-in for %r from %s", username[:64], request.client.host if request.client else "?")
+                logger.info("failed sign-in from %s", request.client.host if request.client else "?",
+                            extra=log_fields(user=account_hash(username[:64])))
                 return _html(login_page(action=login_url, hidden=_pending_fields(pending), username=username,
                                         client_name=pending.params["client_name"],
                                         error="Wrong account name or password."), 401)
@@ -275,7 +280,8 @@ def build_oauth_controllers(settings: ServerSettings, keys: KeyRing, store: OAut
             store.save_code(code, Grant(family=secrets.token_hex(16), client_id=params["client_id"], user=pending.user,
                                         scopes=params["scopes"], resource=params["resource"],
                                         redirect_uri=params["redirect_uri"], challenge=params["challenge"]), _CODE_TTL)
-            logger.info("%s allowed %s (%s)", pending.user, params["client_name"], " ".join(params["scopes"]))
+            logger.info("a person allowed %s (%s)", params["client_name"], " ".join(params["scopes"]),
+                        extra=log_fields(user=account_hash(pending.user)))
             return _redirect(params["redirect_uri"], {"code": code, **back})
 
     class Tokens(Controller):
@@ -305,7 +311,8 @@ def build_oauth_controllers(settings: ServerSettings, keys: KeyRing, store: OAut
                 raise _OAuthError("invalid_grant", "unknown authorization code")
             grant, fresh = used
             if not fresh:
-                logger.warning("authorization code of %s used twice or late: its tokens are revoked", grant.user)
+                logger.warning("an authorization code was used twice or late: its tokens are revoked",
+                               extra=log_fields(user=account_hash(grant.user)))
                 raise _OAuthError("invalid_grant", "the authorization code was already used or has expired")
             if grant.client_id != client.client_id:
                 raise _OAuthError("invalid_grant", "the code was issued to another client")
@@ -327,7 +334,8 @@ def build_oauth_controllers(settings: ServerSettings, keys: KeyRing, store: OAut
             if grant.client_id != client.client_id:
                 raise _OAuthError("invalid_grant", "the refresh token was issued to another client")
             if status == "reused":
-                logger.warning("a rotated refresh token of %s was presented again: the grant is revoked", grant.user)
+                logger.warning("a rotated refresh token was presented again: the grant is revoked",
+                               extra=log_fields(user=account_hash(grant.user)))
                 raise _OAuthError("invalid_grant", "the refresh token was already used; the grant is revoked")
             if status != "ok":
                 raise _OAuthError("invalid_grant", f"the refresh token is {status}")

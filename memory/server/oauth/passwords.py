@@ -5,7 +5,11 @@ import hashlib
 import hmac
 import secrets
 
-__all__ = ["hash_password", "password_matches"]
+__all__ = ["hash_password", "password_matches", "MIN_PASSWORD_LENGTH", "MAX_PASSWORD_LENGTH"]
+
+MIN_PASSWORD_LENGTH = 8
+#: Long enough for any passphrase, short enough that hashing one costs what a login should.
+MAX_PASSWORD_LENGTH = 1024
 
 # n=2**15, r=8: ~50 ms and 32 MiB per guess; slow for an attacker, fine for a login form.
 _N, _R, _P = 2**15, 8, 1

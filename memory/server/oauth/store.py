@@ -1,8 +1,8 @@
 """Everything the built-in authorization server must remember, in `<data_dir>/oauth.sqlite` (mode 0600):
-accounts, registered clients, pending authorization requests, codes and refresh tokens, and the
-personal tokens `memory token` issued (by the hash of their id; the token itself is never stored).
+accounts, web sessions, registered clients, pending authorization requests, codes and refresh tokens, and
+the personal tokens `memory token` issued (by the hash of their id; the token itself is never stored).
 
-Codes and refresh tokens are stored as SHA-256 hashes: a copy of the file lets no one act as a user.
+Session ids, codes and refresh tokens are stored as SHA-256 hashes: a copy of the file lets no one act as a user.
 The CLI (`memory user ...`) and a running server share the file; WAL and a busy timeout let them.
 """
 
@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import sqlite3
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any
 import msgspec
 
 __all__ = ["OAuthStore", "oauth_db_path", "valid_username", "Grant", "PendingRequest", "ConnectedApp",
-           "PersonalToken"]
+           "PersonalToken", "RemovedAccount"]
 
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
@@ -49,6 +50,13 @@ CREATE INDEX IF NOT EXISTS personal_tokens_user ON personal_tokens (user, name);
 """
 # A personal token a day past its expiry is only history: forgotten when the next one is made.
 _PERSONAL_TOKEN_KEPT_AFTER_EXPIRY = 86400
+# What a name's account is beyond its password: an id that is new each time the name is (re)created, and
+# when it was removed. A removed account keeps its row, so the name's log is never silently handed on.
+_ACCOUNT_COLUMNS = {"id": "TEXT", "removed_at": "REAL"}
+# Web sessions: the cookie carries a random id, the row says whose it is, so the server can end it.
+_SESSIONS = ("CREATE TABLE IF NOT EXISTS sessions (hash TEXT PRIMARY KEY, account TEXT NOT NULL, "
+             "expires_at REAL NOT NULL)",
+             "CREATE INDEX IF NOT EXISTS sessions_account ON sessions (account)")
 
 #: What `counts()` reports: authorization requests that reached the login page, and codes redeemed.
 FLOWS_STARTED = "flows_started"
@@ -66,6 +74,10 @@ def valid_username(name: str) -> bool:
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class RemovedAccount(ValueError):
+    """The name belonged to an account that was removed and whose memories are still on disk."""
 
 
 class PendingRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,6 +134,7 @@ class OAuthStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self._db.executescript(_PERSONAL_TOKENS_SCHEMA)
+        self._migrate_accounts()
         for suffix in ("-wal", "-shm"):
             sidecar = Path(f"{path}{suffix}")
             if sidecar.exists():
@@ -153,27 +166,96 @@ class OAuthStore:
 
     # Accounts
 
-    def add_user(self, name: str, password_hash: str) -> None:
+    def _migrate_accounts(self) -> None:
+        # A store made before accounts had ids gets the columns, and each of its accounts an id.
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                have = {row[1] for row in self._db.execute("PRAGMA table_info(users)")}
+                for column, kind in _ACCOUNT_COLUMNS.items():
+                    if column not in have:
+                        self._db.execute(f"ALTER TABLE users ADD COLUMN {column} {kind}")
+                self._db.execute("UPDATE users SET id = lower(hex(randomblob(16))) WHERE id IS NULL")
+                for statement in _SESSIONS:
+                    self._db.execute(statement)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def add_user(self, name: str, password_hash: str, *, reclaim: bool = False) -> None:
+        """A new account with a new id. A name whose account was removed is taken again only with
+        `reclaim` (its memories become the new account's); otherwise `RemovedAccount`."""
         if not valid_username(name):
             raise ValueError(f"{name!r} is not a valid account name (letters, digits, . _ @ -; at most 64)")
-        try:
-            self._run("INSERT INTO users VALUES (?, ?, ?)", (name, password_hash, time.time()))
-        except sqlite3.IntegrityError:
-            raise ValueError(f"account {name!r} already exists") from None
+        with self._lock, self._db:
+            rows = self._db.execute("SELECT removed_at FROM users WHERE name = ?", (name,)).fetchall()
+            if rows and rows[0][0] is None:
+                raise ValueError(f"account {name!r} already exists")
+            if rows and not reclaim:
+                raise RemovedAccount(f"account {name!r} was removed and its memories are still here")
+            self._db.execute(
+                "INSERT INTO users (name, password_hash, created_at, id, removed_at) VALUES (?, ?, ?, ?, NULL) "
+                "ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, "
+                "created_at = excluded.created_at, id = excluded.id, removed_at = NULL",
+                (name, password_hash, time.time(), secrets.token_hex(16)))
 
     def remove_user(self, name: str) -> bool:
+        """Remove the account and end everything issued to it: sessions, pending sign-ins, codes, grants."""
         with self._lock, self._db:
-            removed = self._db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount
-            # Whatever the account was granted dies with it.
+            rows = self._db.execute("SELECT id FROM users WHERE name = ? AND removed_at IS NULL", (name,)).fetchall()
+            if not rows:
+                return False
+            self._db.execute("UPDATE users SET removed_at = ?, password_hash = '' WHERE name = ?", (time.time(), name))
+            self._db.execute("DELETE FROM sessions WHERE account = ?", (rows[0][0],))
+            self._db.execute("DELETE FROM pending WHERE user = ?", (name,))
+            self._db.execute("DELETE FROM codes WHERE user = ?", (name,))
             self._db.execute("UPDATE refresh SET revoked = 1 WHERE user = ?", (name,))
-        return bool(removed)
+        return True
+
+    def was_removed(self, name: str) -> bool:
+        return bool(self._run("SELECT 1 FROM users WHERE name = ? AND removed_at IS NOT NULL", (name,)))
 
     def users(self) -> list[str]:
-        return [name for (name,) in self._run("SELECT name FROM users ORDER BY name")]
+        return [name for (name,) in self._run("SELECT name FROM users WHERE removed_at IS NULL ORDER BY name")]
 
     def password_hash(self, name: str) -> str | None:
-        rows = self._run("SELECT password_hash FROM users WHERE name = ?", (name,))
+        rows = self._run("SELECT password_hash FROM users WHERE name = ? AND removed_at IS NULL", (name,))
         return rows[0][0] if rows else None
+
+    def set_password(self, name: str, password_hash: str) -> bool:
+        """A new password; every web session of the account ends with the old one."""
+        with self._lock, self._db:
+            rows = self._db.execute("UPDATE users SET password_hash = ? WHERE name = ? AND removed_at IS NULL "
+                                    "RETURNING id", (password_hash, name)).fetchall()
+            if rows:
+                self._db.execute("DELETE FROM sessions WHERE account = ?", (rows[0][0],))
+        return bool(rows)
+
+    # Web sessions
+
+    def start_session(self, name: str, ttl: float) -> str | None:
+        """A new session of the live account `name`: the secret for its cookie (only its hash is kept)."""
+        session = secrets.token_urlsafe(32)
+        now = time.time()
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
+            rows = self._db.execute("SELECT id FROM users WHERE name = ? AND removed_at IS NULL", (name,)).fetchall()
+            if not rows:
+                return None
+            self._db.execute("INSERT INTO sessions VALUES (?, ?, ?)", (_digest(session), rows[0][0], now + ttl))
+        return session
+
+    def session_user(self, session: str) -> str | None:
+        """The account name of a live session: ended, expired, or of an account since removed (or
+        removed and created again) is None."""
+        rows = self._run("SELECT u.name FROM sessions s JOIN users u ON u.id = s.account "
+                         "WHERE s.hash = ? AND s.expires_at >= ? AND u.removed_at IS NULL",
+                         (_digest(session), time.time()))
+        return rows[0][0] if rows else None
+
+    def end_session(self, session: str) -> None:
+        self._run("DELETE FROM sessions WHERE hash = ?", (_digest(session),))
 
     # Clients
 

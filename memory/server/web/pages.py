@@ -28,7 +28,8 @@ from memory.identity import LOCAL_ISSUER, Identity
 from memory.ids import new_uuid7
 from memory.model import Memory, MemoryType, Scope
 from memory.results import HistoryEntry
-from memory.server.oauth.passwords import password_matches
+from memory.server.logs import account_hash, log_fields
+from memory.server.oauth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password, password_matches
 from memory.server.oauth.store import OAuthStore
 from memory.server.settings import ServerSettings
 from memory.server.web.session import sign_in, sign_out, signed_in
@@ -53,6 +54,7 @@ _NOTICES = {
     "forgotten": "Forgotten. Its text is gone from your log and from every index.",
     "revoked": "Access revoked. That app must be connected again to reach your memory.",
     "token_revoked": "Token revoked. Whatever used it needs a new one from `memory token`.",
+    "password": "Password changed. Every other place you were signed in is signed out.",
 }
 
 
@@ -75,8 +77,15 @@ class _ForgetForm(msgspec.Struct):
     confirm: str = ""
 
 
+class _PasswordForm(msgspec.Struct):
+    current: str = ""
+    new: str = ""
+    confirm: str = ""
+
+
 # Litestar parses and validates the forms; `_csrf_token` is one more field, ignored here.
 _Login, _Edit, _Forget = URLEncodedBody[_LoginForm], URLEncodedBody[_EditForm], URLEncodedBody[_ForgetForm]
+_Password = URLEncodedBody[_PasswordForm]
 _User = NamedDependency[str]
 _Next = Annotated[str | None, QueryParameter(name="next")]
 # `scope` is Litestar's name for the ASGI scope, hence the alias.
@@ -177,9 +186,10 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
     root = urlsplit(settings.base_url).path.rstrip("/")
 
     def person(request: Request) -> str:
-        user = signed_in(request)
-        # An account removed with `memory user remove` is signed out everywhere at once.
-        if user is None or store.password_hash(user) is None:
+        # The session row is gone once the person signs out, changes the password or the account is
+        # removed (`memory user remove`), whoever still holds a copy of the cookie.
+        user = signed_in(request, store)
+        if user is None:
             raise _SignInRequired()
         return user
 
@@ -206,7 +216,7 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
 
         @get("/login")
         async def login_form(self, request: Request, next_path: _Next = None) -> Response:
-            if signed_in(request) is not None:
+            if signed_in(request, store) is not None:
                 return Redirect(f"{root}{_safe_next(next_path)}", status_code=303)
             return _page("login.html", **common(request, None, next=_safe_next(next_path)))
 
@@ -215,17 +225,40 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
             name, password, back = data.username.strip(), data.password, _safe_next(data.next)
             stored = store.password_hash(name) if name else None
             matches = await anyio.to_thread.run_sync(password_matches, password, stored or _DUMMY_HASH)
-            if stored is None or not matches:
-                logger.info("failed web sign-in for %r from %s", name[:64], request.client.host if request.client else "?")
+            if stored is None or not matches or not sign_in(request, store, name):
+                logger.info("failed web sign-in from %s", request.client.host if request.client else "?",
+                            extra=log_fields(user=account_hash(name[:64])))
                 return _page("login.html", 401, **common(request, None, next=back, username=name,
                                                           error="Wrong account name or password."))
-            sign_in(request, name)
             return Redirect(f"{root}{back}", status_code=303)
 
         @post("/logout", status_code=303)
         async def logout(self, request: Request) -> Redirect:
-            sign_out(request)
+            sign_out(request, store)
             return go("/login")
+
+        @get("/password")
+        async def password_form(self, request: Request, user: _User) -> Template:
+            return _page("password.html", **common(request, user))
+
+        @post("/password", middleware=[login_rate_limit], status_code=303)
+        async def change_password(self, request: Request, user: _User, data: _Password) -> Response:
+            def refuse(error: str) -> Template:
+                return _page("password.html", 400, **common(request, user, error=error))
+
+            stored = store.password_hash(user)
+            if stored is None or not await anyio.to_thread.run_sync(password_matches, data.current, stored):
+                logger.info("wrong current password on the password page", extra=log_fields(user=account_hash(user)))
+                return refuse("The current password is wrong.")
+            if not MIN_PASSWORD_LENGTH <= len(data.new) <= MAX_PASSWORD_LENGTH:
+                return refuse(f"The new password must have between {MIN_PASSWORD_LENGTH} and "
+                              f"{MAX_PASSWORD_LENGTH} characters.")
+            if data.new != data.confirm:
+                return refuse("The two new passwords differ.")
+            # Every session of the account ends, this one too; this browser gets a fresh one.
+            store.set_password(user, await anyio.to_thread.run_sync(hash_password, data.new))
+            sign_in(request, store, user)
+            return go("/", "password")
 
         # -- memories ---------------------------------------------------------------------
 

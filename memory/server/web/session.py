@@ -1,10 +1,13 @@
 """Who is signed in to the web pages: Litestar's encrypted cookie session and its CSRF tokens,
-keyed by a secret made once per data directory."""
+keyed by a secret made once per data directory.
+
+The cookie holds only a random session id; the session itself is a row of the OAuth store, so the
+server can end it (signing out, a new password, `memory user remove`) whoever holds a copy.
+"""
 
 import hashlib
 import os
 import secrets
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +15,11 @@ from litestar.config.csrf import CSRFConfig
 from litestar.connection import ASGIConnection
 from litestar.middleware.session.client_side import CookieBackendConfig
 
+from memory.server.oauth.store import OAuthStore
+
 __all__ = ["SESSION_SECONDS", "session_key", "session_config", "csrf_config", "signed_in", "sign_in", "sign_out"]
 
-#: A sign-in lasts this long; the cookie's own expiry is checked server-side by Litestar too.
+#: A sign-in lasts this long (the session row's expiry; the cookie's max-age says the same).
 SESSION_SECONDS = 12 * 3600
 _KEY_FILE = Path("keys") / "web-session.key"
 
@@ -63,19 +68,31 @@ def csrf_config(key: bytes, base_url: str) -> CSRFConfig:
                       cookie_httponly=True, cookie_samesite="lax", cookie_secure=base_url.startswith("https://"))
 
 
-def signed_in(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
-    """The account name of the session, while the session is young enough."""
+def _session_id(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     session = connection.scope.get("session") or {}
-    user, at = session.get("user"), session.get("at")
-    if not isinstance(user, str) or not isinstance(at, int | float) or time.time() - at > SESSION_SECONDS:
-        return None
-    return user
+    sid = session.get("sid")
+    return sid if isinstance(sid, str) and 0 < len(sid) <= 128 else None
 
 
-def sign_in(connection: ASGIConnection[Any, Any, Any, Any], user: str) -> None:
-    # A whole new session: nothing a visitor set before signing in carries over.
-    connection.set_session({"user": user, "at": int(time.time())})
+def signed_in(connection: ASGIConnection[Any, Any, Any, Any], store: OAuthStore) -> str | None:
+    """The account name of the session, while the server still holds it."""
+    sid = _session_id(connection)
+    return store.session_user(sid) if sid else None
 
 
-def sign_out(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+def sign_in(connection: ASGIConnection[Any, Any, Any, Any], store: OAuthStore, user: str) -> bool:
+    """A whole new session (nothing a visitor set before signing in carries over); False when the
+    account is gone."""
+    sid = store.start_session(user, SESSION_SECONDS)
+    if sid is None:
+        connection.clear_session()
+        return False
+    connection.set_session({"sid": sid})
+    return True
+
+
+def sign_out(connection: ASGIConnection[Any, Any, Any, Any], store: OAuthStore) -> None:
+    sid = _session_id(connection)
+    if sid:
+        store.end_session(sid)
     connection.clear_session()

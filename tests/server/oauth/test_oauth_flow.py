@@ -27,10 +27,12 @@ pytestmark = pytest.mark.anyio
 
 
 @asynccontextmanager
-async def connected(server, person: Person, storage: MemoryTokenStorage, **options) -> AsyncIterator[Client]:
-    provider = oauth_provider(server.mcp_url, person, storage, **options)
+async def connected(server, person: Person, storage: MemoryTokenStorage, *, mcp_url: str | None = None,
+                    **options) -> AsyncIterator[Client]:
+    url = mcp_url or server.mcp_url
+    provider = oauth_provider(url, person, storage, **options)
     async with httpx2.AsyncClient(auth=provider, timeout=60) as http:
-        async with Client(streamable_http_client(server.mcp_url, http_client=http)) as client:
+        async with Client(streamable_http_client(url, http_client=http)) as client:
             yield client
 
 
@@ -123,3 +125,24 @@ async def test_two_people_connected_through_the_real_flow_never_see_each_others_
     assert mine["id"] not in [hit["id"] for hit in hits["results"]]
     assert all(marker not in hit["title"] for hit in hits["results"])
     assert fetched.is_error and "no memory with id" in fetched.content[0].text
+
+
+async def test_a_client_that_calls_the_server_localhost_connects_and_its_token_is_for_this_server(as_server):
+    # No public URL: http://localhost:PORT/mcp is this server as much as http://127.0.0.1:PORT/mcp is.
+    local = as_server.mcp_url.replace("127.0.0.1", "localhost")
+    marker = uuid.uuid4().hex
+    person, storage = Person("alice", PASSWORDS["alice"]), MemoryTokenStorage()
+    async with connected(as_server, person, storage, mcp_url=local, redirect_uri=CHATGPT_CALLBACK) as client:
+        stored = await call(client, "store_memory", {"text": f"Reached through localhost {marker}"})
+
+    asked = {k: v[0] for k, v in parse_qs(urlsplit(person.authorization_urls[0]).query).items()}
+    assert asked["resource"] == local
+    assert claims(storage.tokens.access_token)["aud"] == as_server.mcp_url  # one canonical audience
+    async with httpx2.AsyncClient(base_url=as_server.url) as http:
+        fetched = await http.get(f"/api/v1/memories/{stored['id']}", headers=bearer(storage.tokens.access_token))
+        elsewhere = await http.get("/authorize", params={
+            "response_type": "code", "client_id": storage.client_info.client_id, "redirect_uri": CHATGPT_CALLBACK,
+            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256",
+            "resource": local.replace("localhost", "evil.example")})
+    assert fetched.status_code == 200 and marker in fetched.json()["text"]
+    assert elsewhere.status_code == 302 and "error=invalid_target" in elsewhere.headers["location"]

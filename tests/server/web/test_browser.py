@@ -69,3 +69,52 @@ def test_a_person_signs_in_sees_a_memory_from_mcp_forgets_it_and_finds_it_redact
 
     assert screenshot.exists() and screenshot.stat().st_size > 0
     assert refused == [], f"the browser refused parts of the pages: {refused}"
+
+
+def test_signing_out_and_a_new_password_end_sessions_in_every_browser_holding_the_cookie(
+        web_server: ServerProcess, chromium: str):
+    from playwright.sync_api import expect, sync_playwright
+
+    name, password, new_password = f"ezra{uuid.uuid4().hex[:6]}", "ezra-browser-pw", "ezra-browser-pw-2"
+    add_user(web_server.data_dir, name, password)
+    login = f"{web_server.url}/login?next=%2F"
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            def signed_in(secret: str):
+                context = browser.new_context()
+                page = context.new_page()
+                page.goto(f"{web_server.url}/login")
+                page.fill("input[name=username]", name)
+                page.fill("input[name=password]", secret)
+                page.click("button[type=submit]")
+                expect(page.locator("header .who")).to_have_text(name)
+                return context, page
+
+            laptop, page = signed_in(password)
+            copied = browser.new_context()
+            copied.add_cookies(laptop.cookies())
+            stolen = copied.new_page()
+            stolen.goto(f"{web_server.url}/")
+            expect(stolen.locator("header .who")).to_have_text(name)
+
+            page.click("text=Sign out")
+            stolen.goto(f"{web_server.url}/")
+            expect(stolen).to_have_url(login)
+
+            laptop, page = signed_in(password)
+            phone, other = signed_in(password)
+            page.click("header >> text=Password")
+            page.fill("input[name=current]", password)
+            page.fill("input[name=new]", new_password)
+            page.fill("input[name=confirm]", new_password)
+            page.click("main button[type=submit]")
+            expect(page.locator(".notice")).to_contain_text("Password changed")
+
+            other.goto(f"{web_server.url}/timeline")
+            expect(other).to_have_url(f"{web_server.url}/login?next=%2Ftimeline")
+            page.goto(f"{web_server.url}/timeline")
+            expect(page.locator("header .who")).to_have_text(name)
+        finally:
+            browser.close()
