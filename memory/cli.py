@@ -302,7 +302,8 @@ _SERVE_FLAGS = {"access_token_ttl": "access_token_ttl_seconds", "oauth_rate_limi
               help="A browser origin allowed by CORS (repeatable; default https://chatgpt.com and "
                    "https://chat.openai.com).")
 @click.option("--oauth-rate-limit", type=click.IntRange(min=1),
-              help="Requests per minute and address to /register, /authorize, /token, /revoke and the login form (default 60).")
+              help="Requests per minute and address to /register, /authorize, /token, /revoke and the login form "
+                   "(default 60).")
 @click.option("--call-rate-limit", type=click.IntRange(min=1),
               help="Requests per minute and person to /mcp and /api/v1, 429 beyond (default 3000).")
 @click.option("--allow-loopback-client-metadata", is_flag=True,
