@@ -162,7 +162,10 @@ class OAuthStore:
     def _add_client_used_column(self) -> None:
         # Files from before `used` existed: their clients count as used (they may hold live grants).
         if "used" not in {row[1] for row in self._db.execute("PRAGMA table_info(clients)")}:
-            self._db.execute("ALTER TABLE clients ADD COLUMN used INTEGER NOT NULL DEFAULT 1")
+            try:
+                self._db.execute("ALTER TABLE clients ADD COLUMN used INTEGER NOT NULL DEFAULT 1")
+            except sqlite3.OperationalError:
+                pass  # the CLI or the server, opening the same file at the same moment, added it first
 
     def save_client(self, client_id: str, metadata: dict[str, Any], secret: str | None) -> None:
         now = time.time()
