@@ -229,6 +229,17 @@ def test_registration_refuses_a_redirect_uri_that_is_not_https_or_loopback(http,
     assert response.status_code == 400 and oauth_error(response) == "invalid_redirect_uri"
 
 
+@pytest.mark.parametrize("uri", ["http://evil.example\\@127.0.0.1/callback", "http://user@127.0.0.1/callback",
+                                 "https://127.1/callback", "https://0x7f.0.0.1/callback", "https://2130706433/cb",
+                                 "http://LOCALHOST/callback", "HTTPS://chatgpt.com/cb", "https://chatgpt.com./cb",
+                                 "http://127.0.0.1\t/callback", "https://chat\u0261pt.com/cb", "https://chatgpt%2ecom/cb",
+                                 "https://[0:0:0:0:0:0:0:1]/callback", "https:///cb", "https://chatgpt.com/a/../cb",
+                                 "https://chatgpt.com/c b", "http://127.0.0.1:08080/callback"])
+def test_registration_refuses_a_redirect_uri_a_browser_could_read_differently(http, uri):
+    response = http.post("/register", json={"redirect_uris": [uri], "token_endpoint_auth_method": "none"})
+    assert response.status_code == 400 and oauth_error(response) == "invalid_redirect_uri"
+
+
 def test_a_loopback_redirect_may_use_another_port_but_nothing_else_may_differ(as_server, http):
     registered = http.post("/register", json={"redirect_uris": ["http://127.0.0.1:5000/callback"],
                                               "token_endpoint_auth_method": "none"}).json()["client_id"]
