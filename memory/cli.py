@@ -325,7 +325,8 @@ _SERVE_FLAGS = {"access_token_ttl": "access_token_ttl_seconds",
               help="A browser origin allowed by CORS (repeatable; default https://chatgpt.com and "
                    "https://chat.openai.com).")
 @click.option("--oauth-rate-limit", type=click.IntRange(min=1),
-              help="Requests per minute and address to /register, /token, /revoke and the login form (default 60).")
+              help="Requests per minute and address to /register, /authorize, /token, /revoke and the login form "
+                   "(default 60).")
 @click.option("--call-rate-limit", type=click.IntRange(min=1),
               help="Requests per minute and person to /mcp and /api/v1, 429 beyond (default 3000).")
 @click.option("--allow-loopback-client-metadata", is_flag=True,
@@ -370,23 +371,24 @@ def serve(ctx: click.Context, config_file: Path | None, **params) -> None:
             await super().startup(sockets)
             if self.started:
                 # Once the port answers, a person who just ran `make serve` learns what to do next.
-                logging.getLogger("memory.server").info(_next_step(settings))
+                logging.getLogger("memory.server").log(*_next_step(settings))
 
     _Server(config).run()
 
 
-def _next_step(settings) -> str:
-    """What a person who just started the server does next: the first account, or the page to open."""
+def _next_step(settings) -> tuple[int, str]:
+    """What a person who just started the server does next: the first account (a warning: until
+    then nobody can sign in), or the page to open."""
     page = f"{settings.base_url}/"
     if settings.external_idp:
-        return f"Ready: assistants connect to {settings.resource_url} with tokens of {settings.idp_issuer}"
+        return logging.INFO, f"Ready: assistants connect to {settings.resource_url} with tokens of {settings.idp_issuer}"
     from memory.server.oauth.store import OAuthStore
 
     if OAuthStore(settings.data_dir).users():
-        return f"Ready at {page} (sign in there); assistants connect to {settings.resource_url}"
+        return logging.INFO, f"Ready at {page} (sign in there); assistants connect to {settings.resource_url}"
     command = os.path.relpath(sys.argv[0]) if Path(sys.argv[0]).is_file() else "memory"
     command = command if "/" in command or command == "memory" else f"./{command}"
-    return (f"Ready. Next: create your account with `{command} user add NAME --data-dir {settings.data_dir}`, "
+    return logging.WARNING, (f"Ready. Next: create your account with `{command} user add NAME --data-dir {settings.data_dir}`, "
             f"then open {page} and sign in")
 
 

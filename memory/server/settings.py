@@ -58,7 +58,7 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     personal_token_max_ttl_seconds: Positive = 90 * 86400
     #: Browser origins allowed to call /mcp, /.well-known/*, /register and /token (CORS).
     cors_origins: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_CORS_ORIGINS))
-    #: Requests per minute and client address to /register, /token, /revoke and the login form.
+    #: Requests per minute and client address to /register, /authorize, /token, /revoke and the login form.
     oauth_rate_limit_per_minute: Positive = 60
     #: Requests per minute and person to /mcp and /api/v1 (one assistant's burst, not a flood).
     call_rate_limit_per_minute: Positive = 3000

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import time
 from typing import Any
@@ -26,17 +27,20 @@ from litestar.middleware import DefineMiddleware
 from memory.server.auth import ALL_SCOPES, issue_token
 from memory.server.logs import account_hash, log_fields
 from memory.server.oauth.clients import (
+    MAX_REGISTRATION_BYTES,
     Client,
     ClientError,
     MetadataDocuments,
     client_from_registration,
     is_metadata_url,
+    known_scopes,
     redirect_matches,
 )
 from memory.server.oauth.metadata import authorization_server_metadata
 from memory.server.oauth.pages import consent_page, error_page, login_page
 from memory.server.oauth.passwords import password_matches
 from memory.server.oauth.store import Grant, OAuthStore, PendingRequest
+from memory.server.oauth.uris import parse_strict_url
 from memory.server.settings import ServerSettings
 from memory.signing import KeyRing
 
@@ -47,6 +51,13 @@ logger = logging.getLogger("memory.server.oauth")
 _CODE_TTL = 60.0
 _PENDING_TTL = 600.0
 _BROWSER_COOKIE = "memory_oauth_browser"
+#: What an unauthenticated /authorize may make the server keep in a pending row (the client's name
+#: and redirect URI are bounded at registration): RFC 6749 sets no limit on state, clients use ~43.
+_MAX_STATE = 1024
+#: RFC 7636 §4.2: S256 is base64url of a SHA-256 digest, without padding: exactly 43 characters.
+_S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
+#: Forms of the authorization endpoints are a few short fields.
+_MAX_FORM_BYTES = 16 * 1024
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # Whatever the verifier needs to get past `password_matches` when the account does not exist, so
 # that a wrong name takes as long as a wrong password.
@@ -75,7 +86,8 @@ def _html(content: str, status: int = 200, cookies: list[Cookie] | None = None) 
 
 
 def _redirect(uri: str, params: dict[str, str]) -> Response:
-    separator = "&" if urlsplit(uri).query else "?"
+    # Redirect URIs are strict (`uris`): no fragment, so a "?" can only start the query.
+    separator = "&" if "?" in uri else "?"
     return Response(b"", status_code=302, headers={**_NO_STORE, "Location": f"{uri}{separator}{urlencode(params)}"})
 
 
@@ -115,7 +127,8 @@ class _AuthorizationServer:
         metadata, secret_hash = row
         return Client(client_id=client_id, client_name=metadata["client_name"],
                       redirect_uris=metadata["redirect_uris"],
-                      token_endpoint_auth_method=metadata["token_endpoint_auth_method"], secret_hash=secret_hash)
+                      token_endpoint_auth_method=metadata["token_endpoint_auth_method"], secret_hash=secret_hash,
+                      scopes=known_scopes(metadata["scope"]) if metadata.get("scope") else None)
 
     async def authenticated_client(self, request: Request, form: dict[str, str]) -> Client:
         basic = _basic_credentials(request)
@@ -134,15 +147,37 @@ class _AuthorizationServer:
                 raise _OAuthError("invalid_client", "client authentication failed", 401)
         return client
 
-    def scopes(self, requested: str | None) -> list[str]:
+    @staticmethod
+    def scopes(requested: str | None, client: Client) -> list[str]:
+        # A client that registered a scope gets at most that; one that registered none may ask for any.
+        allowed = client.scopes or list(ALL_SCOPES)
         if not requested or not requested.split():
-            # ChatGPT asks for no scope when it reconnects: everything this server has.
-            return list(ALL_SCOPES)
+            # ChatGPT asks for no scope when it reconnects: everything the client may have.
+            return allowed
         # Scopes of other servers (openid, offline_access) are ignored, not refused: the token says what it grants.
-        granted = [s for s in ALL_SCOPES if s in requested.split()]
+        granted = known_scopes(requested)
         if not granted:
-            raise _OAuthError("invalid_scope", f"scopes must be among {' '.join(ALL_SCOPES)}")
+            raise _OAuthError("invalid_scope", f"scopes must be among {' '.join(allowed)}")
+        if not set(granted) <= set(allowed):
+            raise _OAuthError("invalid_scope", f"this client registered only {' '.join(allowed)}")
         return granted
+
+    @staticmethod
+    def errors_may_redirect(client: Client, redirect_uri: str) -> bool:
+        """Whether an error at /authorize may go to `redirect_uri` (RFC 6749 §4.1.2.1) rather than
+        be shown here: only where that cannot make this server an open redirector (RFC 9700 §4.11.1).
+
+        - a loopback redirect: it leads back to the person's own machine, where no third party listens;
+        - a metadata document client redirecting to the host that publishes its document: whoever
+          controls that host controls the client, so nobody else can name it.
+        A dynamically registered client proved nothing (anyone may register any https redirect), so
+        its errors, and every other client's, are a page here. After the consent page, which names
+        where the person will be sent, the answer (a code, or access_denied) always goes to the redirect.
+        """
+        redirect = parse_strict_url(redirect_uri)
+        if redirect.loopback:
+            return True
+        return client.document and parse_strict_url(client.client_id).host == redirect.host
 
     def check_resource(self, resource: str | None) -> str:
         # RFC 8707: the token is for one resource, this server's MCP endpoint (its base URL names it too).
@@ -188,7 +223,7 @@ def build_oauth_controllers(settings: ServerSettings, keys: KeyRing, store: OAut
         path = "/authorize"
         include_in_schema = False
 
-        @get("/", operation_id="authorize")
+        @get("/", operation_id="authorize", middleware=[rate_limit])
         async def authorize(self, request: Request) -> Response:
             params = {k: v for k, v in request.query_params.items()}
             client_id = params.get("client_id", "")
@@ -202,20 +237,27 @@ def build_oauth_controllers(settings: ServerSettings, keys: KeyRing, store: OAut
                                                           else "")
             if not redirect_uri or not redirect_matches(redirect_uri, client.redirect_uris):
                 # Never redirect to an unregistered address: that is how codes get stolen.
-                return _html(error_page(f"The redirect address {redirect_uri!r} is not registered for this client."),
-                             400)
+                return _html(error_page(f"The redirect address {redirect_uri[:200]!r} is not registered for this "
+                                        "client."), 400)
             state = params.get("state")
-            back = {"iss": issuer, **({"state": state} if state is not None else {})}
+            back = {"iss": issuer, **({"state": state} if state is not None and len(state) <= _MAX_STATE else {})}
             try:
                 if params.get("response_type") != "code":
                     raise _OAuthError("unsupported_response_type", "response_type must be code")
+                if state is not None and len(state) > _MAX_STATE:
+                    raise _OAuthError("invalid_request", f"state may be at most {_MAX_STATE} characters")
                 if not params.get("code_challenge"):
                     raise _OAuthError("invalid_request", "PKCE is required: send code_challenge (S256)")
                 if params.get("code_challenge_method") != "S256":
                     raise _OAuthError("invalid_request", "code_challenge_method must be S256")
-                scopes = server.scopes(params.get("scope"))
+                if not _S256_CHALLENGE.fullmatch(params["code_challenge"]):
+                    raise _OAuthError("invalid_request", "code_challenge must be 43 base64url characters (S256)")
+                scopes = server.scopes(params.get("scope"), client)
                 resource = server.check_resource(params.get("resource"))
             except _OAuthError as exc:
+                if not server.errors_may_redirect(client, redirect_uri):
+                    return _html(error_page(f"The request of {client.client_name} is invalid: {exc.description}"),
+                                 400)
                 return _redirect(redirect_uri, {"error": exc.error, "error_description": exc.description, **back})
             browser = request.cookies.get(_BROWSER_COOKIE) or secrets.token_urlsafe(24)
             pending = PendingRequest(
@@ -239,7 +281,8 @@ def build_oauth_controllers(settings: ServerSettings, keys: KeyRing, store: OAut
                 return _html(error_page("The form could not be verified. Start connecting again."), 403)
             return pending
 
-        @post("/login", operation_id="authorizeLogin", status_code=200, middleware=[rate_limit])
+        @post("/login", operation_id="authorizeLogin", status_code=200, middleware=[rate_limit],
+              request_max_body_size=_MAX_FORM_BYTES)
         async def login(self, request: Request) -> Response:
             form = dict((await request.form()).items())
             pending = await self._pending(request, form)
@@ -261,7 +304,7 @@ def build_oauth_controllers(settings: ServerSettings, keys: KeyRing, store: OAut
                                       user=username, client_name=params["client_name"],
                                       redirect_host=urlsplit(params["redirect_uri"]).netloc, scopes=params["scopes"]))
 
-        @post("/consent", operation_id="authorizeConsent", status_code=200)
+        @post("/consent", operation_id="authorizeConsent", status_code=200, request_max_body_size=_MAX_FORM_BYTES)
         async def consent(self, request: Request) -> Response:
             form = dict((await request.form()).items())
             pending = await self._pending(request, form)
@@ -288,7 +331,8 @@ def build_oauth_controllers(settings: ServerSettings, keys: KeyRing, store: OAut
         path = "/"
         include_in_schema = False
 
-        @post("/token", operation_id="token", status_code=200, middleware=[rate_limit])
+        @post("/token", operation_id="token", status_code=200, middleware=[rate_limit],
+              request_max_body_size=_MAX_FORM_BYTES)
         async def token(self, request: Request) -> Response:
             form = {k: str(v) for k, v in (await request.form()).items()}
             try:
@@ -350,7 +394,8 @@ def build_oauth_controllers(settings: ServerSettings, keys: KeyRing, store: OAut
             return server.tokens(Grant(family=grant.family, client_id=grant.client_id, user=grant.user, scopes=scopes,
                                        resource=grant.resource))
 
-        @post("/register", operation_id="register", status_code=201, middleware=[rate_limit])
+        @post("/register", operation_id="register", status_code=201, middleware=[rate_limit],
+              request_max_body_size=MAX_REGISTRATION_BYTES)
         async def register(self, request: Request) -> Response:
             client_id = secrets.token_urlsafe(16)
             try:
@@ -367,7 +412,8 @@ def build_oauth_controllers(settings: ServerSettings, keys: KeyRing, store: OAut
                 body |= {"client_secret": secret, "client_secret_expires_at": 0}
             return Response(body, status_code=201, headers=_NO_STORE, media_type=MediaType.JSON)
 
-        @post("/revoke", operation_id="revoke", status_code=200, middleware=[rate_limit])
+        @post("/revoke", operation_id="revoke", status_code=200, middleware=[rate_limit],
+              request_max_body_size=_MAX_FORM_BYTES)
         async def revoke(self, request: Request) -> Response:
             form = {k: str(v) for k, v in (await request.form()).items()}
             try:

@@ -27,7 +27,7 @@ _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS clients (client_id TEXT PRIMARY KEY, metadata TEXT NOT NULL, secret_hash TEXT,
-                                    created_at REAL NOT NULL);
+                                    created_at REAL NOT NULL, used INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE IF NOT EXISTS pending (id TEXT PRIMARY KEY, params TEXT NOT NULL, browser TEXT NOT NULL,
                                     csrf TEXT NOT NULL, user TEXT, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS codes (hash TEXT PRIMARY KEY, family TEXT NOT NULL, client_id TEXT NOT NULL,
@@ -61,6 +61,9 @@ _SESSIONS = ("CREATE TABLE IF NOT EXISTS sessions (hash TEXT PRIMARY KEY, accoun
 #: What `counts()` reports: authorization requests that reached the login page, and codes redeemed.
 FLOWS_STARTED = "flows_started"
 FLOWS_COMPLETED = "flows_completed"
+#: A registered client that got no code within this long is forgotten: anyone may register, so
+#: registrations nobody used must not pile up (its rightful owner just registers again).
+UNUSED_CLIENT_SECONDS = 86400.0
 
 
 def oauth_db_path(data_dir: str | Path) -> Path:
@@ -135,6 +138,7 @@ class OAuthStore:
         self._db.executescript(_SCHEMA)
         self._db.executescript(_PERSONAL_TOKENS_SCHEMA)
         self._migrate_accounts()
+        self._add_client_used_column()
         for suffix in ("-wal", "-shm"):
             sidecar = Path(f"{path}{suffix}")
             if sidecar.exists():
@@ -259,9 +263,22 @@ class OAuthStore:
 
     # Clients
 
+    def _add_client_used_column(self) -> None:
+        # Files from before `used` existed: their clients count as used (they may hold live grants).
+        if "used" not in {row[1] for row in self._db.execute("PRAGMA table_info(clients)")}:
+            try:
+                self._db.execute("ALTER TABLE clients ADD COLUMN used INTEGER NOT NULL DEFAULT 1")
+            except sqlite3.OperationalError:
+                pass  # the CLI or the server, opening the same file at the same moment, added it first
+
     def save_client(self, client_id: str, metadata: dict[str, Any], secret: str | None) -> None:
-        self._run("INSERT OR REPLACE INTO clients VALUES (?, ?, ?, ?)",
-                  (client_id, json.dumps(metadata), _digest(secret) if secret else None, time.time()))
+        now = time.time()
+        with self._lock, self._db:
+            # Cleaning up here, on the one path that adds clients, keeps their number bounded without a timer.
+            self._db.execute("DELETE FROM clients WHERE used = 0 AND created_at < ?", (now - UNUSED_CLIENT_SECONDS,))
+            self._db.execute("INSERT OR REPLACE INTO clients (client_id, metadata, secret_hash, created_at, used) "
+                             "VALUES (?, ?, ?, ?, 0)",
+                             (client_id, json.dumps(metadata), _digest(secret) if secret else None, now))
 
     def client(self, client_id: str) -> tuple[dict[str, Any], str | None] | None:
         rows = self._run("SELECT metadata, secret_hash FROM clients WHERE client_id = ?", (client_id,))
@@ -306,6 +323,7 @@ class OAuthStore:
         self._run("INSERT INTO codes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
                   (_digest(code), grant.family, grant.client_id, grant.redirect_uri, grant.challenge, grant.user,
                    " ".join(grant.scopes), grant.resource, time.time() + ttl))
+        self._run("UPDATE clients SET used = 1 WHERE client_id = ? AND used = 0", (grant.client_id,))
 
     def use_code(self, code: str) -> tuple[Grant, bool] | None:
         """The code's grant and whether it was fresh; a second use revokes what the first one issued."""

@@ -72,6 +72,7 @@ def test_registration_token_and_login_are_rate_limited_per_address_with_retry_af
         assert [a.status_code for a in answers] == [201, 201, 201, 429]
         assert int(answers[-1].headers["retry-after"]) >= 1
         assert token.status_code == 429
+        assert http.get("/authorize", params={"client_id": "y"}).status_code == 429
         assert http.get("/.well-known/oauth-authorization-server").status_code == 200
 
 

@@ -42,6 +42,18 @@ def client_id(http) -> str:
     return registered.json()["client_id"]
 
 
+#: A native app's redirect: errors at /authorize go back to it (nobody else listens on the loopback).
+LOOPBACK_CALLBACK = "http://127.0.0.1:5000/callback"
+
+
+@pytest.fixture()
+def loopback_client_id(http) -> str:
+    registered = http.post("/register", json={"client_name": "Native test", "redirect_uris": [LOOPBACK_CALLBACK],
+                                              "token_endpoint_auth_method": "none"})
+    assert registered.status_code == 201, registered.text
+    return registered.json()["client_id"]
+
+
 async def code_for(server, client_id: str, challenge: str, user: str = "alice", **overrides: str) -> dict[str, str]:
     location = await Person(user, PASSWORDS[user]).location_after_consent(
         authorize_url(server, client_id, challenge, **overrides))
@@ -170,10 +182,11 @@ async def test_a_rotated_refresh_token_presented_again_revokes_the_whole_family(
 
 
 @pytest.mark.parametrize("method", ["plain", None])
-def test_authorize_refuses_plain_or_missing_pkce(as_server, http, client_id, method):
+def test_authorize_refuses_plain_or_missing_pkce(as_server, http, loopback_client_id, method):
     verifier, _ = pkce()
     challenge = verifier if method == "plain" else None
-    response = http.get(authorize_url(as_server, client_id, challenge, code_challenge_method=method))
+    response = http.get(authorize_url(as_server, loopback_client_id, challenge, code_challenge_method=method,
+                                      redirect_uri=LOOPBACK_CALLBACK))
     assert response.status_code == 302
     answer = redirect_params(response.headers["location"])
     assert answer["error"] == "invalid_request" and answer["state"] == "st4te" and answer["iss"] == as_server.url
@@ -216,6 +229,17 @@ def test_registration_refuses_a_redirect_uri_that_is_not_https_or_loopback(http,
     assert response.status_code == 400 and oauth_error(response) == "invalid_redirect_uri"
 
 
+@pytest.mark.parametrize("uri", ["http://evil.example\\@127.0.0.1/callback", "http://user@127.0.0.1/callback",
+                                 "https://127.1/callback", "https://0x7f.0.0.1/callback", "https://2130706433/cb",
+                                 "http://LOCALHOST/callback", "HTTPS://chatgpt.com/cb", "https://chatgpt.com./cb",
+                                 "http://127.0.0.1\t/callback", "https://chat\u0261pt.com/cb", "https://chatgpt%2ecom/cb",
+                                 "https://[0:0:0:0:0:0:0:1]/callback", "https:///cb", "https://chatgpt.com/a/../cb",
+                                 "https://chatgpt.com/c b", "http://127.0.0.1:08080/callback"])
+def test_registration_refuses_a_redirect_uri_a_browser_could_read_differently(http, uri):
+    response = http.post("/register", json={"redirect_uris": [uri], "token_endpoint_auth_method": "none"})
+    assert response.status_code == 400 and oauth_error(response) == "invalid_redirect_uri"
+
+
 def test_a_loopback_redirect_may_use_another_port_but_nothing_else_may_differ(as_server, http):
     registered = http.post("/register", json={"redirect_uris": ["http://127.0.0.1:5000/callback"],
                                               "token_endpoint_auth_method": "none"}).json()["client_id"]
@@ -226,9 +250,10 @@ def test_a_loopback_redirect_may_use_another_port_but_nothing_else_may_differ(as
     assert other_path.status_code == 400
 
 
-def test_a_token_for_another_resource_is_not_issued(as_server, http, client_id):
+def test_a_token_for_another_resource_is_not_issued(as_server, http, loopback_client_id):
     _, challenge = pkce()
-    response = http.get(authorize_url(as_server, client_id, challenge, resource="https://other.example/mcp"))
+    response = http.get(authorize_url(as_server, loopback_client_id, challenge, resource="https://other.example/mcp",
+                                      redirect_uri=LOOPBACK_CALLBACK))
     assert redirect_params(response.headers["location"])["error"] == "invalid_target"
 
 

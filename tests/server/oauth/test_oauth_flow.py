@@ -145,4 +145,6 @@ async def test_a_client_that_calls_the_server_localhost_connects_and_its_token_i
             "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256",
             "resource": local.replace("localhost", "evil.example")})
     assert fetched.status_code == 200 and marker in fetched.json()["text"]
-    assert elsewhere.status_code == 302 and "error=invalid_target" in elsewhere.headers["location"]
+    # A dynamically registered client has not proven its redirect: the error is shown, not sent there.
+    assert elsewhere.status_code == 400 and "location" not in elsewhere.headers
+    assert f"issues tokens for {as_server.mcp_url}" in elsewhere.text

@@ -3,27 +3,19 @@ through the form, sees what their assistant stored over MCP, forgets it (after t
 step) and finds the erasure in their timeline."""
 
 import asyncio
-import os
 import uuid
 from pathlib import Path
 
 import pytest
+from chromium import CHROMIUM_ARGS, chromium_path
 from web_calls import add_user, store_over_mcp
 
 from memory.server.process import ServerProcess
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    # A missing browser is a broken test machine, not a reason to skip: fail and say how to fix it.
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium); "
-                    "the browser test never downloads one")
-    return CHROMIUM
+    return chromium_path()
 
 
 def test_a_person_signs_in_sees_a_memory_from_mcp_forgets_it_and_finds_it_redacted_in_the_timeline(
