@@ -27,7 +27,7 @@ import msgspec
 from memory.errors import IdempotencyConflict, LogIntegrityError, StorageError
 from cryptography.exceptions import InvalidSignature
 
-from memory.events import SCHEMA_VERSIONS, Event, EventPayload, decode_payload, encode_payload
+from memory.events import SCHEMA_VERSIONS, Event, EventPayload, decode_payload, encode_payload, without_salt
 from memory.identity import Actor, Identity
 from memory.signing import KeyRing
 
@@ -432,9 +432,13 @@ class SqliteEventLog:
             return None
         if len(found) != len(ids):
             raise IdempotencyConflict("some of these event ids were already used for other events")
-        for draft, payload in encoded:
+        for draft, _ in encoded:
             row = found[draft.event_id]
-            same_payload = row[9] == hashlib.sha256(payload).hexdigest()
+            # Payloads are salted (each attempt draws its own), so a retry is compared by what it
+            # says. A redacted one cannot be compared; the retry gets the erased event back rather
+            # than storing forgotten text again.
+            same_payload = row[8] is None or without_salt(decode_payload(row[8], row[2], row[3])) == without_salt(
+                draft.payload)
             if row[2] != draft.payload.__struct_config__.tag or not same_payload:
                 raise IdempotencyConflict(
                     f"event id {draft.event_id} was already used for a different {row[2]} event"

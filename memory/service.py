@@ -459,6 +459,8 @@ class MemoryService:
         event = store.log.get_event(seq)
         assert event is not None
         payload = msgspec.to_builtins(event.payload) if event.payload is not None else None
+        if payload:
+            payload.pop("salt", None)  # only there to make the payload's hash unguessable
         if payload and isinstance(payload.get("query"), str):
             payload["query"] = payload["query"][:_QUERY_IN_HISTORY]
         if payload and "returned_ids" in payload:

@@ -14,12 +14,13 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import datetime
 from pathlib import Path
+from secrets import token_hex
 
 import msgspec
 import pytest
 
 from memory.errors import IdempotencyConflict, LogIntegrityError, MemoryServiceError
-from memory.events import MemoriesRead, MemoryForgotten, MemoryStored, MemoryUpdated, encode_payload
+from memory.events import SCHEMA_VERSIONS, MemoriesRead, MemoryForgotten, MemoryStored, MemoryUpdated, encode_payload
 from memory.identity import LOCAL_ISSUER, Actor, Identity
 from memory.ids import new_uuid7
 from memory.log import GENESIS_HASH, EventDraft, EventStore, SqliteEventLog, StoredEvent, head_problem, log_path
@@ -74,6 +75,10 @@ def store(stores) -> EventStore:
 
 
 # ------------------------------------------------------------------------------- helpers
+
+
+def new_salt() -> str:
+    return token_hex(16)
 
 
 def stored(text: str = "the build uses uv", **fields) -> MemoryStored:
@@ -144,7 +149,7 @@ def test_a_stored_event_carries_exactly_what_its_draft_said(store):
 
     assert event.event_id == d.event_id
     assert event.type == "memory.stored"
-    assert event.schema_version == 1
+    assert event.schema_version == SCHEMA_VERSIONS["memory.stored"] == 2
     assert event.actor == ACTOR
     assert event.request_id == "req-1"
     assert event.payload == payload
@@ -264,6 +269,27 @@ def test_a_retried_event_id_with_the_same_payload_returns_the_first_event_and_no
     [again] = store.append_events([draft(payload, request_id="a-retry")])
 
     assert again == first
+    assert store.last_seq() == 2
+
+
+def test_a_retry_built_anew_with_another_salt_returns_the_first_event(store):
+    payload = stored("retry me")
+    [first] = store.append_events([draft(payload)])
+    rebuilt = msgspec.structs.replace(payload, salt=new_salt())
+    assert rebuilt != payload
+
+    assert store.append_events([draft(rebuilt)]) == [first]
+    assert store.last_seq() == 1
+
+
+def test_a_retry_of_a_redacted_event_returns_it_and_stores_no_text_again(store):
+    payload = stored("forget me")
+    [first] = store.append_events([draft(payload)])
+    store.append_events([draft(MemoryForgotten(memory_id=payload.memory_id, redacted_seqs=[1]))], redact_seqs=[1])
+
+    [again] = store.append_events([draft(msgspec.structs.replace(payload, salt=new_salt()))])
+
+    assert again.seq == 1 and again.redacted and again.payload is None
     assert store.last_seq() == 2
 
 
