@@ -14,6 +14,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from memory.audit import export_user, verify_user
 from memory.commands import RetrieveQuery, StoreMemory, UpdateMemory
@@ -345,3 +347,14 @@ def test_a_read_shares_a_forgotten_text_only_through_what_it_asked(query, filter
     assert erased.words == {"4417", "lockers"}
     read = MemoriesRead(operation="retrieve_context", query=query, filters=filters, returned_ids=["any-id"])
     assert erased.shared_by(read) is shares
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(min_size=1, max_size=80).filter(lambda t: t.strip() and "\x00" not in t),
+       kept=st.lists(st.text(max_size=40), max_size=3), before=st.text(max_size=20), after=st.text(max_size=20))
+def test_a_read_quoting_a_forgotten_text_anywhere_in_any_case_always_shares_it(text, kept, before, after):
+    erased = ErasedText.of([text], kept)
+    shouted = text.upper() if text.upper().casefold() == text.casefold() else text  # not 'ı' -> 'I'
+    quoting = f"{before} {shouted} {after}"
+    assert erased.shared_by(MemoriesRead(operation="retrieve_context", query=quoting))
+    assert erased.shared_by(MemoriesRead(operation="list_memories", filters={"entity": quoting}))
