@@ -79,6 +79,14 @@ class ErasedText(msgspec.Struct, frozen=True):
             folded = _folded(asked)
             if words_of(folded) & self.words:
                 return True
-            if any(re.search(rf"(?<!\w){re.escape(t)}(?!\w)", folded) for t in self.texts):
+            if any(_whole(t).search(folded) for t in self.texts):
                 return True
         return False
+
+
+def _whole(text: str) -> re.Pattern[str]:
+    # Between word boundaries where the text begins or ends with a word character: "yes" is not
+    # quoted by "yesterday", "!" by "hi!" is.
+    start = r"(?<!\w)" if _WORD.match(text[0]) else ""
+    end = r"(?!\w)" if _WORD.match(text[-1]) else ""
+    return re.compile(start + re.escape(text) + end)

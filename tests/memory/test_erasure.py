@@ -358,3 +358,12 @@ def test_a_read_quoting_a_forgotten_text_anywhere_in_any_case_always_shares_it(t
     quoting = f"{before} {shouted} {after}"
     assert erased.shared_by(MemoriesRead(operation="retrieve_context", query=quoting))
     assert erased.shared_by(MemoriesRead(operation="list_memories", filters={"entity": quoting}))
+
+
+def test_a_short_text_is_shared_whole_between_word_boundaries_only_where_it_has_words():
+    yes = ErasedText.of(["yes"], kept=[])
+    assert yes.words == frozenset()  # too short for a distinctive word: only the whole text counts
+    assert yes.shared_by(MemoriesRead(operation="retrieve_context", query="did she say YES?"))
+    assert not yes.shared_by(MemoriesRead(operation="retrieve_context", query="what happened yesterday"))
+    bang = ErasedText.of(["?!"], kept=[])
+    assert bang.shared_by(MemoriesRead(operation="retrieve_context", query="really?!"))
