@@ -15,7 +15,8 @@ import msgspec
 
 from memory.events import MemoriesLinked, MemoriesRead, decode_payload
 from memory.identity import Identity
-from memory.log import GENESIS_HASH, SqliteEventLog, log_path
+from memory.errors import LogIntegrityError
+from memory.log import GENESIS_HASH, SqliteEventLog, head_problem, log_path
 from memory.signing import KeyRing
 from memory.userstore import build_projections, list_logs
 from memory.verify_export import ChainReport, EventRecord, Problem, load_jwks, verify_events
@@ -56,6 +57,10 @@ def verify_user(data_dir: str | Path, owner: Identity, keys: KeyRing, embedder: 
         report = verify_events(counted(), load_jwks(keys.jwks()), log=owner.key,
                                owner={"iss": owner.iss, "sub": owner.sub}, after=after, compromised=compromised)
         report.owner = {"iss": owner.iss, "sub": owner.sub}
+        # The chain cannot tell that its end was cut off; the signed head anchor can.
+        cut = head_problem(log, keys)
+        if cut is not None:
+            report.problems.append(Problem(*cut))
         if report.ok and embedder is not None:
             report.problems += _projection_problems(log, embedder)
         return report
@@ -103,6 +108,11 @@ def export_user(data_dir: str | Path, owner: Identity, keys: KeyRing, output: st
     """Write a self-contained bundle: signed manifest, events as stored, and public keys."""
     data_dir = Path(data_dir)
     log = _open_log(data_dir, owner, keys)
+    # A signed manifest must not vouch for a log whose end was cut off.
+    cut = head_problem(log, keys)
+    if cut is not None:
+        log.close()
+        raise LogIntegrityError(f"not exported: {cut[1]}")
     output = Path(output)
     tmp = output.with_name(output.name + ".partial")
     b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731

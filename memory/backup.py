@@ -16,6 +16,7 @@ from pathlib import Path
 import msgspec
 
 from memory.audit import verify_user
+from memory.log import SqliteEventLog
 from memory.signing import KeyRing
 from memory.userstore import list_logs
 from memory.verify_export import ChainReport
@@ -135,6 +136,13 @@ def restore(backup_dir: str | Path, data_dir: str | Path, *, force: bool = False
             progress(1)
     _copy_keys(backup_dir / "keys", data_dir / "keys")
     keys = KeyRing(data_dir)
+    for folder, owner in list_logs(data_dir):
+        # Each restored log gets its head anchored anew: the backup is what the operator trusts.
+        log = SqliteEventLog(folder / "events.sqlite", owner, keys)
+        try:
+            log.anchor_head()
+        finally:
+            log.close()
     # No projections were restored, so this checks the chains and signatures only.
     return [(str(owner), verify_user(data_dir, owner, keys, embedder=None))  # type: ignore[arg-type]
             for _, owner in list_logs(data_dir)]

@@ -32,10 +32,14 @@ __all__ = [
     "clean_tags",
     "clean_entity",
     "clean_timestamp",
+    "check_text_fields",
     "MAX_LIMIT",
+    "MAX_DEPTH",
 ]
 
 MAX_LIMIT = 100
+#: How deeply any argument may nest (lists in dicts in lists...): no command needs more than 3.
+MAX_DEPTH = 32
 _ENTITY = re.compile(r"^[\w-]+(\.[\w-]+)*$", re.UNICODE)
 Priority = Annotated[int, msgspec.Meta(ge=0, le=10)]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)]
@@ -106,8 +110,34 @@ class SyncSession(_Command):
     feedback: list[SessionItem] = []
 
 
+def check_text_fields(value: Any, name: str) -> None:
+    """The check every value a caller sends passes before the service uses it: each string in it
+    is text that UTF-8 can hold (JSON's \\ud800 decodes to a lone surrogate, which no log, index
+    or model can store), and it nests at most MAX_DEPTH levels. InvalidInput names the field."""
+    stack: list[tuple[Any, str, int]] = [(value, name, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidInput(f"{re.split(r'[.[]', where)[0] or 'the value'} nests more than {MAX_DEPTH} levels deep")
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError as exc:
+                raise InvalidInput(f"{where or 'the value'} holds a lone surrogate (U+{ord(item[exc.start]):04X}), "
+                                   "which is not text UTF-8 can store") from None
+        elif isinstance(item, msgspec.Struct):
+            stack += [(getattr(item, f), f"{where}.{f}" if where else f, depth + 1) for f in item.__struct_fields__]
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                key_name = f"{where}.{key}" if where else str(key)
+                stack += [(key, f"a field name in {where or 'the body'}", depth + 1), (inner, key_name, depth + 1)]
+        elif isinstance(item, list | tuple):
+            stack += [(inner, f"{where}[{i}]", depth + 1) for i, inner in enumerate(item)]
+
+
 def parse_command(kind: type, data: Any):
     """Build a command from JSON-like data; type errors become InvalidInput with msgspec's path."""
+    check_text_fields(data, "")
     try:
         return msgspec.convert(data, kind, str_keys=True)
     except msgspec.ValidationError as exc:

@@ -3,8 +3,13 @@
 The payload bytes are what the log stores and hashes; the `type` tag inside them names the
 event, and `SCHEMA_VERSIONS` the shape written today. An older shape is brought up to date by the
 upcasters registered here before it is decoded, so projections only ever see current events.
+
+Version 2 (every type) adds `salt`: 16 random bytes (hex) in each payload, so that the hash a
+signed header keeps of a redacted payload cannot confirm a guessed text ("yes", a PIN): without
+the salt, which left with the payload, no guess hashes to it. Version 1 payloads have none.
 """
 
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -27,11 +32,18 @@ __all__ = [
     "encode_payload",
     "decode_payload",
     "register_upcaster",
+    "without_salt",
 ]
 
 
+def _new_salt() -> str:
+    return secrets.token_hex(16)
+
+
 class EventPayload(msgspec.Struct, tag_field="type", kw_only=True, forbid_unknown_fields=True):
-    pass
+    # Drawn when the payload is made: a retry of the same command has another salt, so the log
+    # compares payloads without it (SqliteEventLog._existing).
+    salt: str = msgspec.field(default_factory=_new_salt)
 
 
 class MemoryStored(EventPayload, tag="memory.stored"):
@@ -114,19 +126,17 @@ Event = (
     | MemoriesRead
 )
 
-SCHEMA_VERSIONS: dict[str, int] = {
-    cls.__struct_config__.tag: 1
-    for cls in (
-        MemoryStored,
-        MemoryUpdated,
-        MemoryDeleted,
-        MemoryForgotten,
-        MemoriesLinked,
-        EntityRegistered,
-        ProjectSet,
-        MemoriesRead,
-    )
-}
+_TYPES = (
+    MemoryStored,
+    MemoryUpdated,
+    MemoryDeleted,
+    MemoryForgotten,
+    MemoriesLinked,
+    EntityRegistered,
+    ProjectSet,
+    MemoriesRead,
+)
+SCHEMA_VERSIONS: dict[str, int] = {cls.__struct_config__.tag: 2 for cls in _TYPES}
 
 _Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 _upcasters: dict[tuple[str, int], _Upcaster] = {}
@@ -138,6 +148,21 @@ _raw_decoder = msgspec.json.Decoder(dict[str, Any])
 def register_upcaster(event_type: str, from_version: int, upcast: _Upcaster) -> None:
     """Teach the reader to turn a `from_version` payload into the `from_version + 1` shape."""
     _upcasters[(event_type, from_version)] = upcast
+
+
+def _unsalted(raw: dict[str, Any]) -> dict[str, Any]:
+    # A v1 payload was hashed as it is: an empty salt says so, and stays out of any re-encoding.
+    return {**raw, "salt": ""}
+
+
+for _cls in _TYPES:
+    register_upcaster(_cls.__struct_config__.tag, 1, _unsalted)
+
+
+def without_salt(payload: EventPayload) -> EventPayload:
+    """The payload as a v1 payload would have said it: what two payloads differing only by their
+    salt have in common."""
+    return msgspec.structs.replace(payload, salt="")
 
 
 def encode_payload(payload: EventPayload) -> bytes:

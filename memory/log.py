@@ -6,9 +6,15 @@ the same contract tests (tests/memory/test_log_contract.py).
 
 Each event's header (the signed bytes, stored as signed) commits to the payload's SHA-256 rather
 than the payload itself: erasure can later remove a payload and the chain still verifies.
+
+The chain cannot show that events were cut from its end, so each store also keeps a signed head
+anchor (`SignedHead`: the last seq and its entry hash) outside the log; `head_problem` checks a log
+against it.
 """
 
 import hashlib
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -19,7 +25,9 @@ from typing import Protocol
 import msgspec
 
 from memory.errors import IdempotencyConflict, LogIntegrityError, StorageError
-from memory.events import SCHEMA_VERSIONS, Event, EventPayload, decode_payload, encode_payload
+from cryptography.exceptions import InvalidSignature
+
+from memory.events import SCHEMA_VERSIONS, Event, EventPayload, decode_payload, encode_payload, without_salt
 from memory.identity import Actor, Identity
 from memory.signing import KeyRing
 
@@ -28,13 +36,17 @@ __all__ = [
     "EventHeader",
     "StoredEvent",
     "EventStore",
+    "HeadAnchor",
+    "SignedHead",
     "SqliteEventLog",
+    "head_problem",
     "GENESIS_HASH",
     "log_path",
 ]
 
 GENESIS_HASH = "0" * 64
 HEADER_FORMAT = 1
+HEAD_FORMAT = "memory-head"
 
 
 class EventDraft(msgspec.Struct, frozen=True):
@@ -83,6 +95,30 @@ class StoredEvent(msgspec.Struct, frozen=True):
     redacted: bool
 
 
+class HeadAnchor(msgspec.Struct, frozen=True):
+    """The signed bytes of a head anchor are this struct encoded compactly, fields in this order."""
+
+    format: str
+    log: str
+    owner: Identity
+    seq: int
+    entry_hash: str
+    key_id: str
+
+
+class SignedHead(msgspec.Struct, frozen=True):
+    """A log's head as the store signed it after an append: `signed` is `head` as signed."""
+
+    head: HeadAnchor
+    signed: bytes
+    signature: bytes
+
+
+class _HeadFile(msgspec.Struct, frozen=True):
+    head: bytes  # base64 in the file
+    signature: bytes
+
+
 class EventStore(Protocol):
     """One user's log. Appends are atomic and gapless; reads are in seq order."""
 
@@ -107,6 +143,12 @@ class EventStore(Protocol):
 
     def seq_at_time(self, timestamp: str) -> int:
         """The last seq recorded at or before `timestamp` (RFC 3339, UTC), 0 if none."""
+        ...
+
+    def head_anchor(self) -> SignedHead | None:
+        """The head signed after the last append, kept apart from the log (a second file, another
+        table space): it may trail the log, never lead it. None only for a log with no events;
+        raises LogIntegrityError when the anchor is there but unreadable."""
         ...
 
     def close(self) -> None: ...
@@ -156,9 +198,40 @@ _COLUMNS = (
 _header_encoder = msgspec.json.Encoder()
 _READ_CHUNK = 1000
 
+logger = logging.getLogger("memory.log")
+
 
 def log_path(data_dir: str | Path, owner: Identity) -> Path:
     return Path(data_dir) / "users" / owner.key / "events.sqlite"
+
+
+def head_problem(store: EventStore, keys: KeyRing) -> tuple[int | None, str] | None:
+    """(seq, message) when `store`'s log does not reach its signed head anchor: events were cut
+    from its end, or the event at the anchor's seq is another one. None when it does."""
+    try:
+        anchor = store.head_anchor()
+    except LogIntegrityError as exc:
+        return None, str(exc)
+    last = store.last_seq()
+    if anchor is None:
+        return (None, "the log has events but no head anchor: it was deleted") if last else None
+    head = anchor.head
+    key = keys.public_keys().get(head.key_id)
+    try:
+        if key is None:
+            return None, f"the head anchor is signed by key {head.key_id!r}, which this server never had"
+        key.verify(anchor.signature, anchor.signed)
+    except InvalidSignature:
+        return None, "the head anchor's signature does not verify"
+    if head.format != HEAD_FORMAT or head.log != store.owner.key or head.owner != store.owner:
+        return None, "the head anchor belongs to another log"
+    if head.seq > last:
+        return head.seq, (f"the log ends at seq {last} but its signed head anchor is seq {head.seq}: "
+                          f"events {last + 1}..{head.seq} were cut from its end")
+    event = store.get_event(head.seq)
+    if event is None or event.entry_hash != head.entry_hash:
+        return head.seq, f"seq {head.seq} is not the event its signed head anchor names (another entry hash)"
+    return None
 
 
 def _now() -> str:
@@ -221,6 +294,12 @@ class SqliteEventLog:
             self._writer.close()
             raise
         self._reader = _connect(self._path)
+        self._head_path = self._path.with_name("head.json")
+        try:
+            self._anchor_unanchored_log()
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def owner(self) -> Identity:
@@ -239,7 +318,7 @@ class SqliteEventLog:
                     self._writer.executemany(
                         "INSERT INTO log_meta VALUES (?, ?)",
                         [("owner_iss", self._owner.iss), ("owner_sub", self._owner.sub),
-                         ("log", self._owner.key), ("created_at", _now())],
+                         ("log", self._owner.key), ("created_at", _now()), ("anchored", _now())],
                     )
                 elif (rows.get("owner_iss"), rows.get("owner_sub")) != (self._owner.iss, self._owner.sub):
                     raise LogIntegrityError(f"{self._path} belongs to another user")
@@ -247,6 +326,50 @@ class SqliteEventLog:
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise
+
+    def _anchor_unanchored_log(self) -> None:
+        # A log made before head anchors existed gets its first one now (trusting its head as
+        # found); from then on `anchored` says an anchor must be there.
+        if not self._writer.execute("SELECT 1 FROM log_meta WHERE key = 'anchored'").fetchone():
+            self.anchor_head()
+            self._writer.execute("INSERT OR IGNORE INTO log_meta VALUES ('anchored', ?)", (_now(),))
+
+    def anchor_head(self) -> None:
+        """Sign the log's head as it is now: for a log that has none yet, or one restored from a
+        backup (whoever restores it vouches for its end)."""
+        with self._write_lock:
+            last = self._writer.execute("SELECT seq, entry_hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+            if last:
+                self._write_head(*last)
+
+    def _write_head(self, seq: int, entry_hash: str) -> None:
+        """Sign the head and replace the anchor file with it. Called after the append's COMMIT has
+        returned, so the log is durable up to `seq` before any anchor names it.
+
+        Crash window: the file is replaced by rename but not fsynced (that would double the cost
+        of every append, reads included). A crash between the commit and the rename, or before
+        the rename reaches the disk, leaves the previous anchor: one that trails the log, which
+        `head_problem` accepts. An anchor can never lead the durable log."""
+        head = HeadAnchor(format=HEAD_FORMAT, log=self._owner.key, owner=self._owner, seq=seq,
+                          entry_hash=entry_hash, key_id=self._keys.active_key_id)
+        signed = _header_encoder.encode(head)
+        _, signature = self._keys.sign(signed, head.key_id)
+        # Its own name per writer: two processes appending to one log never share a temp file.
+        tmp = self._head_path.with_name(f".head.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(_header_encoder.encode(_HeadFile(head=signed, signature=signature)))
+        os.replace(tmp, self._head_path)
+
+    def head_anchor(self) -> SignedHead | None:
+        try:
+            data = self._head_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            stored = msgspec.json.decode(data, type=_HeadFile)
+            return SignedHead(head=msgspec.json.decode(stored.head, type=HeadAnchor), signed=stored.head,
+                              signature=stored.signature)
+        except msgspec.DecodeError as exc:
+            raise LogIntegrityError(f"the head anchor of log {self._path.parent.name} cannot be read: {exc}") from None
 
     def append_events(
         self, drafts: Sequence[EventDraft], *, redact_seqs: Sequence[int] = ()
@@ -287,6 +410,13 @@ class SqliteEventLog:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
+            try:
+                self._write_head(rows[-1][0], rows[-1][11])
+            except OSError as exc:
+                # The events are durable and answered as such; the anchor trails until an append
+                # finds room for it again (a trailing anchor is one verify accepts).
+                logger.warning("the head anchor of log %s stays behind seq %d: %s",
+                               self._path.parent.name[:12], rows[-1][0], exc)
             if redact_seqs:
                 # Leave no copy of a redacted payload in the WAL file.
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -302,9 +432,13 @@ class SqliteEventLog:
             return None
         if len(found) != len(ids):
             raise IdempotencyConflict("some of these event ids were already used for other events")
-        for draft, payload in encoded:
+        for draft, _ in encoded:
             row = found[draft.event_id]
-            same_payload = row[9] == hashlib.sha256(payload).hexdigest()
+            # Payloads are salted (each attempt draws its own), so a retry is compared by what it
+            # says. A redacted one cannot be compared; the retry gets the erased event back rather
+            # than storing forgotten text again.
+            same_payload = row[8] is None or without_salt(decode_payload(row[8], row[2], row[3])) == without_salt(
+                draft.payload)
             if row[2] != draft.payload.__struct_config__.tag or not same_payload:
                 raise IdempotencyConflict(
                     f"event id {draft.event_id} was already used for a different {row[2]} event"
@@ -377,8 +511,11 @@ class SqliteEventLog:
                     expected_seq, prev_hash = seq + 1, entry_hash
                     continue
                 raise LogIntegrityError(f"the event log {self._path.parent.name} is damaged: {problem}")
+            cut = head_problem(self, self._keys)
         except sqlite3.DatabaseError as exc:
             raise LogIntegrityError(f"the event log {self._path.parent.name} cannot be read: {exc}") from exc
+        if cut is not None:
+            raise LogIntegrityError(f"the event log {self._path.parent.name} is damaged: {cut[1]}")
 
     def get_event(self, seq: int) -> StoredEvent | None:
         with self._read_lock:

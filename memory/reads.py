@@ -3,6 +3,7 @@
 import difflib
 import json
 import sqlite3
+from collections.abc import Iterator
 
 from memory.model import Entity, Link, LinkType, Memory, MemoryType, Scope, Status
 from projections.memories import MEMORY_COLUMNS
@@ -20,6 +21,7 @@ __all__ = [
     "active_project",
     "memory_event_seqs",
     "memory_page",
+    "texts_besides",
 ]
 
 
@@ -179,3 +181,16 @@ def memory_page(db: sqlite3.Connection, *, memory_type: str | None, scope: str |
                       "ORDER BY m.updated_seq DESC LIMIT ?", (*args, limit + 1)).fetchall()
     found = load_memories(db, [r[0] for r in rows[:limit]])
     return [found[r[0]] for r in rows[:limit]], (rows[limit - 1][1] if len(rows) > limit else None)
+
+
+def texts_besides(db: sqlite3.Connection, memory_id: str) -> Iterator[str]:
+    """Every text the person keeps but `memory_id`: other memories' texts and entities, and the
+    names and descriptions of registered entities (what erasure must not count as its own)."""
+    for text, entity in db.execute("SELECT text, entity FROM memories WHERE id != ?", (memory_id,)):
+        yield text
+        if entity:
+            yield entity
+    for name, description in db.execute("SELECT name, description FROM entities WHERE registered = 1"):
+        yield name
+        if description:
+            yield description

@@ -29,6 +29,7 @@ from memory.commands import (
     clean_timestamp,
     parse_command,
 )
+from memory.erasure import ErasedText, texts_of
 from memory.errors import InvalidInput, NotFound
 from memory.events import (
     EntityRegistered,
@@ -72,9 +73,9 @@ _MAX_RELATED = 5
 _MAX_PAGE = 100
 _MAX_SEQ = 2**63 - 1  # SQLite's largest integer: a cursor beyond it is no seq at all
 _QUERY_IN_HISTORY = 200
-# What erasure redacts: every event carrying the memory's text, and every read that returned it
-# (its query most likely holds the same words).
-_REDACTABLE = ("memory.stored", "memory.updated", "memory.deleted", "memories.read")
+# What erasure redacts: the memory's own events (they carry its text), and every read that
+# shares its text (memory/erasure.py says what "shares" means).
+_OWN_EVENTS = ("memory.stored", "memory.updated", "memory.deleted")
 
 
 def _seq_cursor(cursor: int | None, least: int) -> None:
@@ -232,7 +233,13 @@ class MemoryService:
         store.catch_up_embeddings()
         with store.lock:
             self._existing(store, memory_id, allow_deleted=True)
-            seqs = [s for s, t in reads.memory_event_seqs(store.view.db, memory_id, 0, 10**9) if t in _REDACTABLE]
+            own = [s for s, t in reads.memory_event_seqs(store.view.db, memory_id, 0, _MAX_SEQ) if t in _OWN_EVENTS]
+            erased = ErasedText.of(
+                (text for seq in own for text in texts_of(store.log.get_event(seq).payload)),
+                reads.texts_besides(store.view.db, memory_id))
+            sharing = [event.seq for event in store.log.read_events()
+                       if isinstance(event.payload, MemoriesRead) and erased.shared_by(event.payload)]
+            seqs = sorted({*own, *sharing})
             events = self._append(caller, [MemoryForgotten(memory_id=memory_id, redacted_seqs=seqs)], redact_seqs=seqs,
                                   embed_now=True)
             # Leave no copy of the old pages in the projection's WAL.
@@ -452,6 +459,8 @@ class MemoryService:
         event = store.log.get_event(seq)
         assert event is not None
         payload = msgspec.to_builtins(event.payload) if event.payload is not None else None
+        if payload:
+            payload.pop("salt", None)  # only there to make the payload's hash unguessable
         if payload and isinstance(payload.get("query"), str):
             payload["query"] = payload["query"][:_QUERY_IN_HISTORY]
         if payload and "returned_ids" in payload:

@@ -36,6 +36,8 @@ Each user has one append-only log. Every event consists of:
     ``sha256(payload) == payload_sha256``; or null when the payload was
     redacted for erasure. The chain commits to the payload's hash, not the
     payload, so a redacted event still verifies; it is reported as redacted.
+    Payloads of schema version 2 carry a random ``salt``, so the hash a
+    redacted event keeps confirms no guess of what it said.
 
 Public keys come as a JWKS document of OKP/Ed25519 keys (``x`` is the raw
 32-byte key in unpadded base64url).

@@ -17,7 +17,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from memory.commands import RetrieveQuery, StoreMemory, SyncSession, UpdateMemory, parse_command
+from memory.commands import RetrieveQuery, StoreMemory, SyncSession, UpdateMemory, check_text_fields, parse_command
 from memory.errors import LogIntegrityError, MemoryServiceError, StorageError
 from memory.ids import new_uuid7
 from memory.model import LinkType
@@ -140,6 +140,11 @@ class _MemoryTools:
     @staticmethod
     async def _call(caller: Caller, operation: Callable[..., _T], *args: Any) -> _T:
         try:
+            # Every argument, by the name the service gives it: pydantic lets a lone surrogate
+            # through some str fields, and a sqlite or model call would fail on it unexpectedly.
+            for name, value in inspect.signature(operation).bind(caller, *args).arguments.items():
+                if value is not caller:
+                    check_text_fields(value, name)
             return await anyio.to_thread.run_sync(functools.partial(operation, caller, *args))
         except MemoryServiceError as exc:
             raise ToolError(_explained(exc)) from None

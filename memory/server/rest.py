@@ -5,6 +5,7 @@ field); answers are the domain's result structs. Handlers are sync and run in Li
 threads, because the service blocks.
 """
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -15,13 +16,13 @@ from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.background_tasks import BackgroundTask
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import PermissionDeniedException
+from litestar.exceptions import PermissionDeniedException, SerializationException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import DefineMiddleware
 from litestar.params import JSONBody, Parameter, QueryParameter
 from litestar.response import File
 
-from memory.commands import StoreMemory, UpdateMemory
+from memory.commands import MAX_DEPTH, StoreMemory, UpdateMemory, check_text_fields
 from memory.errors import (
     IdempotencyConflict,
     InvalidInput,
@@ -90,6 +91,28 @@ def _caller(request: Request) -> Caller:
     given = request.headers.get("x-request-id")
     request_id = given if given and len(given) <= _MAX_REQUEST_ID and given.isprintable() else new_uuid7()
     return Caller(principal.identity, principal.client_id, request_id)
+
+
+class _CheckedRequest(Request):
+    """A request whose JSON body is refused, as a 400 naming the field, when it nests deeper than
+    MAX_DEPTH or holds a string that is not text: the same check every MCP argument passes."""
+
+    async def json(self):
+        try:
+            body = await super().json()
+        except RecursionError:
+            raise InvalidInput(f"the JSON body nests more than {MAX_DEPTH} levels deep") from None
+        except SerializationException as refused:
+            # msgspec refuses an escaped lone surrogate (\\ud800) without saying where; the
+            # stdlib decodes it, so the check can name the field.
+            try:
+                lenient = json.loads(await self.body())
+            except (ValueError, RecursionError):
+                raise refused from None
+            check_text_fields(lenient, "")
+            raise
+        check_text_fields(body, "")
+        return body
 
 
 Service = NamedDependency[MemoryService]
@@ -190,6 +213,7 @@ def build_rest_controller(service: MemoryService, settings: ServerSettings,
     return type("MemoryAPI", (MemoriesController,), {
         "path": "/api/v1",
         "middleware": middleware,
+        "request_class": _CheckedRequest,
         "guards": [scope_guard],
         "dependencies": {
             "service": Provide(lambda: service, use_cache=True, sync_to_thread=False),

@@ -7,6 +7,7 @@ database), in no export (REST or CLI), and not in the server's own log at debug 
 chain still verifies and shows the tombstone and the redacted seqs.
 """
 
+import base64
 import json
 import subprocess
 
@@ -57,19 +58,30 @@ def test_a_memory_forgotten_through_the_server_leaves_no_byte_behind(tmp_path):
         token = server.token("erin")
         headers = {"Authorization": f"Bearer {token}"}
         kept = http.post("/api/v1/memories", headers=headers, json={"text": "Erin's bike is in the shed"}).json()
+        # asked before the memory existed: it returned nothing of it, and still quotes it
+        early = http.get("/api/v1/memories/search", params={"query": "when is my THERAPIST appointment"},
+                         headers=headers)
+        assert early.status_code == 200
         over_rest = http.post("/api/v1/memories", headers=headers, json={"text": SECRETS["rest"]}).json()
         assert http.get("/api/v1/memories/search", params={"query": MARKER}, headers=headers).status_code == 200
+        # shares no word with either secret, though it returns them: it keeps its query
+        unrelated = http.get("/api/v1/memories/search", params={"query": "where is my bicycle parked"},
+                             headers=headers).json()
+        assert over_rest["id"] in json.dumps(unrelated)
         assert holding(data_dir, MARKER.encode()), "the text is on disk before it is forgotten"
 
         forgotten = anyio.run(store_use_and_forget_over_mcp, server, token)
         erased = http.delete(f"/api/v1/memories/{over_rest['id']}", params={"forget": "true"}, headers=headers)
         assert erased.status_code == 200, erased.text
 
-        needles = [MARKER.encode(), *(s.encode() for s in SECRETS.values()), b"4417, written behind"]
+        needles = [MARKER.encode(), *(s.encode() for s in SECRETS.values()), b"4417, written behind",
+                   b"therapist", b"THERAPIST", b"pangolin"]
         for needle in needles:
             assert holding(data_dir, needle) == [], f"{needle!r} is still in the running server's files"
         export = http.get("/api/v1/export", headers=headers)
         assert export.status_code == 200 and kept["id"] in export.text
+        assert b"where is my bicycle parked" in b"".join(
+            base64.b64decode(e["payload"]) for e in export.json()["events"] if e["payload"])
         assert not any(n in export.content for n in needles)
         history = http.get(f"/api/v1/memories/{forgotten['memory_id']}/history", headers=headers).json()
         assert forgotten["tombstone_seq"] in [e["seq"] for e in history["entries"]]

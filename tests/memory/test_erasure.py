@@ -14,10 +14,14 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from memory.audit import export_user, verify_user
 from memory.commands import RetrieveQuery, StoreMemory, UpdateMemory
+from memory.erasure import ErasedText
 from memory.errors import NotFound
+from memory.events import MemoriesRead
 from memory.identity import Identity
 from memory.model import LinkType
 from memory.service import Caller, MemoryService
@@ -120,13 +124,15 @@ def test_forget_leaves_a_verifying_chain_with_the_tombstone_and_the_redacted_seq
     own_seqs = [seq for seq, _ in store.view.db.execute(
         "SELECT seq, type FROM memory_events WHERE memory_id = ? AND type IN "
         "('memory.stored', 'memory.updated', 'memory.deleted') ORDER BY seq", (memory_id,))]
-    read_seqs = [seq for seq, _ in store.view.db.execute(
-        "SELECT seq, type FROM memory_events WHERE memory_id = ? AND type = 'memories.read' ORDER BY seq",
-        (memory_id,))]
+    read_seqs = [e.seq for e in store.log.read_events() if e.type == "memories.read"
+                 and e.payload.query and "flowerpot" in e.payload.query]
+    fetch_seqs = [e.seq for e in store.log.read_events() if e.type == "memories.read"
+                  and e.payload.operation == "fetch"]
     result = service.forget(ALICE, memory_id)
 
     assert len(own_seqs) == 3  # stored + two updates
-    # ... and every read that returned it: its query most likely holds the same words.
+    # ... and the read whose query held one of its words; the fetch returned it but asked nothing
+    assert len(read_seqs) == 1 and len(fetch_seqs) == 1
     assert result.redacted_seqs == sorted(own_seqs + read_seqs)
     tombstone = store.log.get_event(result.tombstone_seq)
     assert tombstone.type == "memory.forgotten" and not tombstone.redacted
@@ -277,3 +283,87 @@ def test_a_search_that_found_the_forgotten_memory_keeps_no_copy_of_its_words(ser
     assert found.memories[0].memory.id == memory.id
     service.forget(ALICE, memory.id)
     assert _holding(data_dir, MARKER.encode()) == []
+
+
+def test_forget_erases_every_read_quoting_the_text_and_keeps_the_query_of_reads_sharing_nothing(service, data_dir):
+    text = TEXTS["marker word"]
+    # Its distinctive words: in the text, at least four letters, and in no other text Alice keeps
+    # ("blue" is in one of OTHERS, "the" and "key" are too short).
+    distinctive = [MARKER, "hides", "spare", "under", "flowerpot"]
+    for other in OTHERS:
+        service.store(ALICE, StoreMemory(text=other, entity="acme"))
+    before = service.retrieve_context(ALICE, RetrieveQuery(query=f"Where does the {MARKER.upper()} hide things?"))
+    assert before.memories  # it returned other memories, never the one it quotes
+    memory = service.store(ALICE, StoreMemory(text=text))
+    unrelated = {
+        "tea": service.retrieve_context(ALICE, RetrieveQuery(query="green tea or coffee", limit=10)),
+        "deploy": service.retrieve_context(ALICE, RetrieveQuery(query="how do we deploy releases", limit=10)),
+        "report": service.retrieve_context(ALICE, RetrieveQuery(query="quarterly report", limit=10)),
+    }
+    # every unrelated read returned the memory: what a read returned is no reason to erase it
+    assert all(memory.id in [m.memory.id for m in r.memories] for r in unrelated.values())
+    service.get(ALICE, memory.id)
+    service.search_entities(ALICE, "acme")
+    after_whole = service.retrieve_context(ALICE, RetrieveQuery(query=text))
+    after_word = service.search(ALICE, "the spare   FLOWERPOT")
+    assert after_whole.memories[0].memory.id == memory.id and after_word[0].id == memory.id
+
+    store = service.users.get(ALICE.identity)
+    reads_before = {e.seq: e.payload for e in store.log.read_events() if e.type == "memories.read"}
+    result = service.forget(ALICE, memory.id)
+
+    quoting = {seq for seq, read in reads_before.items() if read.query and (
+        MARKER in read.query.lower() or "flowerpot" in read.query.lower())}
+    assert len(quoting) == 3
+    assert quoting <= set(result.redacted_seqs)
+    kept = {seq: read for seq, read in reads_before.items() if seq not in quoting}
+    assert {read.query for read in kept.values()} >= {r.query for r in unrelated.values()} | {"acme"}
+    for seq, read in kept.items():
+        event = store.log.get_event(seq)
+        assert not event.redacted and event.payload == read, f"seq {seq} ({read.operation}) lost its query"
+
+    service.close()
+    # after the last checkpoint and a clean close, in every file of the data dir, in any case
+    files = {p: p.read_bytes().lower() for p in sorted(data_dir.rglob("*")) if p.is_file()}
+    assert any(p.name.endswith("-wal") for p in files) or any(p.name == "events.sqlite" for p in files)
+    for needle in [text.lower(), *distinctive]:
+        assert [str(p) for p, data in files.items() if needle.encode() in data] == [], needle
+    assert all(b"green tea or coffee" in data for p, data in files.items() if p.name == "events.sqlite")
+
+
+@pytest.mark.parametrize(("query", "filters", "shares"), [
+    ("what is the PIN", {}, False),
+    ("my pin is 4417", {}, True),                    # the whole text, any case
+    ("MY   PIN\nIS 4417 ok?", {}, True),             # any whitespace
+    ("4417", {}, True),                              # a distinctive word
+    ("pin", {}, False),                              # too short to be a word of its own
+    ("mypin is 44170", {}, False),                   # only between word boundaries
+    (None, {"entity": "bank.lockers"}, True),        # its entity, in a filter
+    (None, {"tags": ["x", "4417"]}, True),           # any string among the filters
+    ("bank", {}, False),                             # kept by another memory
+])
+def test_a_read_shares_a_forgotten_text_only_through_what_it_asked(query, filters, shares):
+    erased = ErasedText.of(["My PIN is 4417", "bank.lockers"], kept=["the bank opens at nine"])
+    assert erased.words == {"4417", "lockers"}
+    read = MemoriesRead(operation="retrieve_context", query=query, filters=filters, returned_ids=["any-id"])
+    assert erased.shared_by(read) is shares
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(min_size=1, max_size=80).filter(lambda t: t.strip() and "\x00" not in t),
+       kept=st.lists(st.text(max_size=40), max_size=3), before=st.text(max_size=20), after=st.text(max_size=20))
+def test_a_read_quoting_a_forgotten_text_anywhere_in_any_case_always_shares_it(text, kept, before, after):
+    erased = ErasedText.of([text], kept)
+    shouted = text.upper() if text.upper().casefold() == text.casefold() else text  # not 'ı' -> 'I'
+    quoting = f"{before} {shouted} {after}"
+    assert erased.shared_by(MemoriesRead(operation="retrieve_context", query=quoting))
+    assert erased.shared_by(MemoriesRead(operation="list_memories", filters={"entity": quoting}))
+
+
+def test_a_short_text_is_shared_whole_between_word_boundaries_only_where_it_has_words():
+    yes = ErasedText.of(["yes"], kept=[])
+    assert yes.words == frozenset()  # too short for a distinctive word: only the whole text counts
+    assert yes.shared_by(MemoriesRead(operation="retrieve_context", query="did she say YES?"))
+    assert not yes.shared_by(MemoriesRead(operation="retrieve_context", query="what happened yesterday"))
+    bang = ErasedText.of(["?!"], kept=[])
+    assert bang.shared_by(MemoriesRead(operation="retrieve_context", query="really?!"))

@@ -14,15 +14,16 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import datetime
 from pathlib import Path
+from secrets import token_hex
 
 import msgspec
 import pytest
 
 from memory.errors import IdempotencyConflict, LogIntegrityError, MemoryServiceError
-from memory.events import MemoriesRead, MemoryForgotten, MemoryStored, MemoryUpdated, encode_payload
+from memory.events import SCHEMA_VERSIONS, MemoriesRead, MemoryForgotten, MemoryStored, MemoryUpdated, encode_payload
 from memory.identity import LOCAL_ISSUER, Actor, Identity
 from memory.ids import new_uuid7
-from memory.log import GENESIS_HASH, EventDraft, EventStore, SqliteEventLog, StoredEvent, log_path
+from memory.log import GENESIS_HASH, EventDraft, EventStore, SqliteEventLog, StoredEvent, head_problem, log_path
 from memory.model import MemoryType, Scope
 from memory.signing import KeyRing
 from memory.verify_export import EventRecord, load_jwks, verify_events
@@ -74,6 +75,10 @@ def store(stores) -> EventStore:
 
 
 # ------------------------------------------------------------------------------- helpers
+
+
+def new_salt() -> str:
+    return token_hex(16)
 
 
 def stored(text: str = "the build uses uv", **fields) -> MemoryStored:
@@ -144,7 +149,7 @@ def test_a_stored_event_carries_exactly_what_its_draft_said(store):
 
     assert event.event_id == d.event_id
     assert event.type == "memory.stored"
-    assert event.schema_version == 1
+    assert event.schema_version == SCHEMA_VERSIONS["memory.stored"] == 2
     assert event.actor == ACTOR
     assert event.request_id == "req-1"
     assert event.payload == payload
@@ -267,6 +272,27 @@ def test_a_retried_event_id_with_the_same_payload_returns_the_first_event_and_no
     assert store.last_seq() == 2
 
 
+def test_a_retry_built_anew_with_another_salt_returns_the_first_event(store):
+    payload = stored("retry me")
+    [first] = store.append_events([draft(payload)])
+    rebuilt = msgspec.structs.replace(payload, salt=new_salt())
+    assert rebuilt != payload
+
+    assert store.append_events([draft(rebuilt)]) == [first]
+    assert store.last_seq() == 1
+
+
+def test_a_retry_of_a_redacted_event_returns_it_and_stores_no_text_again(store):
+    payload = stored("forget me")
+    [first] = store.append_events([draft(payload)])
+    store.append_events([draft(MemoryForgotten(memory_id=payload.memory_id, redacted_seqs=[1]))], redact_seqs=[1])
+
+    [again] = store.append_events([draft(msgspec.structs.replace(payload, salt=new_salt()))])
+
+    assert again.seq == 1 and again.redacted and again.payload is None
+    assert store.last_seq() == 2
+
+
 def test_a_retried_batch_returns_the_first_events_in_order(store):
     batch = [draft(stored("x")), draft(stored("y"))]
     first = store.append_events(batch)
@@ -358,6 +384,48 @@ def test_a_reopened_log_continues_its_chain(stores, store):
     assert second.seq == 2
     assert second.prev_hash == first.entry_hash
     assert verify_store(reopened, stores.keys).ok
+
+
+# ----------------------------------------------------------------------- contract: head anchor
+
+
+def test_an_empty_log_has_no_head_anchor_and_nothing_to_check(stores, store):
+    assert store.head_anchor() is None
+    assert head_problem(store, stores.keys) is None
+
+
+def test_every_append_signs_the_new_head_apart_from_the_log(stores, store):
+    for text in ("one", "two"):
+        [event] = append_texts(store, text)
+        anchor = store.head_anchor()
+        assert (anchor.head.seq, anchor.head.entry_hash) == (event.seq, event.entry_hash)
+        assert (anchor.head.log, anchor.head.owner) == (ALICE.key, ALICE)
+        assert json.loads(anchor.signed) == msgspec.to_builtins(anchor.head)
+        stores.keys.public_keys()[anchor.head.key_id].verify(anchor.signature, anchor.signed)
+    assert head_problem(store, stores.keys) is None
+
+
+def test_a_batch_anchors_its_last_event_and_a_redaction_keeps_the_anchor(stores, store):
+    events = store.append_events([draft(), draft(), draft()])
+    assert store.head_anchor().head.seq == events[-1].seq == 3
+    store.append_events([draft(MemoryForgotten(memory_id="m", redacted_seqs=[1]))], redact_seqs=[1])
+    assert store.head_anchor().head.seq == 4
+    assert head_problem(store, stores.keys) is None
+
+
+def test_a_retried_append_leaves_the_anchor_where_it_is(stores, store):
+    first = draft()
+    store.append_events([first])
+    append_texts(store, "later")
+    store.append_events([first])
+    assert store.head_anchor().head.seq == 2
+
+
+def test_a_reopened_log_keeps_its_head_anchor(stores, store):
+    append_texts(store, "before close")
+    anchor = store.head_anchor()
+    store.close()
+    assert stores.open(ALICE).head_anchor() == anchor
 
 
 # ======================================================================== SQLite specifics
@@ -509,3 +577,36 @@ def test_signing_keys_are_files_only_their_owner_can_read(data_dir):
     for path in [*pems, keys_dir / "keyring.json"]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
     assert stat.S_IMODE(keys_dir.stat().st_mode) & 0o077 == 0
+
+
+def test_sqlite_anchors_a_log_made_before_head_anchors_once_and_then_requires_its_anchor(data_dir):
+    keys = KeyRing(data_dir)
+    log = SqliteEventLog(log_path(data_dir, ALICE), ALICE, keys)
+    append_texts(log, "one", "two")
+    log.close()
+    head = log_path(data_dir, ALICE).with_name("head.json")
+    # what a data dir written by the code before anchors holds: no file, no mark in log_meta
+    head.unlink()
+    with closing(sqlite3.connect(log_path(data_dir, ALICE), isolation_level=None)) as db:
+        db.execute("DELETE FROM log_meta WHERE key = 'anchored'")
+
+    log = SqliteEventLog(log_path(data_dir, ALICE), ALICE, keys)
+    assert log.head_anchor().head.seq == 2
+    log.check_chain()
+    log.close()
+    head.unlink()
+    log = SqliteEventLog(log_path(data_dir, ALICE), ALICE, keys)
+    assert log.head_anchor() is None
+    with pytest.raises(LogIntegrityError, match="no head anchor"):
+        log.check_chain()
+    log.close()
+
+
+def test_sqlite_an_unreadable_head_anchor_is_an_integrity_error(data_dir):
+    keys = KeyRing(data_dir)
+    log = SqliteEventLog(log_path(data_dir, ALICE), ALICE, keys)
+    append_texts(log, "one")
+    log_path(data_dir, ALICE).with_name("head.json").write_bytes(b'{"head": "bm90')
+    with pytest.raises(LogIntegrityError, match="head anchor of log .* cannot be read"):
+        log.check_chain()
+    log.close()

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from memory.commands import RetrieveQuery, StoreMemory, UpdateMemory
+from memory.errors import LogIntegrityError
 from memory.identity import LOCAL_ISSUER, Identity
 from memory.log import log_path
 from memory.model import LinkType, MemoryType, Scope
@@ -240,17 +241,10 @@ def test_a_header_resigned_with_a_key_planted_in_the_keyring_is_caught_by_the_ch
     assert f"seq {t}: signature" not in output  # the planted key's signature itself passes
 
 
-def test_a_tail_resigned_with_a_key_planted_in_the_keyring_is_not_detected(original: Original, copy: Path):
-    """GAP (current behaviour, asserted so a fix shows up here): whoever can write keys/ can plant a
-    key, rewrite an event's header (here: who the actor was) and re-sign every later event with
-    it. Chain, signatures and projections (which ignore actors) all agree, so `memory verify`
-    passes. Only something outside the data dir catches this: an earlier export's signed
-    manifest (head_hash), or a JWKS published before the plant (`verify-export --expect-jwks`).
-    Nothing checks keys/ against an external pin or an event's key_id against the keyring's
-    created_at/retired_at."""
+def resign_tail(data_dir: Path, original: Original, key: Ed25519PrivateKey, kid: str) -> str:
+    """Make the target's actor mallory and re-sign it and every later event; the new head hash."""
     t = original.target
-    key, kid = plant_key(copy)
-    with tampering(copy, NO_UPDATE) as db:
+    with tampering(data_dir, NO_UPDATE) as db:
         prev = None
         for seq in range(t, original.last_seq + 1):
             def change(header, seq=seq, prev=prev):
@@ -260,6 +254,35 @@ def test_a_tail_resigned_with_a_key_planted_in_the_keyring_is_not_detected(origi
                     header["prev_hash"] = prev
             prev = resign(db, seq, key, kid, change)
         assert db.execute("SELECT actor_sub FROM events WHERE seq = ?", (t,)).fetchone()[0] == "mallory"
+    return prev
+
+
+def test_a_tail_resigned_with_a_key_planted_in_the_keyring_is_caught_by_the_head_anchor(
+        original: Original, copy: Path):
+    """Whoever can write keys/ can plant a key, rewrite an event's header (here: who the actor
+    was) and re-sign every later event with it: chain, signatures and projections (which ignore
+    actors) all agree. The head anchor still names the old head's hash."""
+    key, kid = plant_key(copy)
+    resign_tail(copy, original, key, kid)
+
+    assert_fails_naming(copy, f"FAIL alice: seq {original.last_seq} is not the event its signed head anchor names")
+
+
+def test_a_tail_and_head_anchor_resigned_with_a_key_planted_in_the_keyring_is_not_detected(
+        original: Original, copy: Path):
+    """GAP (current behaviour, asserted so a fix shows up here): the planted key can sign a new
+    head anchor too. Only something outside the data dir catches this: an earlier export's signed
+    manifest (head_hash), or a JWKS published before the plant (`verify-export --expect-jwks`).
+    Nothing checks keys/ against an external pin or an event's key_id against the keyring's
+    created_at/retired_at."""
+    key, kid = plant_key(copy)
+    head_hash = resign_tail(copy, original, key, kid)
+    head_file = log_path(copy, ALICE).parent / "head.json"
+    signed = json.dumps({"format": "memory-head", "log": ALICE.key, "owner": {"iss": ALICE.iss, "sub": ALICE.sub},
+                         "seq": original.last_seq, "entry_hash": head_hash, "key_id": kid},
+                        separators=(",", ":")).encode()
+    head_file.write_text(json.dumps({"head": base64.b64encode(signed).decode(),
+                                     "signature": base64.b64encode(key.sign(signed)).decode()}))
 
     code, output = verify(copy)
     assert code == 0, output
@@ -288,30 +311,58 @@ def test_a_changed_owner_in_the_log_meta_fails_verify_naming_the_user(copy: Path
     assert any(line.startswith("FAIL alice:") for line in output.splitlines()), output
 
 
-def test_a_truncated_tail_is_caught_by_the_projection_checkpoint(original: Original, copy: Path):
-    """A log cut short is still a valid chain on its own. What pins its head is projections.sqlite:
-    its checkpoint claims the last seq the log used to have."""
+def test_a_truncated_tail_is_caught_by_the_head_anchor_and_the_projection_checkpoint(
+        original: Original, copy: Path):
+    """A log cut short is still a valid chain on its own. What pins its head is its signed head
+    anchor (head.json), and projections.sqlite, whose checkpoint claims the last seq."""
     keep = original.last_seq - 3
     with tampering(copy, NO_DELETE) as db:
         db.execute("DELETE FROM events WHERE seq > ?", (keep,))
 
-    assert_fails_naming(copy, f"FAIL alice: projections claim seq {original.last_seq} but the log ends at {keep}")
+    assert_fails_naming(copy, f"FAIL alice: the log ends at seq {keep} but its signed head anchor is seq "
+                              f"{original.last_seq}: events {keep + 1}..{original.last_seq} were cut from its end")
+    (log_path(copy, ALICE).parent / "head.json").unlink()
+    output = assert_fails_naming(copy, "FAIL alice: the log has events but no head anchor: it was deleted")
+    assert f"projections claim seq {original.last_seq} but the log ends at {keep}" not in output  # chain first
+    code, output = memory_cli("export", "--data-dir", copy, "--user", "alice", "--output", copy / "cut.json")
+    assert code != 0 and "no head anchor" in output and not (copy / "cut.json").exists(), output
 
 
-def test_a_truncated_tail_with_its_projections_removed_verifies(original: Original, copy: Path):
-    """GAP (current behaviour): projections are derived data and may be deleted (they are rebuilt
-    on open), and once they are gone nothing in the data dir remembers how long the log was, so a
-    truncated log verifies. Only an earlier export's signed manifest (event_count, head_hash)
-    exposes it."""
+def test_a_truncated_tail_with_its_projections_removed_fails_verify_and_export_naming_the_seq(
+        original: Original, copy: Path):
+    """Projections are derived data and may be deleted (they are rebuilt on open); the head anchor
+    lives beside the log and is signed, so a log cut short still fails verify without them."""
     keep = original.last_seq - 3
-    with tampering(copy, NO_DELETE) as db:
-        db.execute("DELETE FROM events WHERE seq > ?", (keep,))
     for path in log_path(copy, ALICE).parent.glob("projections.sqlite*"):
         path.unlink()
+    with tampering(copy, NO_DELETE, "events_are_gapless") as db:
+        db.execute("DELETE FROM events WHERE seq > ?", (keep,))
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert not list(log_path(copy, ALICE).parent.glob("projections.sqlite*"))
 
-    code, output = verify(copy)
-    assert code == 0, output
-    assert f"ok alice: {keep} events" in output
+    assert_fails_naming(copy, f"FAIL alice: the log ends at seq {keep} but its signed head anchor is seq "
+                              f"{original.last_seq}")
+    code, output = memory_cli("export", "--data-dir", copy, "--user", "alice", "--output", copy / "cut.json")
+    assert code != 0 and f"signed head anchor is seq {original.last_seq}" in output, output
+    assert not (copy / "cut.json").exists()
+
+
+def test_the_service_appends_nothing_to_a_log_cut_short(original: Original, copy: Path, embedder):
+    """A server restarted on a truncated log must not grow it past the cut (the new events would
+    take the cut seqs and hide the truncation): the log is locked, its anchor left as it was."""
+    keep = original.last_seq - 3
+    with tampering(copy, NO_DELETE) as db:
+        db.execute("DELETE FROM events WHERE seq > ?", (keep,))
+    head = (log_path(copy, ALICE).parent / "head.json").read_bytes()
+    service = MemoryService(copy, embedder)
+    try:
+        with pytest.raises(LogIntegrityError, match=f"seq {keep} but its signed head anchor is seq"):
+            service.store(CALLER, StoreMemory(text="written after the cut"))
+    finally:
+        service.close()
+    assert (log_path(copy, ALICE).parent / "head.json").read_bytes() == head
+    with tampering(copy) as db:
+        assert db.execute("SELECT max(seq) FROM events").fetchone()[0] == keep
 
 
 # ----------------------------------------------------------------------------- projections

@@ -1,7 +1,9 @@
 """Small helpers the server tests share (conftest.py is not importable)."""
 
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +40,12 @@ def cli_token(server: Any, user: str, *args: str) -> str:
         check=True, capture_output=True, text=True,
     )
     return result.stdout
+
+
+def log_lengths(data_dir: Path) -> dict[str, int]:
+    """How many events each log in the data dir holds, by folder (read-only)."""
+    lengths = {}
+    for path in sorted((Path(data_dir) / "users").glob("*/events.sqlite")):
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            lengths[path.parent.name] = db.execute("SELECT count(*) FROM events").fetchone()[0]
+    return lengths

@@ -4,7 +4,7 @@ import json
 import uuid
 
 import pytest
-from server_calls import MODES, call, call_error
+from server_calls import MODES, call, call_error, log_lengths
 
 from memory.server.mcp_tools import DESTRUCTIVE_TOOLS, READ_ONLY_TOOLS, TOOL_NAMES
 
@@ -313,3 +313,39 @@ async def test_reads_append_an_audit_event_to_the_callers_log(connect, user):
         history = await call(client, "memory_history", {"id": stored["id"]})
     reads = [e for e in history["entries"] if e["type"] == "memories.read"]
     assert [r["payload"]["operation"] for r in reads][:2] == ["fetch", "retrieve_context"]
+
+
+RAW_MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json",
+                   "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call"}
+RAW_META = '"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", ' \
+           '"io.modelcontextprotocol/clientCapabilities": {}}'
+
+
+@pytest.mark.parametrize(("tool", "arguments", "says"), [
+    # The SDK's client cannot even send these (it encodes UTF-8): raw JSON-RPC, as any client may.
+    ("store_memory", '{"text": "\\ud800"}', "text holds a lone surrogate (U+D800)"),
+    ("store_memory", '{"text": "fine", "tags": ["ok", "\\udfff"]}', "tags[1] holds a lone surrogate"),
+    ("store_memory", '{"text": "fine", "entity": "a\\ud800"}', "entity holds a lone surrogate"),
+    ("sync_session", '{"decisions": [{"text": "\\ud800"}]}', "decisions[0].text holds a lone surrogate"),
+    ("register_entity", '{"name": "acme", "description": "\\udbff"}', "description holds a lone surrogate"),
+    ("search_entities", '{"query": "x\\ud800"}', "query"),
+    ("retrieve_context", '{"query": "\\ud800"}', "query"),
+    ("store_memory", '{"text": "fine", "tags": ' + "[" * 40 + "]" * 40 + "}", "tags"),
+])
+def test_lone_surrogates_and_deep_arguments_are_tool_errors_naming_the_field_and_append_nothing(
+        http, server, user, tool, arguments, says):
+    headers = RAW_MCP_HEADERS | {"authorization": f"Bearer {user}", "mcp-name": tool}
+    warm = http.post("/mcp", headers=headers | {"mcp-name": "store_memory"}, content=(
+        '{"jsonrpc": "2.0", "id": 0, "method": "tools/call", "params": {"name": "store_memory", '
+        f'"arguments": {{"text": "first"}}, {RAW_META}}}}}').encode())
+    assert warm.status_code == 200 and '"isError":false' in warm.text.replace(" ", ""), warm.text
+    before = log_lengths(server.data_dir)
+    answer = http.post("/mcp", headers=headers, content=(
+        '{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": '
+        f'{{"name": "{tool}", "arguments": {arguments}, {RAW_META}}}}}').encode())
+    assert answer.status_code == 200, answer.text
+    result = answer.json()["result"]
+    assert result["isError"] is True
+    message = result["content"][0]["text"]
+    assert says in message and "Traceback" not in message and "unexpected" not in message.lower()
+    assert log_lengths(server.data_dir) == before

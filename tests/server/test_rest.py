@@ -5,7 +5,7 @@ import json
 import uuid
 
 import pytest
-from server_calls import bearer
+from server_calls import bearer, log_lengths
 
 from memory.errors import IdempotencyConflict, InvalidInput, LogIntegrityError, NotFound, StorageError
 from memory.server.rest import domain_error_response
@@ -178,3 +178,25 @@ def test_each_domain_error_has_its_status_and_keeps_its_message(error, status):
     response = domain_error_response(None, error)  # type: ignore[arg-type]
     assert response.status_code == status
     assert response.content.detail == str(error) and response.content.error == error.code
+
+
+@pytest.mark.parametrize(("method", "path", "body", "says"), [
+    ("post", "/memories", b'{"text": "x", "tags": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+     "the JSON body nests more than 32 levels deep"),
+    ("post", "/memories", b"[" * 2_000 + b"]" * 2_000, "the JSON body nests more than 32 levels deep"),
+    ("post", "/memories", b'{"text": "x", "tags": ' + b"[" * 40 + b"]" * 40 + b"}", "tags nests more than 32"),
+    ("post", "/memories", b'{"text": "\\ud800"}', "text holds a lone surrogate (U+D800)"),
+    ("post", "/memories", b'{"text": "fine", "tags": ["ok", "a\\udfffb"]}', "tags[1] holds a lone surrogate"),
+    ("post", "/memories", b'{"text": "fine", "entity": "\\udc00"}', "entity holds a lone surrogate"),
+    ("post", "/memories", b'{"text": "fine", "\\ud800": 1}', "a field name in the body holds a lone surrogate"),
+    ("patch", "/memories/{id}", b'{"text": "still \\ud800 here"}', "text holds a lone surrogate"),
+])
+def test_deep_json_and_lone_surrogates_get_400_naming_the_field_and_append_nothing(
+        http, server, me, method, path, body, says):
+    memory = store(http, me)
+    before = log_lengths(server.data_dir)
+    response = http.request(method, API + path.replace("{id}", memory["id"]), content=body,
+                            headers=me | {"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert says in response.json()["detail"]
+    assert log_lengths(server.data_dir) == before
