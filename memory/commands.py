@@ -33,9 +33,11 @@ __all__ = [
     "clean_entity",
     "clean_timestamp",
     "MAX_LIMIT",
+    "MAX_SUPERSEDES",
 ]
 
 MAX_LIMIT = 100
+MAX_SUPERSEDES = 20
 _ENTITY = re.compile(r"^[\w-]+(\.[\w-]+)*$", re.UNICODE)
 Priority = Annotated[int, msgspec.Meta(ge=0, le=10)]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)]
@@ -58,6 +60,10 @@ class StoreMemory(_Command):
     occurred_at: str | None = None
     #: Idempotency key: a retry with the same id and content returns the first result.
     event_id: str | None = None
+    #: Store even when a live memory already says the same (otherwise that one is the answer).
+    allow_duplicate: bool = False
+    #: Ids of memories this one replaces: each is linked to it and marked superseded.
+    supersedes: Annotated[list[str], msgspec.Meta(max_length=MAX_SUPERSEDES)] = []
 
 
 class UpdateMemory(_Command):
@@ -68,6 +74,8 @@ class UpdateMemory(_Command):
     status: Status | None | msgspec.UnsetType = msgspec.UNSET
     priority: Priority | msgspec.UnsetType = msgspec.UNSET
     occurred_at: str | None | msgspec.UnsetType = msgspec.UNSET
+    #: Ids of memories this one replaces: each is linked to it and marked superseded.
+    supersedes: Annotated[list[str], msgspec.Meta(max_length=MAX_SUPERSEDES)] | msgspec.UnsetType = msgspec.UNSET
 
 
 class RetrieveQuery(_Command):
@@ -84,6 +92,8 @@ class RetrieveQuery(_Command):
     #: the day after the last session fell by 0.03 (bench/locomo.py).
     recency_weight: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.1
     include_related: bool = False
+    #: Superseded memories leave retrieval unless asked for (or `status` is given).
+    include_superseded: bool = False
     #: A seq (int) or an RFC 3339 time: answer from the memory as it was then.
     as_of: int | str | None = None
 

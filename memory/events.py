@@ -22,6 +22,8 @@ __all__ = [
     "EntityRegistered",
     "ProjectSet",
     "MemoriesRead",
+    "MemoryDeduplicated",
+    "ImportSource",
     "Event",
     "SCHEMA_VERSIONS",
     "encode_payload",
@@ -32,6 +34,15 @@ __all__ = [
 
 class EventPayload(msgspec.Struct, tag_field="type", kw_only=True, forbid_unknown_fields=True):
     pass
+
+
+class ImportSource(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Where an imported memory came from: the other tool, its id there and its own timestamps."""
+
+    format: str
+    original_id: str
+    created_at: str | None = None
+    updated_at: str | None = None
 
 
 class MemoryStored(EventPayload, tag="memory.stored"):
@@ -46,6 +57,8 @@ class MemoryStored(EventPayload, tag="memory.stored"):
     status: Status | None = None
     priority: int = 0
     occurred_at: str | None = None
+    #: v2: set when `memory import` brought the memory from another tool.
+    imported_from: ImportSource | None = None
 
 
 class MemoryUpdated(EventPayload, tag="memory.updated"):
@@ -103,6 +116,15 @@ class MemoriesRead(EventPayload, tag="memories.read"):
     returned_ids: list[str] = []
 
 
+class MemoryDeduplicated(EventPayload, tag="memory.deduplicated"):
+    """A store that was not made because `memory_id`, a live memory, already says the same: the
+    attempt stays in the audit (and in that memory's history). No text: the memory has it."""
+
+    memory_id: str
+    match: str  # "exact" (same text once normalised) or "near" (projections.duplicates)
+    score: float
+
+
 Event = (
     MemoryStored
     | MemoryUpdated
@@ -112,11 +134,13 @@ Event = (
     | EntityRegistered
     | ProjectSet
     | MemoriesRead
+    | MemoryDeduplicated
 )
 
 SCHEMA_VERSIONS: dict[str, int] = {
     cls.__struct_config__.tag: 1
     for cls in (
+        MemoryDeduplicated,
         MemoryStored,
         MemoryUpdated,
         MemoryDeleted,
@@ -126,13 +150,17 @@ SCHEMA_VERSIONS: dict[str, int] = {
         ProjectSet,
         MemoriesRead,
     )
-}
+} | {"memory.stored": 2}
 
 _Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 _upcasters: dict[tuple[str, int], _Upcaster] = {}
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Event)
 _raw_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def _identity(raw: dict[str, Any]) -> dict[str, Any]:
+    return raw
 
 
 def register_upcaster(event_type: str, from_version: int, upcast: _Upcaster) -> None:
@@ -159,3 +187,7 @@ def decode_payload(data: bytes, event_type: str, schema_version: int) -> Event:
             raise ValueError(f"no upcaster for {event_type} v{version}")
         raw = upcast(raw)
     return msgspec.convert(raw, Event)
+
+
+# memory.stored v2 added `imported_from`, optional: a v1 payload is already a valid v2 one.
+register_upcaster("memory.stored", 1, _identity)

@@ -20,6 +20,8 @@ __all__ = [
     "MemoryPage",
     "TimelinePage",
     "ChainStatus",
+    "SimilarMemory",
+    "StoreResult",
 ]
 
 
@@ -117,3 +119,18 @@ class ChainStatus(msgspec.Struct, kw_only=True):
     event_count: int
     head_hash: str
     problems: list[str] = []
+
+
+class SimilarMemory(msgspec.Struct, kw_only=True):
+    id: str
+    text: str
+    score: float
+
+
+class StoreResult(msgspec.Struct, kw_only=True):
+    """A store's answer: the memory (the existing one when this was a duplicate), the id it
+    duplicated, and the live memories closest to it, so the caller may update one instead."""
+
+    memory: Memory
+    duplicate_of: str | None = None
+    similar: list[SimilarMemory] = []

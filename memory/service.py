@@ -35,12 +35,14 @@ from memory.events import (
     EventPayload,
     MemoriesLinked,
     MemoriesRead,
+    MemoryDeduplicated,
     MemoryDeleted,
     MemoryForgotten,
     MemoryStored,
     MemoryUpdated,
     ProjectSet,
 )
+from memory.hygiene import MAX_SIMILAR, check_store, superseding
 from memory.ids import is_uuid, new_uuid7
 from memory.identity import Actor, Identity
 from memory.log import EventDraft
@@ -57,6 +59,8 @@ from memory.results import (
     RetrievalResult,
     RetrievedMemory,
     SearchHit,
+    SimilarMemory,
+    StoreResult,
     SyncResult,
     TimelinePage,
 )
@@ -163,12 +167,48 @@ class MemoryService:
     # -- writes ---------------------------------------------------------------------------
 
     def store(self, caller: Caller, cmd: StoreMemory) -> Memory:
+        return self.store_memory(caller, cmd).memory
+
+    def store_memory(self, caller: Caller, cmd: StoreMemory) -> StoreResult:
+        """Store, unless a live memory of the same entity, scope and project already says the same
+        (then that one is the answer, `duplicate_of` names it, and a `memory.deduplicated` event
+        records the attempt); `allow_duplicate` stores anyway. Either way the answer lists the
+        live memories closest to the text (`similar`).
+
+        The text is embedded before the append, outside the lock (the near-duplicate check needs
+        its vector, ~5 ms), and that vector is the one the embeddings projection keeps: the model
+        runs once per store, as before, only now before the answer instead of after it."""
         cmd = _checked(cmd)
         store = self._store(caller)
         with store.lock:
             payload = self._stored_payload(store, caller, cmd)
-            self._append(caller, [payload])
-            return self._existing(store, payload.memory_id)
+            retry = cmd.event_id is not None and reads.load_memory(store.view.db, cmd.event_id) is not None
+        with store.reading() as db:
+            vector = store.view.embeddings.vector_for(db, payload.text)
+        store.catch_up_embeddings()  # the memories stored just before are candidates too
+        with store.lock:
+            superseded = [self._existing(store, old).id for old in cmd.supersedes]
+            if payload.memory_id in superseded:
+                raise InvalidInput("a memory cannot supersede itself")
+            check = check_store(store.view.db, store.view.embeddings.index, payload, vector,
+                                exclude=frozenset(superseded) | {payload.memory_id})
+            if retry:
+                # The same event id again: the log checks it is the same store and appends nothing.
+                self._append(caller, [payload])
+                return StoreResult(memory=self._existing(store, payload.memory_id), similar=check.similar)
+            if check.duplicate is not None and not cmd.allow_duplicate:
+                skipped = MemoryDeduplicated(memory_id=check.duplicate.id, match=check.match or "exact",
+                                             score=check.score)
+                store.append([EventDraft(event_id=cmd.event_id or new_uuid7(), payload=skipped,
+                                         actor=caller.actor, request_id=caller.request_id)])
+                return StoreResult(memory=check.duplicate, duplicate_of=check.duplicate.id,
+                                   similar=check.similar)
+            similar = check.similar
+            if check.duplicate is not None:  # allowed: the memory it repeats is the closest one
+                similar = [SimilarMemory(id=check.duplicate.id, text=check.duplicate.text,
+                                         score=check.score), *similar][:MAX_SIMILAR]
+            self._append(caller, [payload, *superseding(payload.memory_id, superseded)], embed_now=True)
+            return StoreResult(memory=self._existing(store, payload.memory_id), similar=similar)
 
     def _stored_payload(self, store: UserStore, caller: Caller, cmd: StoreMemory) -> MemoryStored:
         if cmd.event_id is not None and not is_uuid(cmd.event_id):
@@ -211,10 +251,14 @@ class MemoryService:
                 fields["entity"] = clean_entity(fields["entity"])
             if "occurred_at" in fields:
                 fields["occurred_at"] = clean_timestamp(fields["occurred_at"])
+            superseded = [self._existing(store, old).id for old in fields.pop("supersedes", [])]
+            if memory_id in superseded:
+                raise InvalidInput("a memory cannot supersede itself")
             fields = {k: v for k, v in fields.items() if getattr(current, k) != v}
-            if not fields:
+            if not fields and not superseded:
                 raise InvalidInput("nothing to change: give at least one field with a new value")
-            self._append(caller, [MemoryUpdated(memory_id=memory_id, **fields)])
+            changed: list[EventPayload] = [MemoryUpdated(memory_id=memory_id, **fields)] if fields else []
+            self._append(caller, changed + superseding(memory_id, superseded))
             return self._existing(store, memory_id)
 
     def delete(self, caller: Caller, memory_id: str, reason: str | None = None) -> Memory:
@@ -389,6 +433,7 @@ class MemoryService:
             scope=q.scope.value if q.scope else None, project=project,
             task_id=q.task_id, entity=clean_entity(q.entity),
             tags=clean_tags(q.tags) if q.tags else None, status=q.status.value if q.status else None,
+            include_superseded=q.include_superseded,
         )
         ranked = rank_memories(db, index, query, vector, filters, q.limit, q.recency_weight, _now())
         memories = reads.load_memories(db, [r.memory_id for r in ranked])

@@ -70,6 +70,10 @@ class EmbeddingsProjection:
     def prime(self, texts: Sequence[str]) -> None:
         """Embed texts that events about to be applied will carry; `apply` takes them from here
         instead of calling the model. Safe to call without the caller's lock."""
+        with self._primed_lock:
+            # A store embeds its text before it is appended (the duplicate check needs it): the
+            # catch-up that follows must not pay for the model again.
+            texts = list(dict.fromkeys(t for t in texts if text_hash(t) not in self._primed))
         if not texts:
             return
         vectors = self.embedder.embed_documents(list(texts))
@@ -78,6 +82,23 @@ class EmbeddingsProjection:
                 self._primed[text_hash(text)] = vector
             while len(self._primed) > _MAX_PRIMED:
                 self._primed.popitem(last=False)
+
+    def vector_for(self, db: sqlite3.Connection, text: str) -> np.ndarray:
+        """The text's vector: from the cache when a memory already had this text, else from the
+        model, primed so that the event carrying the text does not embed it again. `db` is a
+        connection of the caller's (this runs outside the user's lock)."""
+        digest = text_hash(text)
+        with self._primed_lock:
+            primed = self._primed.get(digest)
+        if primed is not None:
+            return primed
+        cached = self._cached(self._cache_db or db, {digest}).get(digest)
+        if cached is not None:
+            return cached
+        self.prime([text])
+        with self._primed_lock:
+            found = self._primed.get(digest)
+        return found if found is not None else self.embedder.embed_documents([text])[0]
 
     def _take_primed(self, hashes: set[str]) -> dict[str, np.ndarray]:
         with self._primed_lock:

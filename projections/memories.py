@@ -9,6 +9,7 @@ import msgspec
 from memory.events import (
     MemoriesLinked,
     MemoriesRead,
+    MemoryDeduplicated,
     MemoryDeleted,
     MemoryForgotten,
     MemoryStored,
@@ -108,6 +109,9 @@ class MemoriesProjection:
                 case MemoriesLinked():
                     self._touch(db, p.source_id, event)
                     self._touch(db, p.target_id, event)
+                case MemoryDeduplicated():
+                    # The attempt shows in the history of the memory it duplicated.
+                    self._touch(db, p.memory_id, event)
                 case MemoriesRead():
                     for memory_id in p.returned_ids:
                         self._touch(db, memory_id, event)

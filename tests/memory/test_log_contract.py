@@ -19,7 +19,7 @@ import msgspec
 import pytest
 
 from memory.errors import IdempotencyConflict, LogIntegrityError, MemoryServiceError
-from memory.events import MemoriesRead, MemoryForgotten, MemoryStored, MemoryUpdated, encode_payload
+from memory.events import SCHEMA_VERSIONS, MemoriesRead, MemoryForgotten, MemoryStored, MemoryUpdated, encode_payload
 from memory.identity import LOCAL_ISSUER, Actor, Identity
 from memory.ids import new_uuid7
 from memory.log import GENESIS_HASH, EventDraft, EventStore, SqliteEventLog, StoredEvent, log_path
@@ -144,7 +144,7 @@ def test_a_stored_event_carries_exactly_what_its_draft_said(store):
 
     assert event.event_id == d.event_id
     assert event.type == "memory.stored"
-    assert event.schema_version == 1
+    assert event.schema_version == SCHEMA_VERSIONS["memory.stored"]
     assert event.actor == ACTOR
     assert event.request_id == "req-1"
     assert event.payload == payload
