@@ -22,6 +22,9 @@ __all__ = [
     "ChainStatus",
     "SimilarMemory",
     "StoreResult",
+    "StoredMemory",
+    "ImportDuplicate",
+    "ImportReport",
 ]
 
 
@@ -134,3 +137,31 @@ class StoreResult(msgspec.Struct, kw_only=True):
     memory: Memory
     duplicate_of: str | None = None
     similar: list[SimilarMemory] = []
+
+
+class StoredMemory(Memory, kw_only=True):
+    """A store's answer flattened for REST: the memory's own fields, then `duplicate_of` and `similar`."""
+
+    duplicate_of: str | None = None
+    similar: list[SimilarMemory] = []
+
+    @classmethod
+    def of(cls, result: StoreResult) -> "StoredMemory":
+        fields = {f: getattr(result.memory, f) for f in result.memory.__struct_fields__}
+        return cls(**fields, duplicate_of=result.duplicate_of, similar=result.similar)
+
+
+class ImportDuplicate(msgspec.Struct, kw_only=True):
+    where: str  # the record in the file: "line 3", "record 12"
+    duplicate_of: str
+
+
+class ImportReport(msgspec.Struct, kw_only=True):
+    """What one import did: all of it in one append, or nothing."""
+
+    format: str
+    records: int
+    imported: list[str] = []  # ids of the new memories
+    already_imported: int = 0  # records an earlier import of the same source brought
+    duplicates: list[ImportDuplicate] = []  # records a live memory (or an earlier record) already says
+    links: int = 0

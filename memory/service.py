@@ -43,6 +43,7 @@ from memory.events import (
     ProjectSet,
 )
 from memory.hygiene import MAX_SIMILAR, check_store, superseding
+from memory.importing import imported_memory_id, import_source, parse_import
 from memory.ids import is_uuid, new_uuid7
 from memory.identity import Actor, Identity
 from memory.log import EventDraft
@@ -54,6 +55,8 @@ from memory.results import (
     ForgetResult,
     HistoryEntry,
     HistoryPage,
+    ImportDuplicate,
+    ImportReport,
     MemoryPage,
     ProjectSummary,
     RetrievalResult,
@@ -66,6 +69,7 @@ from memory.results import (
 )
 from memory.signing import KeyRing
 from memory.userstore import ProjectionView, UserDirectory, UserStore
+from projections.duplicates import is_near_duplicate, text_key
 from projections.embedder import Embedder
 from projections.ranking import Filters, rank_memories
 from projections.vectors import VectorIndex
@@ -625,3 +629,72 @@ class MemoryService:
         return ChainStatus(ok=report.ok, event_count=count, head_hash=head,
                            problems=[p.message if p.seq is None else f"seq {p.seq}: {p.message}"
                                      for p in report.problems])
+
+    # -- import ---------------------------------------------------------------------------
+
+    def import_memories(self, caller: Caller, format_name: str, data: bytes) -> ImportReport:
+        """Another tool's export as ordinary `memory.stored` events (each with `imported_from`),
+        appended at once: a bad record refuses the whole file. A record imported before (its
+        memory id derives from the person, the format and its id there) is skipped, so the same
+        file twice adds nothing; a record that repeats a live memory, or an earlier record, goes
+        through the duplicate check of `store_memory` and is reported instead of stored."""
+        parsed = parse_import(format_name, data)
+        store = self._store(caller)
+        items = parsed.items
+        vectors = self.embedder.embed_documents([i.text for i in items]) if items else []
+        store.catch_up_embeddings()
+        report = ImportReport(format=parsed.format, records=len(items))
+        with store.lock:
+            db = store.view.db
+            ended_as: dict[str, str] = {}  # source id -> the memory it is now
+            accepted: dict[str, MemoryStored] = {}
+            accepted_vectors: list[np.ndarray] = []
+            batch = VectorIndex(self.embedder.dimensions)
+            for item, vector in zip(items, vectors, strict=True):
+                memory_id = imported_memory_id(caller.identity, parsed.format, item.source_id)
+                if item.source_id in ended_as:
+                    continue
+                if memory_id in accepted or reads.memory_event_seqs(db, memory_id, 0, 1):
+                    report.already_imported += 1
+                    ended_as[item.source_id] = memory_id
+                    continue
+                payload = MemoryStored(
+                    memory_id=memory_id, text=item.text, memory_type=item.memory_type, scope=item.scope,
+                    entity=item.entity, project=item.project, task_id=item.task_id, tags=item.tags,
+                    status=Status.ACTIVE if item.memory_type == MemoryType.PROJECT_CONTEXT else None,
+                    occurred_at=item.occurred_at, imported_from=import_source(parsed, item))
+                duplicate = self._import_duplicate(db, store.view.embeddings.index, batch, accepted, payload, vector)
+                if duplicate is not None:
+                    report.duplicates.append(ImportDuplicate(where=item.where, duplicate_of=duplicate))
+                    ended_as[item.source_id] = duplicate
+                    continue
+                accepted[memory_id] = payload
+                accepted_vectors.append(vector)
+                batch.upsert(memory_id, vector)
+                ended_as[item.source_id] = memory_id
+            links: list[EventPayload] = []
+            for link in dict.fromkeys(parsed.links):
+                source, target = ended_as.get(link.source), ended_as.get(link.target)
+                if source and target and source != target and (source in accepted or target in accepted):
+                    links.append(MemoriesLinked(source_id=source, target_id=target, link_type=LinkType(link.link_type)))
+            if accepted:
+                store.view.embeddings.prime_vectors([p.text for p in accepted.values()], accepted_vectors)
+                self._append(caller, [*accepted.values(), *links], embed_now=True)
+            report.imported = list(accepted)
+            report.links = len(links) if accepted else 0
+            return report
+
+    @staticmethod
+    def _import_duplicate(db: sqlite3.Connection, index: VectorIndex, batch: VectorIndex,
+                          accepted: dict[str, MemoryStored], payload: MemoryStored, vector: np.ndarray) -> str | None:
+        check = check_store(db, index, payload, vector)
+        if check.duplicate is not None:
+            return check.duplicate.id
+        key = text_key(payload.text)
+        for other_id, score in batch.search(vector, 8):
+            other = accepted[other_id]
+            if (other.entity, other.scope, other.project) != (payload.entity, payload.scope, payload.project):
+                continue
+            if text_key(other.text) == key or is_near_duplicate(other.text, payload.text, score):
+                return other_id
+        return None

@@ -83,6 +83,13 @@ class EmbeddingsProjection:
             while len(self._primed) > _MAX_PRIMED:
                 self._primed.popitem(last=False)
 
+    def prime_vectors(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Vectors the caller computed for texts about to be appended (an import): kept whatever
+        their number, for the catch-up that follows; the next `prime` trims them again."""
+        with self._primed_lock:
+            for text, vector in zip(texts, vectors, strict=True):
+                self._primed[text_hash(text)] = vector
+
     def vector_for(self, db: sqlite3.Connection, text: str) -> np.ndarray:
         """The text's vector: from the cache when a memory already had this text, else from the
         model, primed so that the event carrying the text does not embed it again. `db` is a

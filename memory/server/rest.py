@@ -31,8 +31,8 @@ from memory.errors import (
     StorageError,
 )
 from memory.ids import new_uuid7
-from memory.model import Memory
-from memory.results import EntityPage, ForgetResult, HistoryPage, SearchHit
+from memory.model import Memory, MemoryType, Scope
+from memory.results import EntityPage, ForgetResult, HistoryPage, ImportReport, MemoryPage, SearchHit, StoredMemory
 from memory.server.auth import PRINCIPAL_SCOPE_KEY, READ_SCOPE, WRITE_SCOPE, Principal, insufficient_scope_challenge
 from memory.server.settings import ServerSettings
 from memory.service import Caller, MemoryService
@@ -53,6 +53,11 @@ _STATUS: tuple[tuple[type[MemoryServiceError], int], ...] = (
 
 class SearchResponse(msgspec.Struct, kw_only=True):
     results: list[SearchHit]
+
+
+class ImportRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    format: str
+    data: str
 
 
 class ErrorBody(msgspec.Struct, kw_only=True):
@@ -103,9 +108,40 @@ class MemoriesController(Controller):
 
     @post("/memories", operation_id="storeMemory", summary="Store a memory", sync_to_thread=True,
           opt={"needs": WRITE_SCOPE})
-    def store(self, data: JSONBody[StoreMemory], service: Service, caller: CallerDep) -> Memory:
-        """Remember something. With `event_id` (a UUID) a retry stores once; the id becomes the memory's id."""
-        return service.store(caller, data)
+    def store(self, data: JSONBody[StoreMemory], service: Service, caller: CallerDep) -> Response[StoredMemory]:
+        """Remember something. With `event_id` (a UUID) a retry stores once; the id becomes the memory's id.
+
+        When a live memory of the same entity, scope and project already says the same, nothing
+        is stored: the answer (200 instead of 201) is that memory, with `duplicate_of` naming it;
+        `allow_duplicate: true` stores anyway. `similar` lists up to 3 close live memories, to
+        update one instead. `supersedes` (ids) marks older memories superseded by this one."""
+        result = service.store_memory(caller, data)
+        return Response(StoredMemory.of(result), status_code=200 if result.duplicate_of else 201)
+
+    @get("/memories", operation_id="listMemories", summary="List memories", sync_to_thread=True,
+         opt={"needs": READ_SCOPE})
+    def list_memories(
+        self, service: Service, caller: CallerDep,
+        memory_type: Annotated[MemoryType | None, Parameter(description="Only this type.")] = None,
+        scope: Annotated[Scope | None, Parameter(description="Only this scope.")] = None,
+        project: Annotated[str | None, Parameter(description="Only this project.", max_length=200)] = None,
+        entity: Annotated[str | None, Parameter(description="Only this entity and those below it.",
+                                                max_length=200)] = None,
+        tag: Annotated[str | None, Parameter(description="Only memories with this tag.", max_length=64)] = None,
+        cursor: Annotated[int | None, Parameter(ge=1, description="next_cursor of the previous page.")] = None,
+        limit: Limit = 20,
+    ) -> MemoryPage:
+        """The caller's live memories, most recently changed first, filtered exactly (as on the web page)."""
+        return service.list_memories(caller, memory_type=memory_type, scope=scope, project=project, entity=entity,
+                                     tag=tag, cursor=cursor, limit=limit)
+
+    @post("/import", operation_id="importMemories", summary="Import memories from another tool",
+          sync_to_thread=True, status_code=200, opt={"needs": WRITE_SCOPE})
+    def import_memories(self, data: JSONBody[ImportRequest], service: Service, caller: CallerDep) -> ImportReport:
+        """Another tool's export (`format`: server-memory, mem0, jsonl or export; `data`: the file's
+        text) as memories of the caller: all of it or, on a bad record, nothing (400 naming it).
+        Importing the same file again adds nothing; duplicates of live memories are reported."""
+        return service.import_memories(caller, data.format, data.data.encode())
 
     @get("/memories/search", operation_id="searchMemories", summary="Search memories", sync_to_thread=True,
          opt={"needs": READ_SCOPE})

@@ -138,7 +138,7 @@ def test_two_users_written_in_parallel_get_only_their_own_events(data_dir: Path,
     def writer(i: int) -> None:
         name = ["alice", "bob"][i % 2]
         for n in range(10):
-            memory = service.store(users[name], StoreMemory(text=f"{name}'s private note number {n}"))
+            memory = service.store(users[name], StoreMemory(text=f"{name}'s private note number {n} by writer {i}"))
             ids[name].append(memory.id)
             assert service.get(users[name], memory.id).text == memory.text  # reads its own write
         service.retrieve_context(users[name], RetrieveQuery(query="private note"))
