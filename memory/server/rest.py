@@ -123,7 +123,8 @@ class MemoriesController(Controller):
     def list_memories(
         self, service: Service, caller: CallerDep,
         memory_type: Annotated[MemoryType | None, Parameter(description="Only this type.")] = None,
-        scope: Annotated[Scope | None, Parameter(description="Only this scope.")] = None,
+        # `scope` is Litestar's reserved name for the ASGI scope, hence the alias.
+        in_scope: Annotated[Scope | None, QueryParameter(name="scope", description="Only this scope.")] = None,
         project: Annotated[str | None, Parameter(description="Only this project.", max_length=200)] = None,
         entity: Annotated[str | None, Parameter(description="Only this entity and those below it.",
                                                 max_length=200)] = None,
@@ -132,7 +133,7 @@ class MemoriesController(Controller):
         limit: Limit = 20,
     ) -> MemoryPage:
         """The caller's live memories, most recently changed first, filtered exactly (as on the web page)."""
-        return service.list_memories(caller, memory_type=memory_type, scope=scope, project=project, entity=entity,
+        return service.list_memories(caller, memory_type=memory_type, scope=in_scope, project=project, entity=entity,
                                      tag=tag, cursor=cursor, limit=limit)
 
     @post("/import", operation_id="importMemories", summary="Import memories from another tool",
