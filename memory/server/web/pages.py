@@ -22,7 +22,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.params import FromPath, FromQuery, QueryParameter, URLEncodedBody
 from litestar.response import File, Redirect, Template
 
-from memory.commands import RetrieveQuery, UpdateMemory
+from memory.commands import RetrieveQuery, StoreMemory, UpdateMemory
 from memory.errors import InvalidInput, MemoryServiceError, NotFound
 from memory.identity import LOCAL_ISSUER, Identity
 from memory.ids import new_uuid7
@@ -51,6 +51,8 @@ _NOTICES = {
     "updated": "Saved.",
     "deleted": "Deleted. It no longer shows in search; its history stays in your timeline.",
     "forgotten": "Forgotten. Its text is gone from your log and from every index.",
+    "stored": "Stored.",
+    "duplicate": "Already in your memory: this is the memory that says it. Nothing new was stored.",
     "revoked": "Access revoked. That app must be connected again to reach your memory.",
 }
 
@@ -70,12 +72,19 @@ class _EditForm(msgspec.Struct):
     tags: str = ""
 
 
+class _AddForm(msgspec.Struct):
+    text: str = ""
+    tags: str = ""
+    memory_type: str = ""
+
+
 class _ForgetForm(msgspec.Struct):
     confirm: str = ""
 
 
 # Litestar parses and validates the forms; `_csrf_token` is one more field, ignored here.
 _Login, _Edit, _Forget = URLEncodedBody[_LoginForm], URLEncodedBody[_EditForm], URLEncodedBody[_ForgetForm]
+_Add = URLEncodedBody[_AddForm]
 _User = NamedDependency[str]
 _Next = Annotated[str | None, QueryParameter(name="next")]
 # `scope` is Litestar's name for the ASGI scope, hence the alias.
@@ -258,6 +267,13 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
             return _page("memories.html", **common(
                 request, user, memories=shown, filters=filters, more=urlencode(more) if more else None,
                 types=[t.value for t in MemoryType], scopes=[s.value for s in Scope], when=_when))
+
+        @post("/memories", sync_to_thread=True, status_code=303)
+        def add(self, user: _User, data: _Add) -> Redirect:
+            kind = _choice(MemoryType, data.memory_type, "memory type") or MemoryType.EPISODIC
+            result = service.store_memory(caller_of(user), StoreMemory(text=data.text, tags=_tags(data.tags),
+                                                                       memory_type=kind))
+            return go(f"/memories/{result.memory.id}", "duplicate" if result.duplicate_of else "stored")
 
         @get("/memories/{memory_id:str}", sync_to_thread=True)
         def memory(self, request: Request, user: _User, memory_id: FromPath[str], cursor: FromQuery[int] = 0) -> Template:
