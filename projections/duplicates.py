@@ -57,7 +57,7 @@ def is_near_duplicate(a: str, b: str, cosine: float) -> bool:
     if cosine < NEAR_DUPLICATE_COSINE:
         return False
     na, nb = normalised(a), normalised(b)
-    if sorted(_NUMBER.findall(na)) != sorted(_NUMBER.findall(nb)):
+    if _NUMBER.findall(na) != _NUMBER.findall(nb):  # the same numbers in the same order
         return False
     matcher = difflib.SequenceMatcher(None, na, nb, autojunk=False)
     if matcher.real_quick_ratio() < NEAR_DUPLICATE_CHARS or matcher.quick_ratio() < NEAR_DUPLICATE_CHARS:

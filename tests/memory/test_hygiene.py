@@ -55,6 +55,10 @@ def test_a_near_duplicate_is_caught_but_a_different_number_or_order_is_a_new_fac
     # Each new fact names the close one it was not merged with.
     assert flight.memory.id in [m.id for m in other_flight.similar]
     assert bob.memory.id in [m.id for m in swapped.similar]
+    # The same numbers in another order are another fact too.
+    note = service.store_memory(ALICE, StoreMemory(text="Note number 2 by writer 0"))
+    swapped_numbers = service.store_memory(ALICE, StoreMemory(text="Note number 0 by writer 2"))
+    assert swapped_numbers.duplicate_of is None and swapped_numbers.memory.id != note.memory.id
 
 
 def test_the_same_text_about_another_entity_or_in_another_scope_or_another_persons_is_not_a_duplicate(service):
