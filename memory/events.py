@@ -23,6 +23,7 @@ __all__ = [
     "ProjectSet",
     "MemoriesRead",
     "MemoryDeduplicated",
+    "MemoryRestored",
     "ImportSource",
     "Event",
     "SCHEMA_VERSIONS",
@@ -81,6 +82,12 @@ class MemoryDeleted(EventPayload, tag="memory.deleted"):
     reason: str | None = None
 
 
+class MemoryRestored(EventPayload, tag="memory.restored"):
+    """A soft-deleted memory is live again, as it was when deleted."""
+
+    memory_id: str
+
+
 class MemoryForgotten(EventPayload, tag="memory.forgotten"):
     """Erasure: the tombstone. The payloads of `redacted_seqs` are removed from the log."""
 
@@ -135,12 +142,14 @@ Event = (
     | ProjectSet
     | MemoriesRead
     | MemoryDeduplicated
+    | MemoryRestored
 )
 
 SCHEMA_VERSIONS: dict[str, int] = {
     cls.__struct_config__.tag: 1
     for cls in (
         MemoryDeduplicated,
+        MemoryRestored,
         MemoryStored,
         MemoryUpdated,
         MemoryDeleted,

@@ -37,6 +37,7 @@ from memory.events import (
     MemoriesRead,
     MemoryDeduplicated,
     MemoryDeleted,
+    MemoryRestored,
     MemoryForgotten,
     MemoryStored,
     MemoryUpdated,
@@ -271,6 +272,15 @@ class MemoryService:
             self._existing(store, memory_id)
             self._append(caller, [MemoryDeleted(memory_id=memory_id, reason=reason)])
             return self._existing(store, memory_id, allow_deleted=True)
+
+    def restore(self, caller: Caller, memory_id: str) -> Memory:
+        """Undo a soft delete: the memory is live again (an event; its history shows both)."""
+        store = self._store(caller)
+        with store.lock:
+            if not self._existing(store, memory_id, allow_deleted=True).deleted:
+                raise InvalidInput(f"memory {memory_id!r} is not deleted")
+            self._append(caller, [MemoryRestored(memory_id=memory_id)])
+            return self._existing(store, memory_id)
 
     def forget(self, caller: Caller, memory_id: str) -> ForgetResult:
         """Erasure: a tombstone, the memory's payloads redacted, its text gone from every projection."""
@@ -580,7 +590,7 @@ class MemoryService:
 
     def list_memories(self, caller: Caller, *, memory_type: MemoryType | None = None, scope: Scope | None = None,
                       project: str | None = None, entity: str | None = None, tag: str | None = None,
-                      cursor: int | None = None, limit: int = 20) -> MemoryPage:
+                      cursor: int | None = None, limit: int = 20, deleted: bool = False) -> MemoryPage:
         """The caller's live memories, most recently changed first, filtered exactly (a person
         browsing their memories, where `retrieve_context` ranks for an assistant)."""
         if not 1 <= limit <= _MAX_PAGE:
@@ -591,7 +601,8 @@ class MemoryService:
                    "tag": clean_tags([tag])[0] if tag is not None else None}
         store = self._store(caller)
         with store.lock:
-            memories, next_cursor = reads.memory_page(store.view.db, **filters, before_seq=cursor, limit=limit)
+            memories, next_cursor = reads.memory_page(store.view.db, **filters, before_seq=cursor, limit=limit,
+                                                      deleted=deleted)
             self._audit_read(caller, "list_memories", None, [m.id for m in memories],
                              {k: v for k, v in filters.items() if v is not None})
             return MemoryPage(memories=memories, next_cursor=next_cursor)

@@ -18,7 +18,7 @@ import sqlite3
 import unicodedata
 from collections.abc import Sequence
 
-from memory.events import MemoryDeleted, MemoryForgotten, MemoryStored, MemoryUpdated
+from memory.events import MemoryDeleted, MemoryForgotten, MemoryRestored, MemoryStored, MemoryUpdated
 from memory.log import StoredEvent
 from projections.base import execute_script
 
@@ -93,6 +93,10 @@ class TextKeysProjection:
                     db.execute("INSERT OR REPLACE INTO text_keys VALUES (?, ?)", (memory_id, text_key(text)))
                 case MemoryUpdated(memory_id=memory_id, text=str() as text):
                     db.execute("UPDATE text_keys SET key = ? WHERE memory_id = ?", (text_key(text), memory_id))
+                case MemoryRestored(memory_id=memory_id):
+                    row = db.execute("SELECT text FROM memories WHERE id = ? AND deleted = 0", (memory_id,)).fetchone()
+                    if row is not None:
+                        db.execute("INSERT OR REPLACE INTO text_keys VALUES (?, ?)", (memory_id, text_key(row[0])))
                 case MemoryDeleted(memory_id=memory_id) | MemoryForgotten(memory_id=memory_id):
                     db.execute("DELETE FROM text_keys WHERE memory_id = ?", (memory_id,))
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from memory.events import MemoryDeleted, MemoryForgotten, MemoryStored, MemoryUpdated
+from memory.events import MemoryDeleted, MemoryForgotten, MemoryRestored, MemoryStored, MemoryUpdated
 from memory.log import StoredEvent
 from projections.base import execute_script
 from projections.embedder import Embedder
@@ -138,6 +138,14 @@ class EmbeddingsProjection:
                     seen.add(text_hash(text))
                     # Every text, not only the last of the batch: batching must not change the result.
                     db.execute("INSERT OR IGNORE INTO embedded_texts VALUES (?, ?)", (memory_id, text_hash(text)))
+                case MemoryRestored(memory_id=memory_id):
+                    # The text as the memories projection has it (a later event of the batch that
+                    # changes or removes it comes after this one and wins, as it should).
+                    row = db.execute("SELECT text FROM memories WHERE id = ? AND deleted = 0", (memory_id,)).fetchone()
+                    if row is not None:
+                        wanted[memory_id] = row[0]
+                        seen.add(text_hash(row[0]))
+                        db.execute("INSERT OR IGNORE INTO embedded_texts VALUES (?, ?)", (memory_id, text_hash(row[0])))
                 case MemoryDeleted(memory_id=memory_id) | MemoryForgotten(memory_id=memory_id):
                     wanted.pop(memory_id, None)
                     self._remove(db, cache, memory_id, forget=isinstance(event.payload, MemoryForgotten))

@@ -12,6 +12,7 @@ from memory.events import (
     MemoryDeduplicated,
     MemoryDeleted,
     MemoryForgotten,
+    MemoryRestored,
     MemoryStored,
     MemoryUpdated,
     ProjectSet,
@@ -92,6 +93,12 @@ class MemoriesProjection:
                 case MemoryDeleted():
                     db.execute(
                         "UPDATE memories SET deleted = 1, updated_at = ?, updated_seq = ? WHERE id = ?",
+                        (event.recorded_at, event.seq, p.memory_id),
+                    )
+                    self._touch(db, p.memory_id, event)
+                case MemoryRestored():
+                    db.execute(
+                        "UPDATE memories SET deleted = 0, updated_at = ?, updated_seq = ? WHERE id = ?",
                         (event.recorded_at, event.seq, p.memory_id),
                     )
                     self._touch(db, p.memory_id, event)

@@ -180,6 +180,12 @@ class MemoriesController(Controller):
             return service.forget(caller, memory_id)
         return service.delete(caller, memory_id, reason)
 
+    @post("/memories/{memory_id:str}/restore", operation_id="restoreMemory", summary="Restore a deleted memory",
+          status_code=200, sync_to_thread=True, opt={"needs": WRITE_SCOPE})
+    def restore(self, memory_id: MemoryId, service: Service, caller: CallerDep) -> Memory:
+        """Undo a soft delete: the memory is live again; its history shows the delete and the restore."""
+        return service.restore(caller, memory_id)
+
     @get("/memories/{memory_id:str}/history", operation_id="memoryHistory", summary="A memory's events",
          sync_to_thread=True, opt={"needs": READ_SCOPE})
     def history(self, memory_id: MemoryId, service: Service, caller: CallerDep,

@@ -151,3 +151,28 @@ def test_supersedes_names_only_existing_memories_of_the_caller_and_never_itself(
     with pytest.raises(InvalidInput):
         service.store(ALICE, StoreMemory(text="Too many.", supersedes=[mine.id] * 21))
     assert _events(service, ALICE) == ["memory.stored"]
+
+
+def test_a_restored_memory_is_live_again_everywhere_and_its_history_shows_delete_and_restore(service):
+    memory = service.store(ALICE, StoreMemory(text="Alice keeps bees on the roof", entity="alice.hobbies"))
+    service.delete(ALICE, memory.id)
+    assert [m.id for m in service.list_memories(ALICE, deleted=True).memories] == [memory.id]
+    assert service.retrieve_context(ALICE, RetrieveQuery(query="bees")).memories == []
+    assert [e.name for e in service.list_entities(ALICE, "alice").entities if e.memory_count] == []
+
+    restored = service.restore(ALICE, memory.id)
+
+    assert restored.deleted is False and service.list_memories(ALICE, deleted=True).memories == []
+    assert [r.memory.id for r in service.retrieve_context(ALICE, RetrieveQuery(query="bees")).memories] == [memory.id]
+    assert service.store_memory(ALICE, StoreMemory(text="alice keeps bees on the roof",
+                                                   entity="alice.hobbies")).duplicate_of == memory.id
+    assert [e.name for e in service.list_entities(ALICE, "alice").entities if e.memory_count] == ["alice.hobbies"]
+    types = [e.type for e in service.history(ALICE, memory.id).entries]
+    assert types[:2] == ["memory.stored", "memory.deleted"] and "memory.restored" in types
+    with pytest.raises(InvalidInput, match="not deleted"):
+        service.restore(ALICE, memory.id)
+    # Rebuilt from the log, every projection says the same.
+    store = service.users.get(ALICE.identity)
+    live = store.view.projections.snapshot()
+    store.rebuild()
+    assert store.view.projections.snapshot() == live

@@ -166,7 +166,7 @@ def test_the_openapi_document_has_the_oauth2_and_bearer_schemes_and_operation_id
                   for path, item in document["paths"].items() for method, op in item.items()}
     assert set(operations) == {"storeMemory", "searchMemories", "getMemory", "updateMemory", "deleteMemory",
                                "memoryHistory", "listEntities", "exportMemories", "listMemories",
-                               "importMemories"}
+                               "importMemories", "restoreMemory"}
     assert all(path.startswith("/api/v1/") for _, path in operations.values())
     search = document["paths"]["/api/v1/memories/search"]["get"]
     assert {p["name"] for p in search["parameters"]} == {"query", "limit"}

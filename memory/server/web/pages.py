@@ -52,6 +52,7 @@ _NOTICES = {
     "deleted": "Deleted. It no longer shows in search; its history stays in your timeline.",
     "forgotten": "Forgotten. Its text is gone from your log and from every index.",
     "stored": "Stored.",
+    "restored": "Restored. It shows in search again.",
     "duplicate": "Already in your memory: this is the memory that says it. Nothing new was stored.",
     "revoked": "Access revoked. That app must be connected again to reach your memory.",
 }
@@ -133,6 +134,10 @@ def _describe(entry: HistoryEntry) -> dict[str, Any]:
         what, detail = "changed", ", ".join(changed) + (f": {payload['text'][:200]}" if "text" in payload else "")
     elif entry.type == "memory.deleted":
         what, detail = "deleted", payload.get("reason") or ""
+    elif entry.type == "memory.restored":
+        what, detail = "restored", ""
+    elif entry.type == "memory.deduplicated":
+        what, detail = "not stored again (duplicate)", f"{payload.get('match')} match, {payload.get('score')}"
     elif entry.type == "memory.forgotten":
         what, detail = "forgot", f"{len(payload.get('redacted_seqs', []))} events redacted"
     elif entry.type == "memories.linked":
@@ -294,6 +299,17 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
         def delete(self, user: _User, memory_id: FromPath[str]) -> Redirect:
             service.delete(caller_of(user), memory_id, "deleted on the web page")
             return go("/", "deleted")
+
+        @get("/deleted", sync_to_thread=True)
+        def deleted(self, request: Request, user: _User, cursor: FromQuery[int | None] = None) -> Template:
+            listing = service.list_memories(caller_of(user), cursor=cursor, limit=_PAGE, deleted=True)
+            more = urlencode({"cursor": listing.next_cursor}) if listing.next_cursor is not None else None
+            return _page("deleted.html", **common(request, user, memories=listing.memories, more=more, when=_when))
+
+        @post("/memories/{memory_id:str}/restore", sync_to_thread=True, status_code=303)
+        def restore(self, user: _User, memory_id: FromPath[str]) -> Redirect:
+            service.restore(caller_of(user), memory_id)
+            return go(f"/memories/{memory_id}", "restored")
 
         @get("/memories/{memory_id:str}/forget", sync_to_thread=True)
         def confirm_forget(self, request: Request, user: _User, memory_id: FromPath[str]) -> Template:
