@@ -237,8 +237,11 @@ def _export(data: bytes) -> ParsedImport:
         if row["payload"] is None:
             continue
         header = json.loads(base64.b64decode(row["header"]))
-        payload = decode_payload(base64.b64decode(row["payload"]), row["type"], header["schema_version"])
         where = f"event {row['seq']}"
+        try:
+            payload = decode_payload(base64.b64decode(row["payload"]), row["type"], header["schema_version"])
+        except (ValueError, msgspec.ValidationError) as exc:  # a type or version this server does not know
+            raise _fail(where, f"cannot read this {row['type']} event ({exc})") from None
         match payload:
             case MemoryStored():
                 live[payload.memory_id] = ImportItem(

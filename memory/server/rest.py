@@ -142,7 +142,8 @@ class MemoriesController(Controller):
         """Another tool's export (`format`: server-memory, mem0, jsonl or export; `data`: the file's
         text) as memories of the caller: all of it or, on a bad record, nothing (400 naming it).
         Importing the same file again adds nothing; duplicates of live memories are reported."""
-        return service.import_memories(caller, data.format, data.data.encode())
+        # A lone surrogate cannot be UTF-8: kept as is, it makes the file "not UTF-8 text" (a 400).
+        return service.import_memories(caller, data.format, data.data.encode("utf-8", "surrogatepass"))
 
     @get("/memories/search", operation_id="searchMemories", summary="Search memories", sync_to_thread=True,
          opt={"needs": READ_SCOPE})

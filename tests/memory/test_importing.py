@@ -142,3 +142,13 @@ def test_duplicates_of_live_memories_and_within_the_file_are_reported_not_stored
     assert len(report.imported) == 1
     assert {(d.where, d.duplicate_of) for d in report.duplicates} == {("line 2", report.imported[0]),
                                                                       ("line 3", existing.id)}
+
+
+def test_garbage_in_any_format_is_refused_with_a_reason_and_stores_nothing(service):
+    garbage = [b"\xff\xfe not utf-8", b"[1, 2", b'{"results": 3}', b"null", b'["text"]', b'{"type": "entity"}',
+               "\ud800".encode("utf-8", "surrogatepass"), b'{"manifest": "x"}']
+    for name in ("server-memory", "mem0", "jsonl", "export"):
+        for data in garbage:
+            with pytest.raises(InvalidInput):
+                service.import_memories(ALICE, name, data)
+    assert service.users.get(ALICE.identity).log.last_seq() == 0

@@ -95,6 +95,10 @@ def test_rest_import_is_idempotent_and_refuses_a_bad_file_whole(http, server):
     second = http.post(f"{API}/import", json={"format": "jsonl", "data": data}, headers=me)
     bad = http.post(f"{API}/import", json={"format": "jsonl", "data": data + '\n{"txt": "typo"}'}, headers=me)
     listed = http.get(f"{API}/memories", headers=me).json()
+    for body in (b'{"format": "jsonl", "data": "\\ud800"}', b'{"format": "export", "data": "{}"}',
+                 b'{"format": "csv", "data": "a,b"}', b'{"format": "mem0"}'):
+        refused = http.post(f"{API}/import", content=body, headers=me | {"Content-Type": "application/json"})
+        assert refused.status_code == 400, (body, refused.text)
     assert first.status_code == 200 and len(first.json()["imported"]) == 2
     assert second.json()["imported"] == [] and second.json()["already_imported"] == 2
     assert bad.status_code == 400 and "line 3" in bad.json()["detail"]
