@@ -63,11 +63,15 @@ def test_rest_store_answers_200_with_duplicate_of_and_201_with_similar(http, ser
     first = http.post(f"{API}/memories", json={"text": "Plays the piano on weekends."}, headers=me)
     again = http.post(f"{API}/memories", json={"text": "Plays the piano on weekends"}, headers=me)
     close = http.post(f"{API}/memories", json={"text": "Practises piano every Saturday."}, headers=me)
+    forced = http.post(f"{API}/memories", json={"text": "Plays the piano on weekends", "allow_duplicate": True},
+                       headers=me)
     replaced = http.post(f"{API}/memories", json={"text": "Plays the guitar on weekends now.",
                                                  "supersedes": [first.json()["id"]]}, headers=me)
     assert first.status_code == 201 and first.json()["duplicate_of"] is None
     assert again.status_code == 200 and again.json()["duplicate_of"] == first.json()["id"]
     assert close.status_code == 201 and close.json()["similar"][0]["id"] == first.json()["id"]
+    assert forced.status_code == 201 and forced.json()["id"] != first.json()["id"]
+    assert forced.json()["similar"][0]["id"] == first.json()["id"]
     assert replaced.status_code == 201
     assert http.get(f"{API}/memories/{first.json()['id']}", headers=me).json()["status"] == "superseded"
 
