@@ -140,6 +140,37 @@ def export(data_dir: Path, user: str, output: Path) -> None:
     click.echo(f"exported {manifest['event_count']} events of {owner} to {output}")
 
 
+@cli.command("import")
+@_data_dir
+@_user
+@click.option("--format", "format_name", required=True,
+              type=click.Choice(["server-memory", "mem0", "jsonl", "export"]),
+              help="What wrote FILE: the MCP reference memory server, mem0, our JSON lines, or a bundle.")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def import_command(data_dir: Path, user: str, format_name: str, file: Path) -> None:
+    """Import another tool's memories into a user's log (all of FILE, or nothing)."""
+    from memory.importing import MAX_IMPORT_BYTES
+    from memory.service import Caller, MemoryService
+
+    if not user:
+        raise click.UsageError("--user is required")
+    if file.stat().st_size > MAX_IMPORT_BYTES:
+        raise click.ClickException(f"{file} is larger than {MAX_IMPORT_BYTES} bytes")
+    service = MemoryService(data_dir, _embedder())
+    try:
+        report = service.import_memories(Caller(Identity.parse(user), client_id="memory-import"), format_name,
+                                         file.read_bytes())
+    except MemoryServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        service.close()
+    click.echo(f"imported {len(report.imported)} of {report.records} record(s) from {file} ({report.format}): "
+               f"{report.already_imported} imported before, {len(report.duplicates)} duplicate(s), "
+               f"{report.links} link(s)")
+    for duplicate in report.duplicates:
+        click.echo(f"  {duplicate.where}: duplicate of {duplicate.duplicate_of}")
+
+
 @cli.command("verify-export", context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def verify_export(args: tuple[str, ...]) -> None:

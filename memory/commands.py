@@ -35,9 +35,11 @@ __all__ = [
     "check_text_fields",
     "MAX_LIMIT",
     "MAX_DEPTH",
+    "MAX_SUPERSEDES",
 ]
 
 MAX_LIMIT = 100
+MAX_SUPERSEDES = 20
 #: How deeply any argument may nest (lists in dicts in lists...): no command needs more than 3.
 MAX_DEPTH = 32
 _ENTITY = re.compile(r"^[\w-]+(\.[\w-]+)*$", re.UNICODE)
@@ -62,6 +64,10 @@ class StoreMemory(_Command):
     occurred_at: str | None = None
     #: Idempotency key: a retry with the same id and content returns the first result.
     event_id: str | None = None
+    #: Store even when a live memory already says the same (otherwise that one is the answer).
+    allow_duplicate: bool = False
+    #: Ids of memories this one replaces: each is linked to it and marked superseded.
+    supersedes: Annotated[list[str], msgspec.Meta(max_length=MAX_SUPERSEDES)] = []
 
 
 class UpdateMemory(_Command):
@@ -72,6 +78,8 @@ class UpdateMemory(_Command):
     status: Status | None | msgspec.UnsetType = msgspec.UNSET
     priority: Priority | msgspec.UnsetType = msgspec.UNSET
     occurred_at: str | None | msgspec.UnsetType = msgspec.UNSET
+    #: Ids of memories this one replaces: each is linked to it and marked superseded.
+    supersedes: Annotated[list[str], msgspec.Meta(max_length=MAX_SUPERSEDES)] | msgspec.UnsetType = msgspec.UNSET
 
 
 class RetrieveQuery(_Command):
@@ -88,6 +96,8 @@ class RetrieveQuery(_Command):
     #: the day after the last session fell by 0.03 (bench/locomo.py).
     recency_weight: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.1
     include_related: bool = False
+    #: Superseded memories leave retrieval unless asked for (or `status` is given).
+    include_superseded: bool = False
     #: A seq (int) or an RFC 3339 time: answer from the memory as it was then.
     as_of: int | str | None = None
 

@@ -27,6 +27,9 @@ __all__ = [
     "EntityRegistered",
     "ProjectSet",
     "MemoriesRead",
+    "MemoryDeduplicated",
+    "MemoryRestored",
+    "ImportSource",
     "Event",
     "SCHEMA_VERSIONS",
     "encode_payload",
@@ -46,6 +49,15 @@ class EventPayload(msgspec.Struct, tag_field="type", kw_only=True, forbid_unknow
     salt: str = msgspec.field(default_factory=_new_salt)
 
 
+class ImportSource(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Where an imported memory came from: the other tool, its id there and its own timestamps."""
+
+    format: str
+    original_id: str
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
 class MemoryStored(EventPayload, tag="memory.stored"):
     memory_id: str
     text: str
@@ -58,6 +70,8 @@ class MemoryStored(EventPayload, tag="memory.stored"):
     status: Status | None = None
     priority: int = 0
     occurred_at: str | None = None
+    #: v2: set when `memory import` brought the memory from another tool.
+    imported_from: ImportSource | None = None
 
 
 class MemoryUpdated(EventPayload, tag="memory.updated"):
@@ -78,6 +92,12 @@ class MemoryDeleted(EventPayload, tag="memory.deleted"):
 
     memory_id: str
     reason: str | None = None
+
+
+class MemoryRestored(EventPayload, tag="memory.restored"):
+    """A soft-deleted memory is live again, as it was when deleted."""
+
+    memory_id: str
 
 
 class MemoryForgotten(EventPayload, tag="memory.forgotten"):
@@ -115,6 +135,15 @@ class MemoriesRead(EventPayload, tag="memories.read"):
     returned_ids: list[str] = []
 
 
+class MemoryDeduplicated(EventPayload, tag="memory.deduplicated"):
+    """A store that was not made because `memory_id`, a live memory, already says the same: the
+    attempt stays in the audit (and in that memory's history). No text: the memory has it."""
+
+    memory_id: str
+    match: str  # "exact" (same text once normalised) or "near" (projections.duplicates)
+    score: float
+
+
 Event = (
     MemoryStored
     | MemoryUpdated
@@ -124,6 +153,8 @@ Event = (
     | EntityRegistered
     | ProjectSet
     | MemoriesRead
+    | MemoryDeduplicated
+    | MemoryRestored
 )
 
 _TYPES = (
@@ -135,14 +166,21 @@ _TYPES = (
     EntityRegistered,
     ProjectSet,
     MemoriesRead,
+    MemoryDeduplicated,
+    MemoryRestored,
 )
-SCHEMA_VERSIONS: dict[str, int] = {cls.__struct_config__.tag: 2 for cls in _TYPES}
+# v2 salted every payload; memory.stored v3 added `imported_from`.
+SCHEMA_VERSIONS: dict[str, int] = {cls.__struct_config__.tag: 2 for cls in _TYPES} | {"memory.stored": 3}
 
 _Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 _upcasters: dict[tuple[str, int], _Upcaster] = {}
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Event)
 _raw_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def _identity(raw: dict[str, Any]) -> dict[str, Any]:
+    return raw
 
 
 def register_upcaster(event_type: str, from_version: int, upcast: _Upcaster) -> None:
@@ -184,3 +222,7 @@ def decode_payload(data: bytes, event_type: str, schema_version: int) -> Event:
             raise ValueError(f"no upcaster for {event_type} v{version}")
         raw = upcast(raw)
     return msgspec.convert(raw, Event)
+
+
+# memory.stored v3 added `imported_from`, optional: a v2 payload is already a valid v3 one.
+register_upcaster("memory.stored", 2, _identity)

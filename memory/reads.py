@@ -159,10 +159,11 @@ def memory_event_seqs(db: sqlite3.Connection, memory_id: str, after: int, limit:
 
 
 def memory_page(db: sqlite3.Connection, *, memory_type: str | None, scope: str | None, project: str | None,
-                entity: str | None, tag: str | None, before_seq: int | None, limit: int) -> tuple[list[Memory], int | None]:
+                entity: str | None, tag: str | None, before_seq: int | None, limit: int,
+                deleted: bool = False) -> tuple[list[Memory], int | None]:
     """Live memories matching every filter given, most recently changed first, and the cursor of
     the next page. Each memory's `updated_seq` is its own (one event changes one memory)."""
-    clauses, args = ["m.deleted = 0"], []
+    clauses, args = ["m.deleted = ?"], [int(deleted)]
     for column, value in (("memory_type", memory_type), ("scope", scope), ("project", project)):
         if value is not None:
             clauses.append(f"m.{column} = ?")

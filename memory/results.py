@@ -20,6 +20,11 @@ __all__ = [
     "MemoryPage",
     "TimelinePage",
     "ChainStatus",
+    "SimilarMemory",
+    "StoreResult",
+    "StoredMemory",
+    "ImportDuplicate",
+    "ImportReport",
 ]
 
 
@@ -117,3 +122,46 @@ class ChainStatus(msgspec.Struct, kw_only=True):
     event_count: int
     head_hash: str
     problems: list[str] = []
+
+
+class SimilarMemory(msgspec.Struct, kw_only=True):
+    id: str
+    text: str
+    score: float
+
+
+class StoreResult(msgspec.Struct, kw_only=True):
+    """A store's answer: the memory (the existing one when this was a duplicate), the id it
+    duplicated, and the live memories closest to it, so the caller may update one instead."""
+
+    memory: Memory
+    duplicate_of: str | None = None
+    similar: list[SimilarMemory] = []
+
+
+class StoredMemory(Memory, kw_only=True):
+    """A store's answer flattened for REST: the memory's own fields, then `duplicate_of` and `similar`."""
+
+    duplicate_of: str | None = None
+    similar: list[SimilarMemory] = []
+
+    @classmethod
+    def of(cls, result: StoreResult) -> "StoredMemory":
+        fields = {f: getattr(result.memory, f) for f in result.memory.__struct_fields__}
+        return cls(**fields, duplicate_of=result.duplicate_of, similar=result.similar)
+
+
+class ImportDuplicate(msgspec.Struct, kw_only=True):
+    where: str  # the record in the file: "line 3", "record 12"
+    duplicate_of: str
+
+
+class ImportReport(msgspec.Struct, kw_only=True):
+    """What one import did: all of it in one append, or nothing."""
+
+    format: str
+    records: int
+    imported: list[str] = []  # ids of the new memories
+    already_imported: int = 0  # records an earlier import of the same source brought
+    duplicates: list[ImportDuplicate] = []  # records a live memory (or an earlier record) already says
+    links: int = 0

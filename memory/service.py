@@ -36,12 +36,16 @@ from memory.events import (
     EventPayload,
     MemoriesLinked,
     MemoriesRead,
+    MemoryDeduplicated,
     MemoryDeleted,
+    MemoryRestored,
     MemoryForgotten,
     MemoryStored,
     MemoryUpdated,
     ProjectSet,
 )
+from memory.hygiene import MAX_SIMILAR, check_store, superseding
+from memory.importing import imported_memory_id, import_source, parse_import
 from memory.ids import is_uuid, new_uuid7
 from memory.identity import Actor, Identity
 from memory.log import EventDraft
@@ -53,16 +57,21 @@ from memory.results import (
     ForgetResult,
     HistoryEntry,
     HistoryPage,
+    ImportDuplicate,
+    ImportReport,
     MemoryPage,
     ProjectSummary,
     RetrievalResult,
     RetrievedMemory,
     SearchHit,
+    SimilarMemory,
+    StoreResult,
     SyncResult,
     TimelinePage,
 )
 from memory.signing import KeyRing
 from memory.userstore import ProjectionView, UserDirectory, UserStore
+from projections.duplicates import is_near_duplicate, text_key
 from projections.embedder import Embedder
 from projections.ranking import Filters, rank_memories
 from projections.vectors import VectorIndex
@@ -164,12 +173,48 @@ class MemoryService:
     # -- writes ---------------------------------------------------------------------------
 
     def store(self, caller: Caller, cmd: StoreMemory) -> Memory:
+        return self.store_memory(caller, cmd).memory
+
+    def store_memory(self, caller: Caller, cmd: StoreMemory) -> StoreResult:
+        """Store, unless a live memory of the same entity, scope and project already says the same
+        (then that one is the answer, `duplicate_of` names it, and a `memory.deduplicated` event
+        records the attempt); `allow_duplicate` stores anyway. Either way the answer lists the
+        live memories closest to the text (`similar`).
+
+        The text is embedded before the append, outside the lock (the near-duplicate check needs
+        its vector, ~5 ms), and that vector is the one the embeddings projection keeps: the model
+        runs once per store, as before, only now before the answer instead of after it."""
         cmd = _checked(cmd)
         store = self._store(caller)
         with store.lock:
             payload = self._stored_payload(store, caller, cmd)
-            self._append(caller, [payload])
-            return self._existing(store, payload.memory_id)
+            retry = cmd.event_id is not None and reads.load_memory(store.view.db, cmd.event_id) is not None
+        with store.reading() as db:
+            vector = store.view.embeddings.vector_for(db, payload.text)
+        store.catch_up_embeddings()  # the memories stored just before are candidates too
+        with store.lock:
+            superseded = [self._existing(store, old).id for old in cmd.supersedes]
+            if payload.memory_id in superseded:
+                raise InvalidInput("a memory cannot supersede itself")
+            check = check_store(store.view.db, store.view.embeddings.index, payload, vector,
+                                exclude=frozenset(superseded) | {payload.memory_id})
+            if retry:
+                # The same event id again: the log checks it is the same store and appends nothing.
+                self._append(caller, [payload])
+                return StoreResult(memory=self._existing(store, payload.memory_id), similar=check.similar)
+            if check.duplicate is not None and not cmd.allow_duplicate:
+                skipped = MemoryDeduplicated(memory_id=check.duplicate.id, match=check.match or "exact",
+                                             score=check.score)
+                store.append([EventDraft(event_id=cmd.event_id or new_uuid7(), payload=skipped,
+                                         actor=caller.actor, request_id=caller.request_id)])
+                return StoreResult(memory=check.duplicate, duplicate_of=check.duplicate.id,
+                                   similar=check.similar)
+            similar = check.similar
+            if check.duplicate is not None:  # allowed: the memory it repeats is the closest one
+                similar = [SimilarMemory(id=check.duplicate.id, text=check.duplicate.text,
+                                         score=check.score), *similar][:MAX_SIMILAR]
+            self._append(caller, [payload, *superseding(payload.memory_id, superseded)], embed_now=True)
+            return StoreResult(memory=self._existing(store, payload.memory_id), similar=similar)
 
     def _stored_payload(self, store: UserStore, caller: Caller, cmd: StoreMemory) -> MemoryStored:
         if cmd.event_id is not None and not is_uuid(cmd.event_id):
@@ -212,10 +257,14 @@ class MemoryService:
                 fields["entity"] = clean_entity(fields["entity"])
             if "occurred_at" in fields:
                 fields["occurred_at"] = clean_timestamp(fields["occurred_at"])
+            superseded = [self._existing(store, old).id for old in fields.pop("supersedes", [])]
+            if memory_id in superseded:
+                raise InvalidInput("a memory cannot supersede itself")
             fields = {k: v for k, v in fields.items() if getattr(current, k) != v}
-            if not fields:
+            if not fields and not superseded:
                 raise InvalidInput("nothing to change: give at least one field with a new value")
-            self._append(caller, [MemoryUpdated(memory_id=memory_id, **fields)])
+            changed: list[EventPayload] = [MemoryUpdated(memory_id=memory_id, **fields)] if fields else []
+            self._append(caller, changed + superseding(memory_id, superseded))
             return self._existing(store, memory_id)
 
     def delete(self, caller: Caller, memory_id: str, reason: str | None = None) -> Memory:
@@ -224,6 +273,15 @@ class MemoryService:
             self._existing(store, memory_id)
             self._append(caller, [MemoryDeleted(memory_id=memory_id, reason=reason)])
             return self._existing(store, memory_id, allow_deleted=True)
+
+    def restore(self, caller: Caller, memory_id: str) -> Memory:
+        """Undo a soft delete: the memory is live again (an event; its history shows both)."""
+        store = self._store(caller)
+        with store.lock:
+            if not self._existing(store, memory_id, allow_deleted=True).deleted:
+                raise InvalidInput(f"memory {memory_id!r} is not deleted")
+            self._append(caller, [MemoryRestored(memory_id=memory_id)])
+            return self._existing(store, memory_id)
 
     def forget(self, caller: Caller, memory_id: str) -> ForgetResult:
         """Erasure: a tombstone, the memory's payloads redacted, its text gone from every projection."""
@@ -396,6 +454,7 @@ class MemoryService:
             scope=q.scope.value if q.scope else None, project=project,
             task_id=q.task_id, entity=clean_entity(q.entity),
             tags=clean_tags(q.tags) if q.tags else None, status=q.status.value if q.status else None,
+            include_superseded=q.include_superseded,
         )
         ranked = rank_memories(db, index, query, vector, filters, q.limit, q.recency_weight, _now())
         memories = reads.load_memories(db, [r.memory_id for r in ranked])
@@ -540,7 +599,7 @@ class MemoryService:
 
     def list_memories(self, caller: Caller, *, memory_type: MemoryType | None = None, scope: Scope | None = None,
                       project: str | None = None, entity: str | None = None, tag: str | None = None,
-                      cursor: int | None = None, limit: int = 20) -> MemoryPage:
+                      cursor: int | None = None, limit: int = 20, deleted: bool = False) -> MemoryPage:
         """The caller's live memories, most recently changed first, filtered exactly (a person
         browsing their memories, where `retrieve_context` ranks for an assistant)."""
         if not 1 <= limit <= _MAX_PAGE:
@@ -551,7 +610,8 @@ class MemoryService:
                    "tag": clean_tags([tag])[0] if tag is not None else None}
         store = self._store(caller)
         with store.lock:
-            memories, next_cursor = reads.memory_page(store.view.db, **filters, before_seq=cursor, limit=limit)
+            memories, next_cursor = reads.memory_page(store.view.db, **filters, before_seq=cursor, limit=limit,
+                                                      deleted=deleted)
             self._audit_read(caller, "list_memories", None, [m.id for m in memories],
                              {k: v for k, v in filters.items() if v is not None})
             return MemoryPage(memories=memories, next_cursor=next_cursor)
@@ -589,3 +649,72 @@ class MemoryService:
         return ChainStatus(ok=report.ok, event_count=count, head_hash=head,
                            problems=[p.message if p.seq is None else f"seq {p.seq}: {p.message}"
                                      for p in report.problems])
+
+    # -- import ---------------------------------------------------------------------------
+
+    def import_memories(self, caller: Caller, format_name: str, data: bytes) -> ImportReport:
+        """Another tool's export as ordinary `memory.stored` events (each with `imported_from`),
+        appended at once: a bad record refuses the whole file. A record imported before (its
+        memory id derives from the person, the format and its id there) is skipped, so the same
+        file twice adds nothing; a record that repeats a live memory, or an earlier record, goes
+        through the duplicate check of `store_memory` and is reported instead of stored."""
+        parsed = parse_import(format_name, data)
+        store = self._store(caller)
+        items = parsed.items
+        vectors = self.embedder.embed_documents([i.text for i in items]) if items else []
+        store.catch_up_embeddings()
+        report = ImportReport(format=parsed.format, records=len(items))
+        with store.lock:
+            db = store.view.db
+            ended_as: dict[str, str] = {}  # source id -> the memory it is now
+            accepted: dict[str, MemoryStored] = {}
+            accepted_vectors: list[np.ndarray] = []
+            batch = VectorIndex(self.embedder.dimensions)
+            for item, vector in zip(items, vectors, strict=True):
+                memory_id = imported_memory_id(caller.identity, parsed.format, item.source_id)
+                if item.source_id in ended_as:
+                    continue
+                if memory_id in accepted or reads.memory_event_seqs(db, memory_id, 0, 1):
+                    report.already_imported += 1
+                    ended_as[item.source_id] = memory_id
+                    continue
+                payload = MemoryStored(
+                    memory_id=memory_id, text=item.text, memory_type=item.memory_type, scope=item.scope,
+                    entity=item.entity, project=item.project, task_id=item.task_id, tags=item.tags,
+                    status=Status.ACTIVE if item.memory_type == MemoryType.PROJECT_CONTEXT else None,
+                    occurred_at=item.occurred_at, imported_from=import_source(parsed, item))
+                duplicate = self._import_duplicate(db, store.view.embeddings.index, batch, accepted, payload, vector)
+                if duplicate is not None:
+                    report.duplicates.append(ImportDuplicate(where=item.where, duplicate_of=duplicate))
+                    ended_as[item.source_id] = duplicate
+                    continue
+                accepted[memory_id] = payload
+                accepted_vectors.append(vector)
+                batch.upsert(memory_id, vector)
+                ended_as[item.source_id] = memory_id
+            links: list[EventPayload] = []
+            for link in dict.fromkeys(parsed.links):
+                source, target = ended_as.get(link.source), ended_as.get(link.target)
+                if source and target and source != target and (source in accepted or target in accepted):
+                    links.append(MemoriesLinked(source_id=source, target_id=target, link_type=LinkType(link.link_type)))
+            if accepted:
+                store.view.embeddings.prime_vectors([p.text for p in accepted.values()], accepted_vectors)
+                self._append(caller, [*accepted.values(), *links], embed_now=True)
+            report.imported = list(accepted)
+            report.links = len(links) if accepted else 0
+            return report
+
+    @staticmethod
+    def _import_duplicate(db: sqlite3.Connection, index: VectorIndex, batch: VectorIndex,
+                          accepted: dict[str, MemoryStored], payload: MemoryStored, vector: np.ndarray) -> str | None:
+        check = check_store(db, index, payload, vector)
+        if check.duplicate is not None:
+            return check.duplicate.id
+        key = text_key(payload.text)
+        for other_id, score in batch.search(vector, 8):
+            other = accepted[other_id]
+            if (other.entity, other.scope, other.project) != (payload.entity, payload.scope, payload.project):
+                continue
+            if text_key(other.text) == key or is_near_duplicate(other.text, payload.text, score):
+                return other_id
+        return None

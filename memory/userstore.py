@@ -20,6 +20,7 @@ from memory.identity import Identity
 from memory.log import EventDraft, SqliteEventLog, StoredEvent, log_path
 from memory.signing import KeyRing
 from projections.base import ProjectionSet, open_projection_db
+from projections.duplicates import TextKeysProjection
 from projections.embedder import Embedder
 from projections.embeddings import EmbeddingsProjection
 from projections.entities import EntitiesProjection
@@ -64,7 +65,8 @@ def build_projections(
 ) -> ProjectionView:
     embeddings = EmbeddingsProjection(embedder, cache_db)
     projections = ProjectionSet(
-        db, [MemoriesProjection(), FullTextProjection(), EntitiesProjection(), LinksProjection(), embeddings]
+        db, [MemoriesProjection(), FullTextProjection(), EntitiesProjection(), LinksProjection(), TextKeysProjection(),
+            embeddings]
     )
     return ProjectionView(projections, embeddings)
 

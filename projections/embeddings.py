@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from memory.events import MemoryDeleted, MemoryForgotten, MemoryStored, MemoryUpdated
+from memory.events import MemoryDeleted, MemoryForgotten, MemoryRestored, MemoryStored, MemoryUpdated
 from memory.log import StoredEvent
 from projections.base import execute_script
 from projections.embedder import Embedder
@@ -70,6 +70,10 @@ class EmbeddingsProjection:
     def prime(self, texts: Sequence[str]) -> None:
         """Embed texts that events about to be applied will carry; `apply` takes them from here
         instead of calling the model. Safe to call without the caller's lock."""
+        with self._primed_lock:
+            # A store embeds its text before it is appended (the duplicate check needs it): the
+            # catch-up that follows must not pay for the model again.
+            texts = list(dict.fromkeys(t for t in texts if text_hash(t) not in self._primed))
         if not texts:
             return
         vectors = self.embedder.embed_documents(list(texts))
@@ -78,6 +82,30 @@ class EmbeddingsProjection:
                 self._primed[text_hash(text)] = vector
             while len(self._primed) > _MAX_PRIMED:
                 self._primed.popitem(last=False)
+
+    def prime_vectors(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Vectors the caller computed for texts about to be appended (an import): kept whatever
+        their number, for the catch-up that follows; the next `prime` trims them again."""
+        with self._primed_lock:
+            for text, vector in zip(texts, vectors, strict=True):
+                self._primed[text_hash(text)] = vector
+
+    def vector_for(self, db: sqlite3.Connection, text: str) -> np.ndarray:
+        """The text's vector: from the cache when a memory already had this text, else from the
+        model, primed so that the event carrying the text does not embed it again. `db` is a
+        connection of the caller's (this runs outside the user's lock)."""
+        digest = text_hash(text)
+        with self._primed_lock:
+            primed = self._primed.get(digest)
+        if primed is not None:
+            return primed
+        cached = self._cached(self._cache_db or db, {digest}).get(digest)
+        if cached is not None:
+            return cached
+        self.prime([text])
+        with self._primed_lock:
+            found = self._primed.get(digest)
+        return found if found is not None else self.embedder.embed_documents([text])[0]
 
     def _take_primed(self, hashes: set[str]) -> dict[str, np.ndarray]:
         with self._primed_lock:
@@ -110,6 +138,14 @@ class EmbeddingsProjection:
                     seen.add(text_hash(text))
                     # Every text, not only the last of the batch: batching must not change the result.
                     db.execute("INSERT OR IGNORE INTO embedded_texts VALUES (?, ?)", (memory_id, text_hash(text)))
+                case MemoryRestored(memory_id=memory_id):
+                    # The text as the memories projection has it (a later event of the batch that
+                    # changes or removes it comes after this one and wins, as it should).
+                    row = db.execute("SELECT text FROM memories WHERE id = ? AND deleted = 0", (memory_id,)).fetchone()
+                    if row is not None:
+                        wanted[memory_id] = row[0]
+                        seen.add(text_hash(row[0]))
+                        db.execute("INSERT OR IGNORE INTO embedded_texts VALUES (?, ?)", (memory_id, text_hash(row[0])))
                 case MemoryDeleted(memory_id=memory_id) | MemoryForgotten(memory_id=memory_id):
                     wanted.pop(memory_id, None)
                     self._remove(db, cache, memory_id, forget=isinstance(event.payload, MemoryForgotten))

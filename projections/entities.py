@@ -10,7 +10,14 @@ from collections.abc import Sequence
 
 import msgspec
 
-from memory.events import EntityRegistered, MemoryDeleted, MemoryForgotten, MemoryStored, MemoryUpdated
+from memory.events import (
+    EntityRegistered,
+    MemoryDeleted,
+    MemoryForgotten,
+    MemoryRestored,
+    MemoryStored,
+    MemoryUpdated,
+)
 from memory.log import StoredEvent
 from projections.base import execute_script
 
@@ -66,6 +73,13 @@ class EntitiesProjection:
                         dirty.add(entity)
                 case MemoryDeleted(memory_id=memory_id) | MemoryForgotten(memory_id=memory_id):
                     dirty.update(self._remove_member(db, memory_id))
+                case MemoryRestored(memory_id=memory_id):
+                    row = db.execute("SELECT entity FROM memories WHERE id = ? AND deleted = 0 AND entity IS NOT NULL",
+                                     (memory_id,)).fetchone()
+                    if row is not None:
+                        db.execute("INSERT OR REPLACE INTO entity_members VALUES (?, ?, ?)",
+                                   (memory_id, row[0], event.recorded_at))
+                        dirty.add(row[0])
                 case EntityRegistered(name=name, description=description, parent=parent):
                     db.execute("INSERT OR REPLACE INTO entity_registrations VALUES (?, ?, ?)",
                                (name, description, parent))

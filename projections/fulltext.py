@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from memory.events import MemoryDeleted, MemoryForgotten, MemoryStored, MemoryUpdated
+from memory.events import MemoryDeleted, MemoryForgotten, MemoryRestored, MemoryStored, MemoryUpdated
 from memory.log import StoredEvent
 from projections.base import execute_script
 
@@ -64,23 +64,15 @@ class FullTextProjection:
         forgotten = False
         for event in events:
             match event.payload:
+                case MemoryRestored(memory_id=memory_id):
+                    # Indexed again as if stored now (the row's seq orders conversations): the
+                    # memories projection, applied first, has its text.
+                    row = db.execute("SELECT text, occurred_at FROM memories WHERE id = ? AND deleted = 0",
+                                     (memory_id,)).fetchone()
+                    if row is not None:
+                        self._insert(db, event, memory_id, row[0], row[1])
                 case MemoryStored(memory_id=memory_id, text=text, occurred_at=occurred_at):
-                    following = self._remove(db, memory_id)
-                    # The seq that stored the memory is a stable, unique rowid, and the newest: its
-                    # predecessor is the client's last row, and nothing follows it yet.
-                    client = event.actor.client_id
-                    prev = db.execute(
-                        "SELECT r.memory_id, coalesce(r.occurred_at, r.recorded_at), f.text FROM fulltext_rows r "
-                        "JOIN memories_fts f ON f.rowid = r.fts_rowid WHERE r.client IS ? "
-                        "ORDER BY r.fts_rowid DESC LIMIT 1", (client,),
-                    ).fetchone()
-                    if prev and not _close(prev[1], occurred_at or event.recorded_at):
-                        prev = None
-                    db.execute("INSERT INTO fulltext_rows VALUES (?, ?, ?, ?, ?, ?)",
-                               (memory_id, event.seq, client, event.recorded_at, occurred_at, prev and prev[0]))
-                    db.execute("INSERT INTO memories_fts (rowid, memory_id, text, context) VALUES (?, ?, ?, ?)",
-                               (event.seq, memory_id, text, prev[2] if prev else ""))
-                    self._relink(db, following)
+                    self._insert(db, event, memory_id, text, occurred_at)
                 case MemoryUpdated(memory_id=memory_id) as update:
                     row = db.execute("SELECT fts_rowid FROM fulltext_rows WHERE memory_id = ?", (memory_id,)).fetchone()
                     if row is None:
@@ -103,6 +95,25 @@ class FullTextProjection:
             # FTS5 keeps deleted terms in its segments until they merge; merging everything
             # (with secure_delete on) is what makes the forgotten words leave the file.
             db.execute("INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
+
+    def _insert(self, db: sqlite3.Connection, event: StoredEvent, memory_id: str, text: str,
+                occurred_at: str | None) -> None:
+        following = self._remove(db, memory_id)
+        # The seq that stored the memory is a stable, unique rowid, and the newest: its
+        # predecessor is the client's last row, and nothing follows it yet.
+        client = event.actor.client_id
+        prev = db.execute(
+            "SELECT r.memory_id, coalesce(r.occurred_at, r.recorded_at), f.text FROM fulltext_rows r "
+            "JOIN memories_fts f ON f.rowid = r.fts_rowid WHERE r.client IS ? "
+            "ORDER BY r.fts_rowid DESC LIMIT 1", (client,),
+        ).fetchone()
+        if prev and not _close(prev[1], occurred_at or event.recorded_at):
+            prev = None
+        db.execute("INSERT INTO fulltext_rows VALUES (?, ?, ?, ?, ?, ?)",
+                   (memory_id, event.seq, client, event.recorded_at, occurred_at, prev and prev[0]))
+        db.execute("INSERT INTO memories_fts (rowid, memory_id, text, context) VALUES (?, ?, ?, ?)",
+                   (event.seq, memory_id, text, prev[2] if prev else ""))
+        self._relink(db, following)
 
     @staticmethod
     def _successor(db: sqlite3.Connection, memory_id: str) -> str | None:

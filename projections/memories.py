@@ -9,8 +9,10 @@ import msgspec
 from memory.events import (
     MemoriesLinked,
     MemoriesRead,
+    MemoryDeduplicated,
     MemoryDeleted,
     MemoryForgotten,
+    MemoryRestored,
     MemoryStored,
     MemoryUpdated,
     ProjectSet,
@@ -94,6 +96,12 @@ class MemoriesProjection:
                         (event.recorded_at, event.seq, p.memory_id),
                     )
                     self._touch(db, p.memory_id, event)
+                case MemoryRestored():
+                    db.execute(
+                        "UPDATE memories SET deleted = 0, updated_at = ?, updated_seq = ? WHERE id = ?",
+                        (event.recorded_at, event.seq, p.memory_id),
+                    )
+                    self._touch(db, p.memory_id, event)
                 case MemoryForgotten():
                     db.execute("DELETE FROM memories WHERE id = ?", (p.memory_id,))
                     # A rebuild cannot see what a redacted event was, so incremental application
@@ -108,6 +116,9 @@ class MemoriesProjection:
                 case MemoriesLinked():
                     self._touch(db, p.source_id, event)
                     self._touch(db, p.target_id, event)
+                case MemoryDeduplicated():
+                    # The attempt shows in the history of the memory it duplicated.
+                    self._touch(db, p.memory_id, event)
                 case MemoriesRead():
                     for memory_id in p.returned_ids:
                         self._touch(db, memory_id, event)

@@ -79,6 +79,7 @@ class Filters(msgspec.Struct, kw_only=True):
     entity: str | None = None
     tags: list[str] | None = None
     status: str | None = None
+    include_superseded: bool = False
 
 
 class Ranked(msgspec.Struct):
@@ -92,6 +93,8 @@ def filter_sql(f: Filters) -> tuple[str, list]:
     """A WHERE clause over `memories m` for the filters."""
     clauses: list[str] = ["m.deleted = 0"]
     args: list = []
+    if not (f.include_superseded or f.status):
+        clauses.append("(m.status IS NULL OR m.status != 'superseded')")
     if f.memory_types:
         clauses.append(f"m.memory_type IN ({', '.join('?' * len(f.memory_types))})")
         args += f.memory_types
@@ -118,6 +121,9 @@ def filter_sql(f: Filters) -> tuple[str, list]:
         clauses.append("m.status = ?")
         args.append(f.status)
     return " AND ".join(clauses), args
+
+
+_UNFILTERED = filter_sql(Filters())[0]
 
 
 def _normalised(scores: dict[str, float]) -> dict[str, float]:
@@ -176,8 +182,9 @@ def _match(db: sqlite3.Connection, words: Sequence[str], config: RankingConfig) 
 def _lexical(db: sqlite3.Connection, match: str, where: str, args: list, depth: int,
              config: RankingConfig) -> dict[str, float]:
     rank = f"bm25(memories_fts, 0.0, 1.0, {float(config.context_column)!r})"
-    if where == "m.deleted = 0":
-        # No filter: the index holds only live memories, so it answers alone (and faster).
+    if where == _UNFILTERED:
+        # No filter: the index holds only memories that are not deleted, so it answers alone (and
+        # faster); a superseded one among them is dropped with the other filters (_with_evidence).
         sql = (f"SELECT memory_id, -{rank} FROM memories_fts WHERE memories_fts MATCH ? "
                f"ORDER BY {rank} LIMIT ?")
         return dict(db.execute(sql, (match, depth)).fetchall())

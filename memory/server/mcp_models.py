@@ -23,6 +23,8 @@ __all__ = [
     "LinkOut",
     "MemoryOut",
     "RetrievedMemoryOut",
+    "SimilarOut",
+    "StoredOut",
     "RetrievalOut",
     "ProjectSummaryOut",
     "ContextInfoOut",
@@ -129,6 +131,23 @@ class MemoryOut(BaseModel):
         data = msgspec.to_builtins(memory)
         data["text"], data["text_truncated"] = _cut(memory.text, max_text)
         return cls(url=url, **data, **extra)
+
+
+class SimilarOut(BaseModel):
+    id: str
+    text: str
+    score: float = Field(description="Cosine similarity to the text just stored, 0 to 1.")
+
+    @classmethod
+    def of(cls, similar: Any) -> "SimilarOut":
+        return cls(id=similar.id, text=_cut(similar.text, MAX_TEXT_IN_RELATED)[0], score=similar.score)
+
+
+class StoredOut(MemoryOut):
+    duplicate_of: str | None = Field(None, description="Set when nothing was stored because this live "
+                                                       "memory already says the same; it is the one returned.")
+    similar: list[SimilarOut] = Field(default_factory=list, description="Up to 3 live memories close to "
+                                      "the text: update or supersede one of them if it says the same thing.")
 
 
 class RetrievedMemoryOut(MemoryOut):

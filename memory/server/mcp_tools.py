@@ -44,7 +44,9 @@ from memory.server.mcp_models import (
     SearchResult,
     SearchResults,
     SessionItemIn,
+    SimilarOut,
     StatusName,
+    StoredOut,
     SyncOut,
 )
 from memory.server.icons import IconKind, icons
@@ -208,8 +210,18 @@ class _MemoryTools:
                                                              "'2026-05-08T13:56:00Z'.")] = None,
         event_id: Annotated[str | None, Field(description="Optional UUID making retries safe: the same id "
                                                           "stores once and becomes the memory's id.")] = None,
-    ) -> MemoryOut:
+        allow_duplicate: Annotated[bool, Field(description="Store even if a live memory already says the "
+                                                           "same (by default that one is returned).")] = False,
+        supersedes: Annotated[list[str], Field(description="Ids of older memories this one replaces: they "
+                                                           "are marked superseded and leave retrieval.",
+                                               max_length=20)] = [],  # noqa: B006
+    ) -> StoredOut:
         """Remember something about the user for future conversations. Returns the stored memory.
+
+        If a live memory with the same entity and scope already says the same thing, nothing new
+        is stored: that memory is returned with duplicate_of set. Every answer lists up to 3
+        `similar` memories; when one of them says the same thing in other words or is now out of
+        date, prefer update_memory on it, or store with supersedes=[its id].
 
         Store facts the user states or confirms, decisions, preferences and notable events; not
         small talk, and never secrets such as passwords. Example:
@@ -222,9 +234,12 @@ class _MemoryTools:
         command = _command(StoreMemory, {
             "text": text, "memory_type": memory_type, "scope": scope, "entity": entity, "project": project,
             "task_id": task_id, "tags": tags, "status": status, "priority": priority,
-            "occurred_at": occurred_at, "event_id": event_id,
+            "occurred_at": occurred_at, "event_id": event_id, "allow_duplicate": allow_duplicate,
+            "supersedes": supersedes,
         })
-        return self._memory(await self._call(caller, self._service.store, command))
+        result = await self._call(caller, self._service.store_memory, command)
+        return StoredOut.of(result.memory, self._url(result.memory.id), duplicate_of=result.duplicate_of,
+                            similar=[SimilarOut.of(m) for m in result.similar])
 
     async def retrieve_context(
         self,
@@ -246,6 +261,8 @@ class _MemoryTools:
         include_related: Annotated[bool, Field(description="Also return memories linked to each result.")] = False,
         as_of: Annotated[int | str | None, Field(description="Answer as the memory was at an event seq or an "
                                                              "ISO 8601 time: '2026-05-01T00:00:00Z'.")] = None,
+        include_superseded: Annotated[bool, Field(description="Also return memories marked superseded "
+                                                              "(left out by default).")] = False,
     ) -> RetrievalOut:
         """Retrieve the memories relevant to what you are about to answer, ranked, with scores.
 
@@ -259,6 +276,7 @@ class _MemoryTools:
             "query": query, "memory_types": memory_types, "scope": scope, "project": project,
             "task_id": task_id, "entity": entity, "tags": tags, "status": status, "limit": limit,
             "recency_weight": recency_weight, "include_related": include_related, "as_of": as_of,
+            "include_superseded": include_superseded,
         })
         result = await self._call(caller, self._service.retrieve_context, command)
         return RetrievalOut(
@@ -369,13 +387,16 @@ class _MemoryTools:
         occurred_at: Annotated[str | None, Field(description="New time it happened, ISO 8601.")] = None,
         clear: Annotated[list[ClearableField], Field(
             description="Fields to empty: entity, status, occurred_at.")] = [],  # noqa: B006
+        supersedes: Annotated[list[str] | None, Field(description="Ids of older memories this one now "
+                                                                  "replaces: they are marked superseded.",
+                                                      max_length=20)] = None,
     ) -> MemoryOut:
         """Correct or refine a memory in place; only the fields you give change. The previous
         version stays in the memory's history. Example: update_memory({"id": "0196f1c2-...",
         "status": "completed"}); to remove an entity: update_memory({"id": "...", "clear": ["entity"]})."""
         caller = self._caller(ctx, WRITE_SCOPE)
         given = {"text": text, "memory_type": memory_type, "entity": entity, "tags": tags, "status": status,
-                 "priority": priority, "occurred_at": occurred_at}
+                 "priority": priority, "occurred_at": occurred_at, "supersedes": supersedes}
         changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         both = sorted(set(clear) & changes.keys())
         if both:

@@ -32,8 +32,8 @@ from memory.errors import (
     StorageError,
 )
 from memory.ids import new_uuid7
-from memory.model import Memory
-from memory.results import EntityPage, ForgetResult, HistoryPage, SearchHit
+from memory.model import Memory, MemoryType, Scope
+from memory.results import EntityPage, ForgetResult, HistoryPage, ImportReport, MemoryPage, SearchHit, StoredMemory
 from memory.server.auth import PRINCIPAL_SCOPE_KEY, READ_SCOPE, WRITE_SCOPE, Principal, insufficient_scope_challenge
 from memory.server.settings import ServerSettings
 from memory.service import Caller, MemoryService
@@ -54,6 +54,11 @@ _STATUS: tuple[tuple[type[MemoryServiceError], int], ...] = (
 
 class SearchResponse(msgspec.Struct, kw_only=True):
     results: list[SearchHit]
+
+
+class ImportRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    format: str
+    data: str
 
 
 class ErrorBody(msgspec.Struct, kw_only=True):
@@ -126,9 +131,42 @@ class MemoriesController(Controller):
 
     @post("/memories", operation_id="storeMemory", summary="Store a memory", sync_to_thread=True,
           opt={"needs": WRITE_SCOPE})
-    def store(self, data: JSONBody[StoreMemory], service: Service, caller: CallerDep) -> Memory:
-        """Remember something. With `event_id` (a UUID) a retry stores once; the id becomes the memory's id."""
-        return service.store(caller, data)
+    def store(self, data: JSONBody[StoreMemory], service: Service, caller: CallerDep) -> Response[StoredMemory]:
+        """Remember something. With `event_id` (a UUID) a retry stores once; the id becomes the memory's id.
+
+        When a live memory of the same entity, scope and project already says the same, nothing
+        is stored: the answer (200 instead of 201) is that memory, with `duplicate_of` naming it;
+        `allow_duplicate: true` stores anyway. `similar` lists up to 3 close live memories, to
+        update one instead. `supersedes` (ids) marks older memories superseded by this one."""
+        result = service.store_memory(caller, data)
+        return Response(StoredMemory.of(result), status_code=200 if result.duplicate_of else 201)
+
+    @get("/memories", operation_id="listMemories", summary="List memories", sync_to_thread=True,
+         opt={"needs": READ_SCOPE})
+    def list_memories(
+        self, service: Service, caller: CallerDep,
+        memory_type: Annotated[MemoryType | None, Parameter(description="Only this type.")] = None,
+        # `scope` is Litestar's reserved name for the ASGI scope, hence the alias.
+        in_scope: Annotated[Scope | None, QueryParameter(name="scope", description="Only this scope.")] = None,
+        project: Annotated[str | None, Parameter(description="Only this project.", max_length=200)] = None,
+        entity: Annotated[str | None, Parameter(description="Only this entity and those below it.",
+                                                max_length=200)] = None,
+        tag: Annotated[str | None, Parameter(description="Only memories with this tag.", max_length=64)] = None,
+        cursor: Annotated[int | None, Parameter(ge=1, description="next_cursor of the previous page.")] = None,
+        limit: Limit = 20,
+    ) -> MemoryPage:
+        """The caller's live memories, most recently changed first, filtered exactly (as on the web page)."""
+        return service.list_memories(caller, memory_type=memory_type, scope=in_scope, project=project, entity=entity,
+                                     tag=tag, cursor=cursor, limit=limit)
+
+    @post("/import", operation_id="importMemories", summary="Import memories from another tool",
+          sync_to_thread=True, status_code=200, opt={"needs": WRITE_SCOPE})
+    def import_memories(self, data: JSONBody[ImportRequest], service: Service, caller: CallerDep) -> ImportReport:
+        """Another tool's export (`format`: server-memory, mem0, jsonl or export; `data`: the file's
+        text) as memories of the caller: all of it or, on a bad record, nothing (400 naming it).
+        Importing the same file again adds nothing; duplicates of live memories are reported."""
+        # A lone surrogate cannot be UTF-8: kept as is, it makes the file "not UTF-8 text" (a 400).
+        return service.import_memories(caller, data.format, data.data.encode("utf-8", "surrogatepass"))
 
     @get("/memories/search", operation_id="searchMemories", summary="Search memories", sync_to_thread=True,
          opt={"needs": READ_SCOPE})
@@ -165,6 +203,12 @@ class MemoriesController(Controller):
         if forget:
             return service.forget(caller, memory_id)
         return service.delete(caller, memory_id, reason)
+
+    @post("/memories/{memory_id:str}/restore", operation_id="restoreMemory", summary="Restore a deleted memory",
+          status_code=200, sync_to_thread=True, opt={"needs": WRITE_SCOPE})
+    def restore(self, memory_id: MemoryId, service: Service, caller: CallerDep) -> Memory:
+        """Undo a soft delete: the memory is live again; its history shows the delete and the restore."""
+        return service.restore(caller, memory_id)
 
     @get("/memories/{memory_id:str}/history", operation_id="memoryHistory", summary="A memory's events",
          sync_to_thread=True, opt={"needs": READ_SCOPE})

@@ -269,7 +269,7 @@ def test_forgetting_deletes_every_vector_of_the_memory_from_the_embedding_cache(
 def test_a_shared_text_keeps_its_cached_vector_while_another_memory_still_has_it(service):
     text = "Two memories can say the very same thing"
     first = service.store(ALICE, StoreMemory(text=text))
-    second = service.store(ALICE, StoreMemory(text=text))
+    second = service.store(ALICE, StoreMemory(text=text, allow_duplicate=True))
     service.forget(ALICE, first.id)
     assert _cache_rows(service, [text])
     assert second.id in service.users.get(ALICE.identity).view.embeddings.index

@@ -46,7 +46,7 @@ def test_an_older_schema_version_is_upcast_before_decoding(monkeypatch):
 
 
 def test_a_version_without_an_upcaster_or_from_the_future_is_refused(monkeypatch):
-    monkeypatch.setattr(events, "_upcasters", {})
+    monkeypatch.setattr(events, "_upcasters", dict(events._upcasters))
     data = encode_payload(MemoryUpdated(memory_id="m1", priority=1))
     with pytest.raises(ValueError, match="no upcaster"):
         decode_payload(data, "memory.updated", 0)
@@ -62,7 +62,7 @@ def test_unknown_fields_in_a_current_payload_are_rejected():
 
 
 def test_every_payload_is_salted_so_equal_contents_hash_apart():
-    assert set(SCHEMA_VERSIONS.values()) == {2}
+    assert min(SCHEMA_VERSIONS.values()) == 2  # every type is salted from v2 on
     first, second = (encode_payload(MemoryUpdated(memory_id="m1", text="yes")) for _ in range(2))
     assert first != second
     salts = {msgspec.json.decode(data)["salt"] for data in (first, second)}

@@ -149,7 +149,7 @@ def test_a_stored_event_carries_exactly_what_its_draft_said(store):
 
     assert event.event_id == d.event_id
     assert event.type == "memory.stored"
-    assert event.schema_version == SCHEMA_VERSIONS["memory.stored"] == 2
+    assert event.schema_version == SCHEMA_VERSIONS["memory.stored"] == 3
     assert event.actor == ACTOR
     assert event.request_id == "req-1"
     assert event.payload == payload

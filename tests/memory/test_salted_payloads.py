@@ -70,6 +70,7 @@ def version_1_log(data_dir, embedder, monkeypatch) -> dict:
     def unsalted(payload) -> bytes:
         raw = msgspec.to_builtins(payload)
         raw.pop("salt")
+        raw.pop("imported_from", None)  # memory.stored v3's field: v1 had none
         return msgspec.json.encode(raw)
 
     with monkeypatch.context() as patch:

@@ -22,7 +22,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.params import FromPath, FromQuery, QueryParameter, URLEncodedBody
 from litestar.response import File, Redirect, Template
 
-from memory.commands import RetrieveQuery, UpdateMemory
+from memory.commands import RetrieveQuery, StoreMemory, UpdateMemory
 from memory.errors import InvalidInput, MemoryServiceError, NotFound
 from memory.identity import LOCAL_ISSUER, Identity
 from memory.ids import new_uuid7
@@ -52,6 +52,9 @@ _NOTICES = {
     "updated": "Saved.",
     "deleted": "Deleted. It no longer shows in search; its history stays in your timeline.",
     "forgotten": "Forgotten. Its text is gone from your log and from every index.",
+    "stored": "Stored.",
+    "restored": "Restored. It shows in search again.",
+    "duplicate": "Already in your memory: this is the memory that says it. Nothing new was stored.",
     "revoked": "Access revoked. That app must be connected again to reach your memory.",
     "token_revoked": "Token revoked. Whatever used it needs a new one from `memory token`.",
     "password": "Password changed. Every other place you were signed in is signed out.",
@@ -73,6 +76,12 @@ class _EditForm(msgspec.Struct):
     tags: str = ""
 
 
+class _AddForm(msgspec.Struct):
+    text: str = ""
+    tags: str = ""
+    memory_type: str = ""
+
+
 class _ForgetForm(msgspec.Struct):
     confirm: str = ""
 
@@ -85,7 +94,7 @@ class _PasswordForm(msgspec.Struct):
 
 # Litestar parses and validates the forms; `_csrf_token` is one more field, ignored here.
 _Login, _Edit, _Forget = URLEncodedBody[_LoginForm], URLEncodedBody[_EditForm], URLEncodedBody[_ForgetForm]
-_Password = URLEncodedBody[_PasswordForm]
+_Password, _Add = URLEncodedBody[_PasswordForm], URLEncodedBody[_AddForm]
 _User = NamedDependency[str]
 _Next = Annotated[str | None, QueryParameter(name="next")]
 # `scope` is Litestar's name for the ASGI scope, hence the alias.
@@ -134,6 +143,10 @@ def _describe(entry: HistoryEntry) -> dict[str, Any]:
         what, detail = "changed", ", ".join(changed) + (f": {payload['text'][:200]}" if "text" in payload else "")
     elif entry.type == "memory.deleted":
         what, detail = "deleted", payload.get("reason") or ""
+    elif entry.type == "memory.restored":
+        what, detail = "restored", ""
+    elif entry.type == "memory.deduplicated":
+        what, detail = "not stored again (duplicate)", f"{payload.get('match')} match, {payload.get('score')}"
     elif entry.type == "memory.forgotten":
         what, detail = "forgot", f"{len(payload.get('redacted_seqs', []))} events redacted"
     elif entry.type == "memories.linked":
@@ -293,6 +306,13 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
                 request, user, memories=shown, filters=filters, more=urlencode(more) if more else None,
                 types=[t.value for t in MemoryType], scopes=[s.value for s in Scope], when=_when))
 
+        @post("/memories", sync_to_thread=True, status_code=303)
+        def add(self, user: _User, data: _Add) -> Redirect:
+            kind = _choice(MemoryType, data.memory_type, "memory type") or MemoryType.EPISODIC
+            result = service.store_memory(caller_of(user), StoreMemory(text=data.text, tags=_tags(data.tags),
+                                                                       memory_type=kind))
+            return go(f"/memories/{result.memory.id}", "duplicate" if result.duplicate_of else "stored")
+
         @get("/memories/{memory_id:str}", sync_to_thread=True)
         def memory(self, request: Request, user: _User, memory_id: FromPath[str], cursor: FromQuery[int] = 0) -> Template:
             caller = caller_of(user)
@@ -312,6 +332,17 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
         def delete(self, user: _User, memory_id: FromPath[str]) -> Redirect:
             service.delete(caller_of(user), memory_id, "deleted on the web page")
             return go("/", "deleted")
+
+        @get("/deleted", sync_to_thread=True)
+        def deleted(self, request: Request, user: _User, cursor: FromQuery[int | None] = None) -> Template:
+            listing = service.list_memories(caller_of(user), cursor=cursor, limit=_PAGE, deleted=True)
+            more = urlencode({"cursor": listing.next_cursor}) if listing.next_cursor is not None else None
+            return _page("deleted.html", **common(request, user, memories=listing.memories, more=more, when=_when))
+
+        @post("/memories/{memory_id:str}/restore", sync_to_thread=True, status_code=303)
+        def restore(self, user: _User, memory_id: FromPath[str]) -> Redirect:
+            service.restore(caller_of(user), memory_id)
+            return go(f"/memories/{memory_id}", "restored")
 
         @get("/memories/{memory_id:str}/forget", sync_to_thread=True)
         def confirm_forget(self, request: Request, user: _User, memory_id: FromPath[str]) -> Template:
