@@ -20,6 +20,8 @@ import anyio
 import httpx2
 import msgspec
 
+from memory.commands import check_text_fields
+from memory.errors import InvalidInput
 from memory.server.auth import ALL_SCOPES
 from memory.server.oauth.uris import MAX_URL_LENGTH, StrictURL, parse_strict_url
 
@@ -270,8 +272,11 @@ class MetadataDocuments:
             raise ClientError("invalid_client", f"the document could not be fetched: {exc!r}") from None
         try:
             metadata = json.loads(body)
-        except ValueError:
+            check_text_fields(metadata, "")
+        except (ValueError, RecursionError):
             raise ClientError("invalid_client", "the document is not JSON") from None
+        except InvalidInput as exc:
+            raise ClientError("invalid_client", f"the document is unreadable: {exc}") from None
         if not isinstance(metadata, dict) or metadata.get("client_id") != url:
             raise ClientError("invalid_client", "the document must name its own URL as client_id")
         method = metadata.get("token_endpoint_auth_method", "none")

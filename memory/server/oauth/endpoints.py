@@ -24,6 +24,8 @@ from litestar.datastructures import Cookie
 from litestar.enums import MediaType
 from litestar.middleware import DefineMiddleware
 
+from memory.commands import MAX_DEPTH, check_text_fields
+from memory.errors import InvalidInput
 from memory.server.auth import ALL_SCOPES, issue_token
 from memory.server.logs import account_hash, log_fields
 from memory.server.oauth.clients import (
@@ -399,7 +401,14 @@ def build_oauth_controllers(settings: ServerSettings, keys: KeyRing, store: OAut
         async def register(self, request: Request) -> Response:
             client_id = secrets.token_urlsafe(16)
             try:
-                client, metadata = client_from_registration(client_id, json.loads(await request.body()))
+                registration = json.loads(await request.body())
+                # The check every MCP and REST argument passes: bounded nesting, strings UTF-8 can hold.
+                check_text_fields(registration, "")
+                client, metadata = client_from_registration(client_id, registration)
+            except RecursionError:
+                return _json_error("invalid_client_metadata", f"the registration nests more than {MAX_DEPTH} levels deep")
+            except InvalidInput as exc:
+                return _json_error("invalid_client_metadata", str(exc))
             except ValueError:
                 return _json_error("invalid_client_metadata", "the registration must be a JSON object")
             except ClientError as exc:

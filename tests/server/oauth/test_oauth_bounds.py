@@ -64,6 +64,25 @@ def test_a_registration_body_over_16_kib_is_refused_before_it_is_read_and_nothin
     assert rows(as_server, "clients") == before
 
 
+UNREADABLE_REGISTRATIONS = {
+    "JSON nested 5000 deep": b'{"redirect_uris": ["%s"], "x": ' % CALLBACK.encode() + b"[" * 5000 + b"]" * 5000 + b"}",
+    "a lone surrogate in client_name": b'{"redirect_uris": ["%s"], "token_endpoint_auth_method": "none", '
+                                       b'"client_name": "\\ud800"}' % CALLBACK.encode(),
+}
+
+
+@pytest.mark.parametrize("body", UNREADABLE_REGISTRATIONS)
+def test_a_registration_too_deep_or_holding_a_lone_surrogate_is_a_400_naming_it_and_nothing_is_stored(
+        as_server, http, body):
+    before = rows(as_server, "clients")
+    answer = http.post("/register", content=UNREADABLE_REGISTRATIONS[body],
+                       headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid_client_metadata"
+    assert any(word in answer.json()["error_description"] for word in ("deep", "client_name"))
+    assert rows(as_server, "clients") == before
+
+
 OVERSIZED_REQUESTS = {
     "a 7000-character state": {"state": "s" * 7000},
     "a 7000-character code_challenge": {"code_challenge": "c" * 7000},
@@ -159,3 +178,17 @@ def test_clients_of_a_file_from_before_expiry_existed_count_as_used(tmp_path):
     store.save_client("new", {"client_name": "new"}, None)
     assert store.client("old") is not None and store.client("new") is not None
     store.close()
+
+
+def test_a_metadata_document_holding_a_lone_surrogate_is_refused_with_a_page_not_a_500(as_server, http,
+                                                                                      metadata_host):
+    import uuid
+
+    url = f"http://127.0.0.1:{metadata_host.server_address[1]}/clients/{uuid.uuid4().hex}.json"
+    metadata_host.documents[url.split(str(metadata_host.server_address[1]), 1)[1]] = {
+        "client_id": url, "client_name": "Broken \ud800 Assistant", "redirect_uris": [CALLBACK],
+        "token_endpoint_auth_method": "none"}
+    verifier, challenge = pkce()
+    answer = http.get(authorize_url(as_server, url, challenge))
+    assert answer.status_code == 400 and "location" not in answer.headers
+    assert "Broken" not in answer.text  # the person sees a generic error, not the document
