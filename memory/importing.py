@@ -37,9 +37,9 @@ _NAMESPACE = uuid.UUID("5b0f3f4e-6d8e-4c41-9a52-0f0c2f7b9d11")
 _NOT_A_NAME = re.compile(r"[^\w-]+", re.UNICODE)
 
 
-class ImportItem(msgspec.Struct, kw_only=True):
-    where: str  # "line 3", "record 12": what an error or a report names
-    source_id: str
+class _MemoryGiven(msgspec.Struct, kw_only=True):
+    """What an imported memory may say of itself, in our own line format and once read from any other."""
+
     text: str
     memory_type: MemoryType = MemoryType.EPISODIC
     scope: Scope = Scope.GLOBAL
@@ -48,6 +48,11 @@ class ImportItem(msgspec.Struct, kw_only=True):
     task_id: str | None = None
     tags: list[str] = []
     occurred_at: str | None = None
+
+
+class ImportItem(_MemoryGiven, kw_only=True):
+    where: str  # "line 3", "record 12": what an error or a report names
+    source_id: str
     created_at: str | None = None
     updated_at: str | None = None
 
@@ -190,16 +195,8 @@ def _mem0(data: bytes) -> ParsedImport:
     return ParsedImport(format="mem0", items=items)
 
 
-class _JsonlRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    text: str
+class _JsonlRecord(_MemoryGiven, kw_only=True, forbid_unknown_fields=True):
     id: str | None = None
-    memory_type: MemoryType = MemoryType.EPISODIC
-    scope: Scope = Scope.GLOBAL
-    entity: str | None = None
-    project: str | None = None
-    task_id: str | None = None
-    tags: list[str] = []
-    occurred_at: str | None = None
 
 
 def _jsonl(data: bytes) -> ParsedImport:
