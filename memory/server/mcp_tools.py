@@ -218,17 +218,13 @@ class _MemoryTools:
     ) -> StoredOut:
         """Remember something about the user for future conversations. Returns the stored memory.
 
-        If a live memory with the same entity and scope already says the same thing, nothing new
-        is stored: that memory is returned with duplicate_of set. Every answer lists up to 3
-        `similar` memories; when one of them says the same thing in other words or is now out of
-        date, prefer update_memory on it, or store with supersedes=[its id].
+        If a live memory already says the same, it is returned with duplicate_of set. Up to 3
+        `similar` memories come back too: if one is now out of date, update_memory it or store with
+        supersedes=[its id].
 
         Store facts the user states or confirms, decisions, preferences and notable events; not
-        small talk, and never secrets such as passwords. Example:
-        store_memory({"text": "Prefers answers in bullet points.", "memory_type": "core_identity"}).
-        Example: store_memory({"text": "We chose Postgres over MySQL for billing.",
-        "memory_type": "project_context", "scope": "project", "project": "acme", "entity": "acme.billing",
-        "tags": ["decision"]}).
+        small talk, never secrets. Example: store_memory({"text": "We chose Postgres for billing.",
+        "memory_type": "project_context", "scope": "project", "project": "acme"}).
         """
         caller = self._caller(ctx, WRITE_SCOPE)
         command = _command(StoreMemory, {

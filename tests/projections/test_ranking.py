@@ -126,8 +126,10 @@ def test_project_context_defaults_to_active_status_and_a_status_filter_overrides
         projects["acme-superseded"]}
     assert set(retrieve(svc, "deadlines", project="acme", status=Status.ACTIVE, limit=20)) == {
         projects["acme-context"]}
-    # without a project nothing is hidden by status
-    assert {projects["acme-superseded"], projects["acme-completed"]} <= set(retrieve(svc, "deadlines", limit=20))
+    # without a project only a superseded memory is hidden (issue 14), and include_superseded shows it
+    everything = set(retrieve(svc, "deadlines", limit=20))
+    assert projects["acme-completed"] in everything and projects["acme-superseded"] not in everything
+    assert projects["acme-superseded"] in set(retrieve(svc, "deadlines", limit=20, include_superseded=True))
 
 
 def test_the_active_project_is_the_default_project_filter(svc, projects):
@@ -137,7 +139,8 @@ def test_the_active_project_is_the_default_project_filter(svc, projects):
     assert {r.memory.id for r in result.memories} == {projects["global"], projects["beta"]}
     # another client of the same user has no active project
     other = Caller(ALICE.identity, "web")
-    assert len(svc.retrieve_context(other, RetrieveQuery(query="deadlines", limit=20)).memories) == len(projects)
+    found = {r.memory.id for r in svc.retrieve_context(other, RetrieveQuery(query="deadlines", limit=20)).memories}
+    assert found == set(projects.values()) - {projects["acme-superseded"]}
 
 
 def test_task_id_filter_keeps_only_that_task(svc):
