@@ -117,8 +117,12 @@ class UserStore:
         with self.lock:
             try:
                 return self.view.projections.catch_up(self.log, to_seq, progress, skip)
-            except BaseException:
+            except BaseException as exc:
                 self.view.embeddings.load_index(self.view.db)
+                if isinstance(exc, sqlite3.OperationalError):
+                    # A full disk or a failing device: the log is whole, only its cache lags, so the
+                    # caller gets a storage error (507) to retry, never an unexpected one.
+                    raise StorageError(f"cannot update the indexes ({exc}); retry once the disk has room") from exc
                 raise
 
     @property
@@ -153,12 +157,12 @@ class UserStore:
             events = self.log.append_events(drafts, redact_seqs=redact_seqs)
             try:
                 self.catch_up(skip=_EMBEDDINGS if defer else frozenset())
-            except sqlite3.OperationalError as exc:
+            except StorageError as exc:
                 # The event is in the log (durable, whole) but not yet in the projections: the
                 # next call catches up, and a retry with the same event id stores nothing twice.
                 raise StorageError(
-                    f"recorded as seq {events[-1].seq}, but the indexes could not be updated ({exc}); "
-                    "it shows once the disk has room, and a retry with the same event_id is safe") from exc
+                    f"recorded as seq {events[-1].seq}, but the indexes could not be updated ({exc.__cause__}); "
+                    "it shows once the disk has room, and a retry with the same event_id is safe") from exc.__cause__
         if defer:
             try:
                 self._background.submit(self.catch_up_embeddings).add_done_callback(self._report)

@@ -35,9 +35,10 @@ def store_until_the_server_dies(server: ServerProcess, client: int, acked: list[
             if stop.is_set():
                 return
             event_id = str(uuid.uuid4())
+            # Unique across rounds: a text already stored is (rightly) answered as a duplicate.
+            text = f"client {client} note {i} of {event_id}"
             try:
-                answer = http.post("/api/v1/memories", headers=headers,
-                                   json={"text": f"client {client} note {i}", "event_id": event_id})
+                answer = http.post("/api/v1/memories", headers=headers, json={"text": text, "event_id": event_id})
             except httpx2.TransportError:
                 return  # the server is gone: this call got no answer, so it promised nothing
             assert answer.status_code == 201, answer.text
