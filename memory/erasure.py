@@ -63,6 +63,8 @@ class ErasedText(msgspec.Struct, frozen=True):
 
     texts: tuple[str, ...]
     words: frozenset[str]
+    # One pattern per text, compiled once: `shared_by` runs for every read in the log.
+    _quoted: tuple[re.Pattern[str], ...] = ()
 
     @classmethod
     def of(cls, texts: Iterable[str], kept: Iterable[str]) -> "ErasedText":
@@ -71,7 +73,7 @@ class ErasedText(msgspec.Struct, frozen=True):
         for text in kept:
             kept_words |= words_of(text)
         mine = set().union(*(words_of(t) for t in texts)) if texts else set()
-        return cls(texts=texts, words=frozenset(mine - kept_words))
+        return cls(texts=texts, words=frozenset(mine - kept_words), _quoted=tuple(_whole(t) for t in texts))
 
     def shared_by(self, read: MemoriesRead) -> bool:
         """Whether `read` asked for anything holding this text (see the module's definition)."""
@@ -79,7 +81,7 @@ class ErasedText(msgspec.Struct, frozen=True):
             folded = _folded(asked)
             if words_of(folded) & self.words:
                 return True
-            if any(_whole(t).search(folded) for t in self.texts):
+            if any(pattern.search(folded) for pattern in self._quoted):
                 return True
         return False
 
