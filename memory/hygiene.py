@@ -17,12 +17,14 @@ from memory.results import SimilarMemory
 from projections.duplicates import SIMILAR_COSINE, is_near_duplicate, memories_with_key, text_key
 from projections.vectors import VectorIndex
 
-__all__ = ["StoreCheck", "check_store", "superseding", "MAX_SIMILAR"]
+__all__ = ["StoreCheck", "check_store", "import_duplicate", "superseding", "MAX_SIMILAR"]
 
 MAX_SIMILAR = 3
 # Nearest vectors looked at: a duplicate must share entity, scope and project, so a few more
 # than the similar ones are read in case the closest belong elsewhere.
 _NEAREST = 12
+# Records of the same import file looked at for each new one.
+_NEAREST_IN_FILE = 8
 
 
 class StoreCheck(msgspec.Struct, kw_only=True):
@@ -36,7 +38,7 @@ def _live(memory: Memory | None) -> bool:
     return memory is not None and not memory.deleted and memory.status != Status.SUPERSEDED
 
 
-def _same_place(memory: Memory, payload: MemoryStored) -> bool:
+def _same_place(memory: Memory | MemoryStored, payload: MemoryStored) -> bool:
     return (memory.entity, memory.scope, memory.project) == (payload.entity, payload.scope, payload.project)
 
 
@@ -64,6 +66,22 @@ def check_store(db: sqlite3.Connection, index: VectorIndex, payload: MemoryStore
         elif (check.duplicate is None or memory.id != check.duplicate.id) and len(check.similar) < MAX_SIMILAR:
             check.similar.append(SimilarMemory(id=memory.id, text=memory.text, score=round(score, 6)))
     return check
+
+
+def import_duplicate(db: sqlite3.Connection, index: VectorIndex, batch: VectorIndex,
+                     accepted: dict[str, MemoryStored], payload: MemoryStored, vector: np.ndarray) -> str | None:
+    """The id `payload` would duplicate during an import: a live memory (`check_store`), or a
+    record of the same file accepted before it (`batch` holds their vectors, by the same rules)."""
+    check = check_store(db, index, payload, vector)
+    if check.duplicate is not None:
+        return check.duplicate.id
+    key = text_key(payload.text)
+    for other_id, score in batch.search(vector, _NEAREST_IN_FILE):
+        other = accepted[other_id]
+        if _same_place(other, payload) and (
+                text_key(other.text) == key or is_near_duplicate(other.text, payload.text, score)):
+            return other_id
+    return None
 
 
 def superseding(new_id: str, old_ids: list[str]) -> list[EventPayload]:

@@ -44,7 +44,7 @@ from memory.events import (
     MemoryUpdated,
     ProjectSet,
 )
-from memory.hygiene import MAX_SIMILAR, check_store, superseding
+from memory.hygiene import MAX_SIMILAR, check_store, import_duplicate, superseding
 from memory.importing import imported_memory_id, import_source, parse_import
 from memory.ids import is_uuid, new_uuid7
 from memory.identity import Actor, Identity
@@ -71,7 +71,6 @@ from memory.results import (
 )
 from memory.signing import KeyRing
 from memory.userstore import ProjectionView, UserDirectory, UserStore
-from projections.duplicates import is_near_duplicate, text_key
 from projections.embedder import Embedder
 from projections.ranking import Filters, rank_memories
 from projections.vectors import VectorIndex
@@ -683,7 +682,7 @@ class MemoryService:
                     entity=item.entity, project=item.project, task_id=item.task_id, tags=item.tags,
                     status=Status.ACTIVE if item.memory_type == MemoryType.PROJECT_CONTEXT else None,
                     occurred_at=item.occurred_at, imported_from=import_source(parsed, item))
-                duplicate = self._import_duplicate(db, store.view.embeddings.index, batch, accepted, payload, vector)
+                duplicate = import_duplicate(db, store.view.embeddings.index, batch, accepted, payload, vector)
                 if duplicate is not None:
                     report.duplicates.append(ImportDuplicate(where=item.where, duplicate_of=duplicate))
                     ended_as[item.source_id] = duplicate
@@ -704,17 +703,3 @@ class MemoryService:
             report.links = len(links) if accepted else 0
             return report
 
-    @staticmethod
-    def _import_duplicate(db: sqlite3.Connection, index: VectorIndex, batch: VectorIndex,
-                          accepted: dict[str, MemoryStored], payload: MemoryStored, vector: np.ndarray) -> str | None:
-        check = check_store(db, index, payload, vector)
-        if check.duplicate is not None:
-            return check.duplicate.id
-        key = text_key(payload.text)
-        for other_id, score in batch.search(vector, 8):
-            other = accepted[other_id]
-            if (other.entity, other.scope, other.project) != (payload.entity, payload.scope, payload.project):
-                continue
-            if text_key(other.text) == key or is_near_duplicate(other.text, payload.text, score):
-                return other_id
-        return None
