@@ -208,9 +208,8 @@ def stats(data_dir: Path, as_json: bool) -> None:
     report = collect_stats(data_dir)
     flows = None
     if oauth_db_path(data_dir).exists():
-        store = OAuthStore(data_dir)
-        flows = store.counts()
-        store.close()
+        with OAuthStore(data_dir) as store:
+            flows = store.counts()
     if as_json:
         calls = tool_calls(flows or {})
         click.echo(json.dumps(msgspec.to_builtins(report) | {"oauth": flows, "tool_calls": {
@@ -415,7 +414,9 @@ def _next_step(settings) -> tuple[int, str]:
         return logging.INFO, f"Ready: assistants connect to {settings.resource_url} with tokens of {settings.idp_issuer}"
     from memory.server.oauth.store import OAuthStore
 
-    if OAuthStore(settings.data_dir).users():
+    with OAuthStore(settings.data_dir) as store:
+        has_accounts = bool(store.users())
+    if has_accounts:
         return logging.INFO, f"Ready at {page} (sign in there); assistants connect to {settings.resource_url}"
     command = os.path.relpath(sys.argv[0]) if Path(sys.argv[0]).is_file() else "memory"
     command = command if "/" in command or command == "memory" else f"./{command}"
@@ -509,15 +510,13 @@ def token(ctx: click.Context, data_dir: Path, user: str | None, name: str, scope
         raise click.BadParameter(f"scopes must be among {' '.join(ALL_SCOPES)} (got {scopes!r})")
     settings = _public_settings(data_dir, public_url, config_file)
     cap = settings.personal_token_max_ttl_seconds
-    store = OAuthStore(data_dir)
-    try:
-        printed = issue_personal_token(KeyRing(data_dir), store, issuer=settings.base_url,
-                                       audience=settings.resource_url, user=user, name=name, scopes=scopes.split(),
-                                       ttl_seconds=_duration(ttl), max_ttl_seconds=cap)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        store.close()
+    with OAuthStore(data_dir) as store:
+        try:
+            printed = issue_personal_token(KeyRing(data_dir), store, issuer=settings.base_url,
+                                           audience=settings.resource_url, user=user, name=name,
+                                           scopes=scopes.split(), ttl_seconds=_duration(ttl), max_ttl_seconds=cap)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
     click.echo(printed)
 
 
@@ -529,11 +528,8 @@ def token_list(data_dir: Path, user: str | None) -> None:
     from memory.server.oauth.store import OAuthStore
 
     user = _local_user(user)
-    store = OAuthStore(data_dir)
-    try:
+    with OAuthStore(data_dir) as store:
         tokens = store.personal_tokens_of(user)
-    finally:
-        store.close()
     click.echo(f"{'name':<24} {'created':<17} {'expires':<17} last used")
     for t in tokens:
         click.echo(f"{t.name:<24} {_utc(t.created_at):<17} {_utc(t.expires_at):<17} {_utc(t.last_used)}")
@@ -548,11 +544,8 @@ def token_revoke(data_dir: Path, user: str | None, name: str) -> None:
     from memory.server.oauth.store import OAuthStore
 
     user = _local_user(user)
-    store = OAuthStore(data_dir)
-    try:
+    with OAuthStore(data_dir) as store:
         revoked = store.revoke_personal_tokens(user, name)
-    finally:
-        store.close()
     if not revoked:
         raise click.ClickException(f"{user} has no live token named {name!r} "
                                    f"(see `memory token list --user {user}`)")
@@ -598,18 +591,16 @@ def user_add(data_dir: Path, name: str, reclaim: bool) -> None:
     password = _new_password()
     # A removed account's name without memories left on disk holds nothing to take over.
     orphaned = log_path(data_dir, Identity(LOCAL_ISSUER, name)).exists()
-    store = OAuthStore(data_dir)
-    try:
-        store.add_user(name, hash_password(password), reclaim=reclaim or not orphaned)
-    except RemovedAccount:
-        raise click.ClickException(
-            f"account {name!r} was removed and its memories are still in {data_dir}: a new account {name!r} "
-            f"would read them. To give them to the new account on purpose, run `memory user add {name} "
-            f"--reclaim`; otherwise choose another name") from None
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        store.close()
+    with OAuthStore(data_dir) as store:
+        try:
+            store.add_user(name, hash_password(password), reclaim=reclaim or not orphaned)
+        except RemovedAccount:
+            raise click.ClickException(
+                f"account {name!r} was removed and its memories are still in {data_dir}: a new account "
+                f"{name!r} would read them. To give them to the new account on purpose, run `memory user add "
+                f"{name} --reclaim`; otherwise choose another name") from None
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
     click.echo(f"added account {name}")
 
 
@@ -622,12 +613,9 @@ def user_passwd(data_dir: Path, name: str) -> None:
     from memory.server.oauth.store import OAuthStore
 
     password = _new_password()
-    store = OAuthStore(data_dir)
-    try:
+    with OAuthStore(data_dir) as store:
         if not store.set_password(name, hash_password(password)):
             raise click.ClickException(f"no account {name!r}")
-    finally:
-        store.close()
     click.echo(f"changed the password of {name}; its web sessions are ended")
 
 
@@ -637,10 +625,9 @@ def user_list(data_dir: Path) -> None:
     """The accounts, one a line."""
     from memory.server.oauth.store import OAuthStore
 
-    store = OAuthStore(data_dir)
-    for name in store.users():
-        click.echo(name)
-    store.close()
+    with OAuthStore(data_dir) as store:
+        for name in store.users():
+            click.echo(name)
 
 
 @user.command("remove")
@@ -650,13 +637,9 @@ def user_remove(data_dir: Path, name: str) -> None:
     """Remove account NAME: end its sessions, revoke its grants and personal tokens (its memories stay in its log)."""
     from memory.server.oauth.store import OAuthStore
 
-    store = OAuthStore(data_dir)
-    try:
+    with OAuthStore(data_dir) as store:
         if not store.remove_user(name):
             raise click.ClickException(f"no account {name!r}")
-        store.revoke_personal_tokens(name)
-    finally:
-        store.close()
     click.echo(f"removed account {name}")
 
 

@@ -126,14 +126,11 @@ class ServerProcess:
               client_id: str = DEFAULT_TOKEN_NAME) -> str:
         """What `memory token --name CLIENT_ID` would print for this server (made and registered
         in-process, to save a subprocess)."""
-        store = OAuthStore(self.data_dir)
-        try:
+        with OAuthStore(self.data_dir) as store:
             return issue_personal_token(KeyRing(self.data_dir), store, issuer=self.settings.base_url,
                                         audience=self.settings.resource_url, user=user, name=client_id,
                                         scopes=scopes, ttl_seconds=ttl_seconds,
                                         max_ttl_seconds=self.settings.personal_token_max_ttl_seconds)
-        finally:
-            store.close()
 
     def log_tail(self, lines: int = 40) -> str:
         try:

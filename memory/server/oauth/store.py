@@ -144,6 +144,12 @@ class OAuthStore:
             if sidecar.exists():
                 os.chmod(sidecar, 0o600)
 
+    def __enter__(self) -> "OAuthStore":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -205,7 +211,8 @@ class OAuthStore:
                 (name, password_hash, time.time(), secrets.token_hex(16)))
 
     def remove_user(self, name: str) -> bool:
-        """Remove the account and end everything issued to it: sessions, pending sign-ins, codes, grants."""
+        """Remove the account and end everything issued to it: sessions, pending sign-ins, codes,
+        grants and personal tokens, in one transaction."""
         with self._lock, self._db:
             rows = self._db.execute("SELECT id FROM users WHERE name = ? AND removed_at IS NULL", (name,)).fetchall()
             if not rows:
@@ -215,6 +222,9 @@ class OAuthStore:
             self._db.execute("DELETE FROM pending WHERE user = ?", (name,))
             self._db.execute("DELETE FROM codes WHERE user = ?", (name,))
             self._db.execute("UPDATE refresh SET revoked = 1 WHERE user = ?", (name,))
+            now = time.time()
+            self._db.execute("UPDATE personal_tokens SET revoked_at = ? WHERE user = ? AND revoked_at IS NULL "
+                             "AND expires_at >= ?", (now, name, now))
         return True
 
     def was_removed(self, name: str) -> bool:
