@@ -7,7 +7,7 @@ DATA_DIR ?= data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-test serve test bench clean conformance-deps client-deps
+.PHONY: install install-test serve test test-services bench clean conformance-deps client-deps
 
 $(VENV)/.installed-server: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,14 @@ $(CLIENTS)/node_modules: $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
 
 client-deps: $(CLIENTS)/node_modules
 
-test: install-test conformance-deps client-deps
+# Services the suite starts itself; missing ones fail here with the command that installs them.
+test-services:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null || \
+		{ echo "PostgreSQL is needed for the tests: sudo apt-get install postgresql" >&2; exit 1; }
+	@test -x /usr/bin/chromium || command -v chromium >/dev/null || \
+		{ echo "Chromium is needed for the browser tests: sudo apt-get install chromium" >&2; exit 1; }
+
+test: install-test conformance-deps client-deps test-services
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -30,3 +30,22 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "data"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL cluster (Debian's package), started once per session by the suite itself."""
+    from postgres_server import PostgresServer
+
+    try:
+        server = PostgresServer().start()
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty database on the suite's PostgreSQL server, by URL."""
+    return postgres_server.database()
