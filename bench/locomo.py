@@ -42,7 +42,8 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from memory.commands import RetrieveQuery, clean_text, clean_timestamp
+from memory.commands import RetrieveQuery
+from memory.validation import clean_text, clean_timestamp
 from memory.events import MemoryStored
 from memory.identity import Identity
 from memory.ids import new_uuid7

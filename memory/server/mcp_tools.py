@@ -17,7 +17,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from memory.commands import RetrieveQuery, StoreMemory, SyncSession, UpdateMemory, check_text_fields, parse_command
+from memory.commands import RetrieveQuery, StoreMemory, SyncSession, UpdateMemory
+from memory.validation import check_text_fields, parse_command
 from memory.errors import LogIntegrityError, MemoryServiceError, StorageError
 from memory.ids import new_uuid7
 from memory.model import LinkType

@@ -22,7 +22,8 @@ from litestar.middleware import DefineMiddleware
 from litestar.params import JSONBody, Parameter, QueryParameter
 from litestar.response import File
 
-from memory.commands import MAX_DEPTH, StoreMemory, UpdateMemory, check_text_fields
+from memory.commands import StoreMemory, UpdateMemory
+from memory.validation import MAX_DEPTH, check_text_fields
 from memory.errors import (
     IdempotencyConflict,
     InvalidInput,

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from memory.commands import RetrieveQuery, SessionItem, StoreMemory, SyncSession, UpdateMemory, parse_command
+from memory.commands import RetrieveQuery, SessionItem, StoreMemory, SyncSession, UpdateMemory
+from memory.validation import parse_command
 from memory.errors import IdempotencyConflict, InvalidInput, MemoryServiceError, NotFound
 from memory.identity import LOCAL_ISSUER, Identity
 from memory.model import Link, LinkType, MemoryType, Scope, Status

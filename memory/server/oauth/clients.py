@@ -20,7 +20,7 @@ import anyio
 import httpx2
 import msgspec
 
-from memory.commands import check_text_fields
+from memory.validation import check_text_fields
 from memory.errors import InvalidInput
 from memory.server.auth import ALL_SCOPES
 from memory.server.oauth.uris import MAX_URL_LENGTH, StrictURL, parse_strict_url

@@ -24,7 +24,7 @@ from litestar.datastructures import Cookie
 from litestar.enums import MediaType
 from litestar.middleware import DefineMiddleware
 
-from memory.commands import MAX_DEPTH, check_text_fields
+from memory.validation import MAX_DEPTH, check_text_fields
 from memory.errors import InvalidInput
 from memory.server.auth import ALL_SCOPES, issue_token
 from memory.server.logs import account_hash, log_fields
