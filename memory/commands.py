@@ -46,10 +46,16 @@ class StoreMemory(MemoryFields, kw_only=True, forbid_unknown_fields=True):
 
 def _changes_of(fields: type[msgspec.Struct]) -> list[tuple[str, object, object]]:
     """Each updatable field of a memory, optional: UNSET means unchanged, None (where the field
-    allows it) means cleared."""
-    hints = typing.get_type_hints(fields, include_extras=True)
-    return [(name, hints[name] | msgspec.UnsetType, msgspec.UNSET)
-            for name in fields.__struct_fields__ if name not in FIXED_FIELDS]
+    allows it) means cleared. Its constraints stay; its description says that it replaces."""
+    changes = []
+    for name, hint in typing.get_type_hints(fields, include_extras=True).items():
+        if name in FIXED_FIELDS:
+            continue
+        kind, *metas = typing.get_args(hint)
+        said = " ".join(m.description for m in metas if m.description)
+        changes.append((name, Annotated[kind, *metas, Meta(description=f"New value, replacing the old: {said}")]
+                        | msgspec.UnsetType, msgspec.UNSET))
+    return changes
 
 
 _Update = msgspec.defstruct("_Update", _changes_of(MemoryFields), kw_only=True, forbid_unknown_fields=True)

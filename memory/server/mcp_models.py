@@ -164,7 +164,7 @@ class RegisterEntityArgs(_Args):
 
 
 class HistoryArgs(IdArgs):
-    cursor: Annotated[int | None, Meta(description="next_cursor from the previous page.")] = None
+    cursor: Annotated[Annotated[int, Meta(ge=0)] | None, Meta(description="next_cursor from the previous page.")] = None
     limit: Annotated[int, Meta(ge=1, le=50, description="Events per page, 1 to 50.")] = 20
 
 
