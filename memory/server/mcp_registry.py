@@ -103,15 +103,16 @@ def object_schema(kind: type[msgspec.Struct]) -> dict[str, Any]:
     return schema
 
 
-def _enums_in(info: Any, seen: set[int] | None = None) -> dict[str, list[Any]]:
-    """Each Enum a type uses, by name, with its values in the order the Enum declares them."""
+def _enums_in(info: Any, seen: set[int] | None = None) -> dict[frozenset, list[Any]]:
+    """The values of each Enum a type uses, in the order the Enum declares them."""
     seen = set() if seen is None else seen
     if id(info) in seen:
         return {}
     seen.add(id(info))
     if isinstance(info, msgspec.inspect.EnumType):
-        return {info.cls.__name__: [member.value for member in info.cls]}
-    found: dict[str, list[Any]] = {}
+        values = [member.value for member in info.cls]
+        return {frozenset(values): values}
+    found: dict[frozenset, list[Any]] = {}
     children = [getattr(info, f) for f in getattr(info, "__struct_fields__", ())]
     for child in children:
         for inner in child if isinstance(child, tuple | list) else (child,):
@@ -120,14 +121,14 @@ def _enums_in(info: Any, seen: set[int] | None = None) -> dict[str, list[Any]]:
     return found
 
 
-def _keep_enum_order(node: Any, enums: dict[str, list[Any]]) -> None:
+def _keep_enum_order(node: Any, enums: dict[frozenset, list[Any]]) -> None:
     """msgspec sorts an enum's values; an assistant reads them best as the domain orders them."""
     if isinstance(node, list):
         for item in node:
             _keep_enum_order(item, enums)
     elif isinstance(node, dict):
-        if "enum" in node and node.get("title") in enums:
-            node["enum"] = enums[node["title"]]
+        if isinstance(node.get("enum"), list) and frozenset(node["enum"]) in enums:
+            node["enum"] = enums[frozenset(node["enum"])]
         for value in node.values():
             _keep_enum_order(value, enums)
 
