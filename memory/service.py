@@ -60,8 +60,16 @@ from memory.results import (
 )
 from memory.signing import KeyRing
 from memory.userstore import ProjectionView, UserDirectory, UserStore
-from memory.validation import check_limit, check_scope, checked, clean_entity, clean_tags, clean_text, cleaned
-from memory.validation import clean_timestamp
+from memory.validation import (
+    check_limit,
+    check_scope,
+    checked,
+    clean_entity,
+    clean_tags,
+    clean_text,
+    clean_timestamp,
+    cleaned,
+)
 from projections.embedder import Embedder
 from projections.ranking import rank_memories
 from projections.vectors import VectorIndex
