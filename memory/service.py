@@ -57,6 +57,7 @@ from memory.results import (
     StoreResult,
     SyncResult,
     TimelinePage,
+    title_of,
 )
 from memory.signing import KeyRing
 from memory.userstore import ProjectionView, UserDirectory, UserStore
@@ -104,11 +105,6 @@ class Caller(msgspec.Struct, frozen=True):
 def _memory_fields(shape: msgspec.Struct) -> dict:
     """The fields of a memory that a store, a session item or an imported record carries."""
     return {f: getattr(shape, f) for f in MemoryFields.__struct_fields__ if hasattr(shape, f)}
-
-
-def _title(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= 80 else line[:77].rstrip() + "..."
 
 
 def _now() -> datetime:
@@ -451,7 +447,7 @@ class MemoryService:
         check_limit(limit)
         result = self.retrieve_context(caller, RetrieveQuery(query=query, limit=limit, recency_weight=0.1))
         return [
-            SearchHit(id=r.memory.id, title=_title(r.memory.text), snippet=r.memory.text[:300], score=r.score)
+            SearchHit(id=r.memory.id, title=title_of(r.memory.text), snippet=r.memory.text[:300], score=r.score)
             for r in result.memories
         ]
 

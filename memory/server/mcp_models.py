@@ -13,7 +13,16 @@ from msgspec import UNSET, Meta, UnsetType
 
 from memory.commands import MAX_SUPERSEDES, RetrieveQuery, UpdateMemory
 from memory.model import MAX_NAME_LENGTH, Entity, Link, LinkType, Memory
-from memory.results import ContextInfo, EntityPage, ForgetResult, HistoryEntry, HistoryPage, ProjectSummary, SyncResult
+from memory.results import (
+    ContextInfo,
+    EntityPage,
+    ForgetResult,
+    HistoryEntry,
+    HistoryPage,
+    ProjectSummary,
+    SyncResult,
+    title_of,
+)
 from memory.server.mcp_registry import fields_taking
 
 __all__ = [
@@ -48,7 +57,6 @@ __all__ = [
     "SyncOut",
     "LinkOut",
     "ClearableField",
-    "title_of",
     "MAX_TEXT_IN_LISTS",
     "MAX_TEXT_IN_RELATED",
     "MAX_PAYLOAD_TEXT",
@@ -64,11 +72,6 @@ Id = Annotated[str, Meta(min_length=1, max_length=64,
                          description="A memory id, as returned by search, retrieve_context or store_memory.")]
 EntityName = Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LENGTH,
                                  description="A dotted name: 'acme', 'acme.billing', 'people.sam'.")]
-
-
-def title_of(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= 80 else line[:77].rstrip() + "..."
 
 
 def _cut(text: str, limit: int | None) -> tuple[str, bool]:

@@ -19,10 +19,10 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from memory.commands import RetrieveQuery, StoreMemory, SyncSession, UpdateMemory
 from memory.errors import LogIntegrityError, MemoryServiceError, StorageError
-from memory.ids import new_uuid7
 from memory.model import Entity, Link
 from memory.server.auth import PRINCIPAL_SCOPE_KEY, READ_SCOPE, WRITE_SCOPE, Principal
 from memory.server.icons import IconKind, icons
+from memory.server.logs import REQUEST_ID_HEADER, request_id
 from memory.server.mcp_models import (
     MAX_TEXT_IN_LISTS,
     MAX_TEXT_IN_RELATED,
@@ -65,7 +65,6 @@ __all__ = ["build_mcp_server", "TOOL_NAMES", "READ_ONLY_TOOLS", "DESTRUCTIVE_TOO
 _T = TypeVar("_T")
 
 _SEARCH_LIMIT = 10
-_MAX_REQUEST_ID = 128
 
 INSTRUCTIONS = """\
 Long-term memory for the user, kept across conversations and assistants.
@@ -83,10 +82,7 @@ completely with forget_memory when the user asks for that.
 
 def _request_id(ctx: Context) -> str:
     request = ctx.request_context.request
-    given = request.headers.get("x-request-id") if request is not None else None
-    if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
-        return given
-    return new_uuid7()
+    return request_id(request.headers.get(REQUEST_ID_HEADER) if request is not None else None)
 
 
 def _principal(ctx: Context) -> Principal:
