@@ -108,7 +108,7 @@ class Entity(msgspec.Struct, kw_only=True):
     name: str
     description: str | None = None
     parent: str | None = None
-    registered: bool = False
+    registered: Annotated[bool, Meta(description="Registered explicitly, rather than only seen on memories.")] = False
     memory_count: int = 0
     first_seen: str | None = None
     last_seen: str | None = None
