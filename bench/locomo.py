@@ -42,13 +42,14 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from memory.commands import RetrieveQuery, clean_text, clean_timestamp
+from memory.commands import RetrieveQuery
 from memory.events import MemoryStored
 from memory.identity import Identity
 from memory.ids import new_uuid7
 from memory.log import EventDraft
 from memory.model import MemoryType, Scope
 from memory.service import Caller, MemoryService
+from memory.validation import clean_text, clean_timestamp
 from projections.embedder import default_embedder
 from projections.ranking import DEFAULT_CONFIG, Filters, RankingConfig, rank_memories
 

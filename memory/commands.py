@@ -1,199 +1,126 @@
-"""What callers may ask of the service, as typed structs, and the checks no event gets past.
+"""What callers may ask of the service, as typed structs built from the one definition of a
+memory's fields (`memory.model.MemoryFields`).
 
-Adapters decode requests into these (msgspec gives type errors), then `validate_*` enforces what
-types cannot say. A command that fails here appends nothing.
+Adapters decode requests into these (msgspec checks types and Meta constraints), then
+memory/validation.py enforces what types cannot say. A command that fails either appends nothing.
 """
 
-import re
-from datetime import UTC, datetime
-from typing import Annotated, Any
+import typing
+from typing import Annotated
 
 import msgspec
+from msgspec import Meta
 
-from memory.errors import InvalidInput
-from memory.model import (
-    MAX_NAME_LENGTH,
-    MAX_TAG_LENGTH,
-    MAX_TAGS,
-    MAX_TEXT_BYTES,
-    MemoryType,
-    Scope,
-    Status,
-)
+from memory.model import MemoryFields, MemoryType, Scope, Status
 
 __all__ = [
     "StoreMemory",
     "UpdateMemory",
+    "MemoryFilter",
     "RetrieveQuery",
     "SessionItem",
     "SyncSession",
-    "parse_command",
-    "clean_text",
-    "clean_tags",
-    "clean_entity",
-    "clean_timestamp",
-    "check_text_fields",
+    "FIXED_FIELDS",
     "MAX_LIMIT",
-    "MAX_DEPTH",
     "MAX_SUPERSEDES",
 ]
 
 MAX_LIMIT = 100
 MAX_SUPERSEDES = 20
-#: How deeply any argument may nest (lists in dicts in lists...): no command needs more than 3.
-MAX_DEPTH = 32
-_ENTITY = re.compile(r"^[\w-]+(\.[\w-]+)*$", re.UNICODE)
-Priority = Annotated[int, msgspec.Meta(ge=0, le=10)]
-Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)]
+#: What a memory keeps for life: where it lives. Every other field of it can be updated.
+FIXED_FIELDS = ("scope", "project", "task_id")
 
 
 class _Command(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pass
 
 
-class StoreMemory(_Command):
-    text: str
-    memory_type: MemoryType = MemoryType.EPISODIC
-    scope: Scope = Scope.GLOBAL
-    entity: str | None = None
-    project: str | None = None
-    task_id: str | None = None
-    tags: list[str] = []
-    status: Status | None = None
-    priority: Priority = 0
-    occurred_at: str | None = None
-    #: Idempotency key: a retry with the same id and content returns the first result.
-    event_id: str | None = None
-    #: Store even when a live memory already says the same (otherwise that one is the answer).
-    allow_duplicate: bool = False
-    #: Ids of memories this one replaces: each is linked to it and marked superseded.
-    supersedes: Annotated[list[str], msgspec.Meta(max_length=MAX_SUPERSEDES)] = []
+class StoreMemory(MemoryFields, kw_only=True, forbid_unknown_fields=True):
+    event_id: Annotated[str | None, Meta(description="Optional UUID making retries safe: the same id stores "
+                                                     "once and becomes the memory's id.")] = None
+    allow_duplicate: Annotated[bool, Meta(description="Store even if a live memory already says the same (by "
+                                                      "default that one is returned).")] = False
+    supersedes: Annotated[list[str], Meta(max_length=MAX_SUPERSEDES, description=(
+        "Ids of older memories this one replaces: they are marked superseded and leave retrieval."))] = []
 
 
-class UpdateMemory(_Command):
-    text: str | msgspec.UnsetType = msgspec.UNSET
-    memory_type: MemoryType | msgspec.UnsetType = msgspec.UNSET
-    entity: str | None | msgspec.UnsetType = msgspec.UNSET
-    tags: list[str] | msgspec.UnsetType = msgspec.UNSET
-    status: Status | None | msgspec.UnsetType = msgspec.UNSET
-    priority: Priority | msgspec.UnsetType = msgspec.UNSET
-    occurred_at: str | None | msgspec.UnsetType = msgspec.UNSET
-    #: Ids of memories this one replaces: each is linked to it and marked superseded.
-    supersedes: Annotated[list[str], msgspec.Meta(max_length=MAX_SUPERSEDES)] | msgspec.UnsetType = msgspec.UNSET
+def _changes_of(fields: type[msgspec.Struct]) -> list[tuple[str, object, object]]:
+    """Each updatable field of a memory, optional: UNSET means unchanged, None (where the field
+    allows it) means cleared. Its constraints stay; its description says that it replaces."""
+    changes = []
+    for name, hint in typing.get_type_hints(fields, include_extras=True).items():
+        if name in FIXED_FIELDS:
+            continue
+        kind, *metas = typing.get_args(hint)
+        said = " ".join(m.description for m in metas if m.description)
+        changes.append((name, Annotated[kind, *metas, Meta(description=f"New value, replacing the old: {said}")]
+                        | msgspec.UnsetType, msgspec.UNSET))
+    return changes
 
 
-class RetrieveQuery(_Command):
-    query: str = ""
-    memory_types: list[MemoryType] | None = None
-    scope: Scope | None = None
-    project: str | None = None
-    task_id: str | None = None
-    entity: str | None = None
-    tags: list[str] | None = None
-    status: Status | None = None
-    limit: Limit = 10
+_Update = msgspec.defstruct("_Update", _changes_of(MemoryFields), kw_only=True, forbid_unknown_fields=True)
+
+
+class UpdateMemory(_Update, kw_only=True, forbid_unknown_fields=True):
+    """The fields to change (the others stay), and the memories this one now replaces."""
+
+    supersedes: Annotated[list[str], Meta(max_length=MAX_SUPERSEDES, description=(
+        "Ids of older memories this one now replaces: they are marked superseded."))] | msgspec.UnsetType = msgspec.UNSET
+
+
+class MemoryFilter(_Command):
+    """Which memories a retrieval considers: the one definition of the filters (the ranking's SQL
+    and the read recorded in the log take it as it is)."""
+
+    memory_types: Annotated[list[MemoryType] | None, Meta(
+        description="Only these types: core_identity, project_context, task_instruction, episodic.")] = None
+    scope: Annotated[Scope | None, Meta(description="Only this scope: global, project or task.")] = None
+    project: Annotated[str | None, Meta(description="Only this project (defaults to the active one).")] = None
+    task_id: Annotated[str | None, Meta(description="Only this task.")] = None
+    entity: Annotated[str | None, Meta(description="Only this entity and the ones below it.")] = None
+    tags: Annotated[list[str] | None, Meta(description="Only memories carrying any of these tags.")] = None
+    status: Annotated[Status | None, Meta(description="Only this status: active, completed, superseded, "
+                                                      "parked.")] = None
+    #: Superseded memories leave retrieval unless asked for (or `status` is given).
+    include_superseded: Annotated[bool, Meta(description="Also return memories marked superseded (left out "
+                                                         "by default).")] = False
+
+
+class RetrieveQuery(MemoryFilter):
+    query: Annotated[str, Meta(description="What the answer is about, in natural language. Empty: the most "
+                                           "relevant recent memories.")] = ""
+    limit: Annotated[int, Meta(ge=1, le=MAX_LIMIT, description=f"How many memories, 1 to {MAX_LIMIT}.")] = 10
     #: 0.1: enough to prefer the newer of two equally good answers; at 0.3 recall on LoCoMo asked
     #: the day after the last session fell by 0.03 (bench/locomo.py).
-    recency_weight: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.1
-    include_related: bool = False
-    #: Superseded memories leave retrieval unless asked for (or `status` is given).
-    include_superseded: bool = False
+    recency_weight: Annotated[float, Meta(ge=0.0, le=1.0, description="0 ranks by relevance only; 1 prefers "
+                                                                      "recent memories.")] = 0.1
+    include_related: Annotated[bool, Meta(description="Also return memories linked to each result.")] = False
     #: A seq (int) or an RFC 3339 time: answer from the memory as it was then.
-    as_of: int | str | None = None
+    as_of: Annotated[int | str | None, Meta(description="Answer as the memory was at an event seq or an ISO "
+                                                        "8601 time: '2026-05-01T00:00:00Z'.")] = None
+
+    @property
+    def filter(self) -> MemoryFilter:
+        return MemoryFilter(**{f: getattr(self, f) for f in MemoryFilter.__struct_fields__})
 
 
 class SessionItem(_Command):
-    text: str
-    entity: str | None = None
-    tags: list[str] = []
-    status: Status | None = None
-    #: The id of a memory this one replaces: it is linked and marked superseded.
-    supersedes: str | None = None
+    text: Annotated[str, Meta(description="The decision, learning, status or feedback, in one or a few "
+                                          "sentences.")]
+    entity: Annotated[str | None, Meta(description="What it is about, dotted for a hierarchy: 'acme.billing'. "
+                                                   "Required for status_updates and feedback.")] = None
+    tags: Annotated[list[str], Meta(description="Extra tags (the kind is tagged automatically).")] = []
+    status: Annotated[Status | None, Meta(description="active | completed | superseded | parked.")] = None
+    supersedes: Annotated[str | None, Meta(description="Id of an older memory this one replaces; that one is "
+                                                       "linked and marked superseded.")] = None
 
 
 class SyncSession(_Command):
-    project: str | None = None
-    task_id: str | None = None
-    decisions: list[SessionItem] = []
-    learnings: list[SessionItem] = []
-    status_updates: list[SessionItem] = []
-    feedback: list[SessionItem] = []
-
-
-def check_text_fields(value: Any, name: str) -> None:
-    """The check every value a caller sends passes before the service uses it: each string in it
-    is text that UTF-8 can hold (JSON's \\ud800 decodes to a lone surrogate, which no log, index
-    or model can store), and it nests at most MAX_DEPTH levels. InvalidInput names the field."""
-    stack: list[tuple[Any, str, int]] = [(value, name, 0)]
-    while stack:
-        item, where, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise InvalidInput(f"{re.split(r'[.[]', where)[0] or 'the value'} nests more than {MAX_DEPTH} levels deep")
-        if isinstance(item, str):
-            try:
-                item.encode()
-            except UnicodeEncodeError as exc:
-                raise InvalidInput(f"{where or 'the value'} holds a lone surrogate (U+{ord(item[exc.start]):04X}), "
-                                   "which is not text UTF-8 can store") from None
-        elif isinstance(item, msgspec.Struct):
-            stack += [(getattr(item, f), f"{where}.{f}" if where else f, depth + 1) for f in item.__struct_fields__]
-        elif isinstance(item, dict):
-            for key, inner in item.items():
-                key_name = f"{where}.{key}" if where else str(key)
-                stack += [(key, f"a field name in {where or 'the body'}", depth + 1), (inner, key_name, depth + 1)]
-        elif isinstance(item, list | tuple):
-            stack += [(inner, f"{where}[{i}]", depth + 1) for i, inner in enumerate(item)]
-
-
-def parse_command(kind: type, data: Any):
-    """Build a command from JSON-like data; type errors become InvalidInput with msgspec's path."""
-    check_text_fields(data, "")
-    try:
-        return msgspec.convert(data, kind, str_keys=True)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(str(exc)) from None
-
-
-def clean_text(text: str, what: str = "text") -> str:
-    stripped = text.strip()
-    if not stripped:
-        raise InvalidInput(f"{what} must not be empty")
-    size = len(stripped.encode())
-    if size > MAX_TEXT_BYTES:
-        raise InvalidInput(f"{what} is {size} bytes; the limit is {MAX_TEXT_BYTES}")
-    return stripped
-
-
-def clean_tags(tags: list[str]) -> list[str]:
-    cleaned = list(dict.fromkeys(t.strip() for t in tags))
-    if len(cleaned) > MAX_TAGS:
-        raise InvalidInput(f"{len(cleaned)} tags given; the limit is {MAX_TAGS}")
-    for tag in cleaned:
-        if not tag or len(tag) > MAX_TAG_LENGTH:
-            raise InvalidInput(f"each tag must have 1 to {MAX_TAG_LENGTH} characters (got {tag!r})")
-    return cleaned
-
-
-def clean_entity(name: str | None, what: str = "entity") -> str | None:
-    if name is None:
-        return None
-    name = name.strip()
-    if len(name) > MAX_NAME_LENGTH or not _ENTITY.match(name):
-        raise InvalidInput(
-            f"{what} {name!r} is not a valid name: use letters, digits, '-' or '_', dotted for "
-            f"a hierarchy (like acme.marketing), at most {MAX_NAME_LENGTH} characters"
-        )
-    return name
-
-
-def clean_timestamp(value: str | None, what: str = "occurred_at") -> str | None:
-    """Any ISO 8601 date or time; stored as RFC 3339 UTC. A bare date means its midnight UTC."""
-    if value is None:
-        return None
-    try:
-        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"{what} must be an ISO 8601 date or time, like 2026-05-08T13:56:00Z (got {value!r})") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    project: Annotated[str | None, Meta(description="The project (defaults to the active one).")] = None
+    task_id: Annotated[str | None, Meta(description="The task the session worked on.")] = None
+    decisions: Annotated[list[SessionItem], Meta(description="Decisions made (added).")] = []
+    learnings: Annotated[list[SessionItem], Meta(description="Things learned (added).")] = []
+    status_updates: Annotated[list[SessionItem], Meta(
+        description="Where things stand, one per entity (replaces that entity's last status).")] = []
+    feedback: Annotated[list[SessionItem], Meta(
+        description="How the user wants things done, one per entity (replaces the last).")] = []

@@ -17,12 +17,12 @@ from typing import Any
 
 import msgspec
 
-from memory.commands import clean_entity, clean_tags, clean_text, clean_timestamp
 from memory.errors import InvalidInput
 from memory.events import ImportSource, MemoriesLinked, MemoryDeleted, MemoryForgotten, MemoryStored, MemoryUpdated
 from memory.events import decode_payload
 from memory.identity import Identity
-from memory.model import MemoryType, Scope
+from memory.model import MemoryFields
+from memory.validation import check_scope, cleaned
 from memory.verify_export import BundleError, verify_bundle
 
 __all__ = ["FORMATS", "ImportItem", "ImportLink", "ParsedImport", "parse_import", "import_source",
@@ -37,20 +37,9 @@ _NAMESPACE = uuid.UUID("5b0f3f4e-6d8e-4c41-9a52-0f0c2f7b9d11")
 _NOT_A_NAME = re.compile(r"[^\w-]+", re.UNICODE)
 
 
-class _MemoryGiven(msgspec.Struct, kw_only=True):
-    """What an imported memory may say of itself, in our own line format and once read from any other."""
+class ImportItem(MemoryFields, kw_only=True, forbid_unknown_fields=True):
+    """A memory's fields as another tool gave them, and where they came from."""
 
-    text: str
-    memory_type: MemoryType = MemoryType.EPISODIC
-    scope: Scope = Scope.GLOBAL
-    entity: str | None = None
-    project: str | None = None
-    task_id: str | None = None
-    tags: list[str] = []
-    occurred_at: str | None = None
-
-
-class ImportItem(_MemoryGiven, kw_only=True):
     where: str  # "line 3", "record 12": what an error or a report names
     source_id: str
     created_at: str | None = None
@@ -93,19 +82,10 @@ def _source_id(value: Any, where: str) -> str:
 def _checked(item: ImportItem) -> ImportItem:
     """The checks `store_memory` makes, with the record named in the error."""
     try:
-        item.text = clean_text(item.text)
-        item.entity = clean_entity(item.entity)
-        item.project = clean_entity(item.project, "project")
-        item.tags = clean_tags(item.tags)
-        item.occurred_at = clean_timestamp(item.occurred_at)
-        item.created_at = clean_timestamp(item.created_at, "created_at")
-        item.updated_at = clean_timestamp(item.updated_at, "updated_at")
+        item = cleaned(item)
+        check_scope(item.scope, item.project, item.task_id)
     except InvalidInput as exc:
         raise _fail(item.where, str(exc)) from None
-    if item.scope in (Scope.PROJECT, Scope.TASK) and item.project is None:
-        raise _fail(item.where, f"scope {item.scope.value!r} needs a project")
-    if item.scope == Scope.TASK and not item.task_id:
-        raise _fail(item.where, "scope 'task' needs a task_id")
     return item
 
 
@@ -195,7 +175,7 @@ def _mem0(data: bytes) -> ParsedImport:
     return ParsedImport(format="mem0", items=items)
 
 
-class _JsonlRecord(_MemoryGiven, kw_only=True, forbid_unknown_fields=True):
+class _JsonlRecord(MemoryFields, kw_only=True, forbid_unknown_fields=True):
     id: str | None = None
 
 
@@ -210,10 +190,9 @@ def _jsonl(data: bytes) -> ParsedImport:
         # Without an id, the record itself is its identity: the same line imports once.
         source_id = parsed.id or "sha256:" + hashlib.sha256(
             msgspec.json.encode(record, order="sorted")).hexdigest()
-        items.append(ImportItem(where=where, source_id=_source_id(source_id, where), text=parsed.text,
-                                memory_type=parsed.memory_type, scope=parsed.scope, entity=parsed.entity,
-                                project=parsed.project, task_id=parsed.task_id, tags=parsed.tags,
-                                occurred_at=parsed.occurred_at, created_at=parsed.occurred_at))
+        given = {f: getattr(parsed, f) for f in MemoryFields.__struct_fields__}
+        items.append(ImportItem(where=where, source_id=_source_id(source_id, where), **given,
+                                created_at=parsed.occurred_at))
     return ParsedImport(format="jsonl", items=items)
 
 
@@ -241,15 +220,15 @@ def _export(data: bytes) -> ParsedImport:
             raise _fail(where, f"cannot read this {row['type']} event ({exc})") from None
         match payload:
             case MemoryStored():
-                live[payload.memory_id] = ImportItem(
-                    where=where, source_id=payload.memory_id, text=payload.text, memory_type=payload.memory_type,
-                    scope=payload.scope, entity=payload.entity, project=payload.project, task_id=payload.task_id,
-                    tags=payload.tags, occurred_at=payload.occurred_at, created_at=header["recorded_at"],
-                    updated_at=header["recorded_at"])
+                # The payload carries a memory's fields by the same names (it may know more).
+                given = {f: getattr(payload, f) for f in MemoryFields.__struct_fields__}
+                live[payload.memory_id] = ImportItem(where=where, source_id=payload.memory_id, **given,
+                                                     created_at=header["recorded_at"],
+                                                     updated_at=header["recorded_at"])
             case MemoryUpdated() if payload.memory_id in live:
                 item = live[payload.memory_id]
-                for field in ("text", "memory_type", "entity", "tags", "occurred_at"):
-                    if getattr(payload, field) is not msgspec.UNSET:
+                for field in MemoryFields.__struct_fields__:
+                    if getattr(payload, field, msgspec.UNSET) is not msgspec.UNSET:
                         setattr(item, field, getattr(payload, field))
                 item.updated_at = header["recorded_at"]
             case MemoryDeleted() | MemoryForgotten():

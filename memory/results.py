@@ -25,7 +25,14 @@ __all__ = [
     "StoredMemory",
     "ImportDuplicate",
     "ImportReport",
+    "title_of",
 ]
+
+
+def title_of(text: str) -> str:
+    """A memory's title wherever one is shown: its first line, at most 80 characters."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= 80 else line[:77].rstrip() + "..."
 
 
 class RetrievedMemory(msgspec.Struct, kw_only=True):

@@ -17,18 +17,7 @@ import numpy as np
 
 from memory import reads
 from memory.audit import export_user, verify_user
-from memory.commands import (
-    RetrieveQuery,
-    SessionItem,
-    StoreMemory,
-    SyncSession,
-    UpdateMemory,
-    clean_entity,
-    clean_tags,
-    clean_text,
-    clean_timestamp,
-    parse_command,
-)
+from memory.commands import MemoryFilter, RetrieveQuery, SessionItem, StoreMemory, SyncSession, UpdateMemory
 from memory.erasure import ErasedText, texts_of
 from memory.errors import InvalidInput, NotFound
 from memory.events import (
@@ -49,7 +38,7 @@ from memory.importing import imported_memory_id, import_source, parse_import
 from memory.ids import is_uuid, new_uuid7
 from memory.identity import Actor, Identity
 from memory.log import EventDraft
-from memory.model import Entity, Link, LinkType, Memory, MemoryType, Scope, Status
+from memory.model import Entity, Link, LinkType, Memory, MemoryFields, MemoryType, Scope, Status, initial_status
 from memory.results import (
     ChainStatus,
     ContextInfo,
@@ -68,17 +57,27 @@ from memory.results import (
     StoreResult,
     SyncResult,
     TimelinePage,
+    title_of,
 )
 from memory.signing import KeyRing
 from memory.userstore import ProjectionView, UserDirectory, UserStore
+from memory.validation import (
+    check_limit,
+    check_scope,
+    checked,
+    clean_entity,
+    clean_tags,
+    clean_text,
+    clean_timestamp,
+    cleaned,
+)
 from projections.embedder import Embedder
-from projections.ranking import Filters, rank_memories
+from projections.ranking import rank_memories
 from projections.vectors import VectorIndex
 
 __all__ = ["Caller", "MemoryService"]
 
 _MAX_RELATED = 5
-_MAX_PAGE = 100
 _MAX_SEQ = 2**63 - 1  # SQLite's largest integer: a cursor beyond it is no seq at all
 _QUERY_IN_HISTORY = 200
 # What erasure redacts: the memory's own events (they carry its text), and every read that
@@ -103,14 +102,9 @@ class Caller(msgspec.Struct, frozen=True):
         return Actor(self.identity.sub, self.client_id)
 
 
-def _checked(command):
-    """Commands built in code skip the decoder's range checks (priority, limit): run them here."""
-    return parse_command(type(command), msgspec.to_builtins(command))
-
-
-def _title(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= 80 else line[:77].rstrip() + "..."
+def _memory_fields(shape: msgspec.Struct) -> dict:
+    """The fields of a memory that a store, a session item or an imported record carries."""
+    return {f: getattr(shape, f) for f in MemoryFields.__struct_fields__ if hasattr(shape, f)}
 
 
 def _now() -> datetime:
@@ -183,7 +177,7 @@ class MemoryService:
         The text is embedded before the append, outside the lock (the near-duplicate check needs
         its vector, ~5 ms), and that vector is the one the embeddings projection keeps: the model
         runs once per store, as before, only now before the answer instead of after it."""
-        cmd = _checked(cmd)
+        cmd = cleaned(checked(cmd))
         store = self._store(caller)
         with store.lock:
             payload = self._stored_payload(store, caller, cmd)
@@ -218,44 +212,19 @@ class MemoryService:
     def _stored_payload(self, store: UserStore, caller: Caller, cmd: StoreMemory) -> MemoryStored:
         if cmd.event_id is not None and not is_uuid(cmd.event_id):
             raise InvalidInput("event_id must be a UUID (it is the idempotency key and the new memory's id)")
-        project = clean_entity(cmd.project, "project")
-        if project is None and cmd.scope in (Scope.PROJECT, Scope.TASK):
-            project = self._active_project(store, caller)
-        if cmd.scope in (Scope.PROJECT, Scope.TASK) and project is None:
-            raise InvalidInput(f"scope {cmd.scope.value!r} needs a project (or set_project first)")
-        if cmd.scope == Scope.TASK and not (cmd.task_id and cmd.task_id.strip()):
-            raise InvalidInput("scope 'task' needs a task_id")
-        status = cmd.status
-        if status is None and cmd.memory_type == MemoryType.PROJECT_CONTEXT:
-            status = Status.ACTIVE
-        return MemoryStored(
-            memory_id=cmd.event_id or new_uuid7(),
-            text=clean_text(cmd.text),
-            memory_type=cmd.memory_type,
-            scope=cmd.scope,
-            entity=clean_entity(cmd.entity),
-            project=project,
-            task_id=cmd.task_id.strip() if cmd.task_id else None,
-            tags=clean_tags(cmd.tags),
-            status=status,
-            priority=cmd.priority,
-            occurred_at=clean_timestamp(cmd.occurred_at),
-        )
+        fields = _memory_fields(cmd)  # checked and normalised by the caller (store_memory)
+        if fields["project"] is None and cmd.scope in (Scope.PROJECT, Scope.TASK):
+            fields["project"] = self._active_project(store, caller)
+        check_scope(cmd.scope, fields["project"], cmd.task_id)
+        fields["status"] = initial_status(cmd.memory_type, cmd.status)
+        return MemoryStored(memory_id=cmd.event_id or new_uuid7(), **fields)
 
     def update(self, caller: Caller, memory_id: str, changes: UpdateMemory) -> Memory:
-        changes = _checked(changes)
+        changes = cleaned(checked(changes))
         store = self._store(caller)
         with store.lock:
             current = self._existing(store, memory_id)
             fields = {f: getattr(changes, f) for f in changes.__struct_fields__ if getattr(changes, f) is not msgspec.UNSET}
-            if "text" in fields:
-                fields["text"] = clean_text(fields["text"])
-            if "tags" in fields:
-                fields["tags"] = clean_tags(fields["tags"])
-            if "entity" in fields:
-                fields["entity"] = clean_entity(fields["entity"])
-            if "occurred_at" in fields:
-                fields["occurred_at"] = clean_timestamp(fields["occurred_at"])
             superseded = [self._existing(store, old).id for old in fields.pop("supersedes", [])]
             if memory_id in superseded:
                 raise InvalidInput("a memory cannot supersede itself")
@@ -344,7 +313,7 @@ class MemoryService:
         """A session's outcome in one atomic append: decisions and learnings are added, status
         updates and feedback replace the previous one for the same entity, and `supersedes`
         links the new memory to the old and marks the old one superseded."""
-        session = _checked(session)
+        session = checked(session)
         store = self._store(caller)
         with store.lock:
             project = clean_entity(session.project, "project") or self._active_project(store, caller)
@@ -369,12 +338,11 @@ class MemoryService:
     def _session_item(self, store: UserStore, item: SessionItem, memory_type: MemoryType, tag: str,
                       upsert: bool, project: str | None, scope: Scope, task_id: str | None,
                       result: SyncResult) -> list[EventPayload]:
-        entity = clean_entity(item.entity)
+        item = cleaned(msgspec.structs.replace(item, tags=[tag, *item.tags]))
+        entity, text, tags = item.entity, item.text, item.tags
         if upsert and entity is None:
             raise InvalidInput(f"each {tag} item needs an entity (it replaces the last {tag} of that entity)")
-        text = clean_text(item.text)
-        tags = clean_tags([tag, *item.tags])
-        status = item.status or (Status.ACTIVE if memory_type == MemoryType.PROJECT_CONTEXT else None)
+        status = initial_status(memory_type, item.status)
         previous = self._previous_item(store, tag, entity, project) if upsert else None
         if previous is not None:
             result.updated.append(previous)
@@ -408,7 +376,7 @@ class MemoryService:
     # -- reads ----------------------------------------------------------------------------
 
     def retrieve_context(self, caller: Caller, q: RetrieveQuery) -> RetrievalResult:
-        q = _checked(q)
+        q = checked(q)
         store = self._store(caller)
         query = q.query.strip()
         if len(query.encode()) > 4096:
@@ -447,14 +415,8 @@ class MemoryService:
 
     @staticmethod
     def _rank(db: sqlite3.Connection, index: VectorIndex, project: str | None, q: RetrieveQuery, query: str,
-              vector: Callable[[], np.ndarray] | None) -> tuple[Filters, list[RetrievedMemory]]:
-        filters = Filters(
-            memory_types=[t.value for t in q.memory_types] if q.memory_types else None,
-            scope=q.scope.value if q.scope else None, project=project,
-            task_id=q.task_id, entity=clean_entity(q.entity),
-            tags=clean_tags(q.tags) if q.tags else None, status=q.status.value if q.status else None,
-            include_superseded=q.include_superseded,
-        )
+              vector: Callable[[], np.ndarray] | None) -> tuple[MemoryFilter, list[RetrievedMemory]]:
+        filters = cleaned(msgspec.structs.replace(q.filter, project=project, tags=q.tags or None))
         ranked = rank_memories(db, index, query, vector, filters, q.limit, q.recency_weight, _now())
         memories = reads.load_memories(db, [r.memory_id for r in ranked])
         results = []
@@ -482,11 +444,10 @@ class MemoryService:
 
     def search(self, caller: Caller, query: str, limit: int = 10) -> list[SearchHit]:
         """The ChatGPT `search` contract: ids and titles to `fetch` later."""
-        if not 1 <= limit <= _MAX_PAGE:
-            raise InvalidInput(f"limit must be between 1 and {_MAX_PAGE}")
+        check_limit(limit)
         result = self.retrieve_context(caller, RetrieveQuery(query=query, limit=limit, recency_weight=0.1))
         return [
-            SearchHit(id=r.memory.id, title=_title(r.memory.text), snippet=r.memory.text[:300], score=r.score)
+            SearchHit(id=r.memory.id, title=title_of(r.memory.text), snippet=r.memory.text[:300], score=r.score)
             for r in result.memories
         ]
 
@@ -498,8 +459,7 @@ class MemoryService:
             return memory
 
     def history(self, caller: Caller, memory_id: str, cursor: int = 0, limit: int = 20) -> HistoryPage:
-        if not 1 <= limit <= _MAX_PAGE:
-            raise InvalidInput(f"limit must be between 1 and {_MAX_PAGE}")
+        check_limit(limit)
         _seq_cursor(cursor, 0)
         store = self._store(caller)
         with store.lock:
@@ -529,8 +489,7 @@ class MemoryService:
 
     def list_entities(self, caller: Caller, prefix: str | None = None, cursor: str | None = None,
                       limit: int = 50) -> EntityPage:
-        if not 1 <= limit <= _MAX_PAGE:
-            raise InvalidInput(f"limit must be between 1 and {_MAX_PAGE}")
+        check_limit(limit)
         prefix = clean_entity(prefix, "prefix")
         store = self._store(caller)
         with store.lock:
@@ -539,8 +498,7 @@ class MemoryService:
             return EntityPage(entities=entities, next_cursor=next_cursor)
 
     def search_entities(self, caller: Caller, query: str, limit: int = 10) -> list[Entity]:
-        if not 1 <= limit <= _MAX_PAGE:
-            raise InvalidInput(f"limit must be between 1 and {_MAX_PAGE}")
+        check_limit(limit)
         if not query.strip():
             raise InvalidInput("query must not be empty")
         store = self._store(caller)
@@ -601,8 +559,7 @@ class MemoryService:
                       cursor: int | None = None, limit: int = 20, deleted: bool = False) -> MemoryPage:
         """The caller's live memories, most recently changed first, filtered exactly (a person
         browsing their memories, where `retrieve_context` ranks for an assistant)."""
-        if not 1 <= limit <= _MAX_PAGE:
-            raise InvalidInput(f"limit must be between 1 and {_MAX_PAGE}")
+        check_limit(limit)
         _seq_cursor(cursor, 1)
         filters = {"memory_type": memory_type.value if memory_type else None, "scope": scope.value if scope else None,
                    "project": clean_entity(project, "project"), "entity": clean_entity(entity),
@@ -618,8 +575,7 @@ class MemoryService:
     def timeline(self, caller: Caller, cursor: int | None = None, limit: int = 50) -> TimelinePage:
         """The caller's own log, newest event first: what was stored, changed, read and forgotten,
         through which client. Reading it is itself recorded, as every read is."""
-        if not 1 <= limit <= _MAX_PAGE:
-            raise InvalidInput(f"limit must be between 1 and {_MAX_PAGE}")
+        check_limit(limit)
         _seq_cursor(cursor, 1)
         store = self._store(caller)
         with store.lock:
@@ -677,11 +633,9 @@ class MemoryService:
                     report.already_imported += 1
                     ended_as[item.source_id] = memory_id
                     continue
-                payload = MemoryStored(
-                    memory_id=memory_id, text=item.text, memory_type=item.memory_type, scope=item.scope,
-                    entity=item.entity, project=item.project, task_id=item.task_id, tags=item.tags,
-                    status=Status.ACTIVE if item.memory_type == MemoryType.PROJECT_CONTEXT else None,
-                    occurred_at=item.occurred_at, imported_from=import_source(parsed, item))
+                payload = MemoryStored(memory_id=memory_id, **_memory_fields(item),
+                                       imported_from=import_source(parsed, item))
+                payload.status = initial_status(item.memory_type, item.status)
                 duplicate = import_duplicate(db, store.view.embeddings.index, batch, accepted, payload, vector)
                 if duplicate is not None:
                     report.duplicates.append(ImportDuplicate(where=item.where, duplicate_of=duplicate))

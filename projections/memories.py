@@ -26,7 +26,8 @@ MEMORY_COLUMNS = (
     "id, text, memory_type, scope, entity, project, task_id, tags, status, priority, "
     "created_at, updated_at, occurred_at, deleted, created_seq, updated_seq"
 )
-_UPDATABLE = ("text", "memory_type", "entity", "tags", "status", "priority", "occurred_at")
+#: The fields an update may carry: those of its payload, but for whom it is about and its salt.
+_UPDATABLE = tuple(f for f in MemoryUpdated.__struct_fields__ if f not in ("memory_id", "salt"))
 
 
 class MemoriesProjection:

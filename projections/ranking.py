@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import numpy as np
 
+from memory.commands import MemoryFilter
 from projections.fulltext import CONTEXT_GAP, neighbours
 from projections.query import QueryCues, analyse, first_word, fts_query, mentions_time, query_words
 from projections.vectors import VectorIndex
@@ -71,15 +72,8 @@ class RankingConfig(msgspec.Struct, frozen=True, kw_only=True):
 DEFAULT_CONFIG = RankingConfig()
 
 
-class Filters(msgspec.Struct, kw_only=True):
-    memory_types: list[str] | None = None
-    scope: str | None = None
-    project: str | None = None
-    task_id: str | None = None
-    entity: str | None = None
-    tags: list[str] | None = None
-    status: str | None = None
-    include_superseded: bool = False
+#: The filters are the domain's one definition of them; values arrive checked and normalised.
+Filters = MemoryFilter
 
 
 class Ranked(msgspec.Struct):

@@ -21,7 +21,7 @@ from memory.server.auth import PRINCIPAL_SCOPE_KEY, Principal
 from memory.server.settings import ServerSettings
 
 __all__ = ["JsonFormatter", "TextFormatter", "logging_config", "RequestLogMiddleware", "log_fields",
-           "request_logger", "REQUEST_ID_HEADER", "account_hash"]
+           "request_logger", "REQUEST_ID_HEADER", "request_id", "account_hash"]
 
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 128
@@ -89,6 +89,15 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def request_id(given: str | None) -> str:
+    """A request's id: the client's X-Request-ID when sane (short, printable), else a new one.
+    The middleware below applies it to every HTTP request; the MCP tools and the REST handlers
+    read the header again through it, so an event never records an id the log line does not."""
+    if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
+        return given
+    return new_uuid7()
+
+
 class RequestLogMiddleware:
     """One line per HTTP request; gives each request an id (the client's X-Request-ID when sane),
     which the tools record in their events and echo in their own log lines."""
@@ -101,12 +110,10 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send)
             return
         given = _header(scope, REQUEST_ID_HEADER.encode())
-        if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
-            request_id = given
-        else:
-            request_id = new_uuid7()
+        sane = request_id(given)
+        if sane != given:
             scope["headers"] = [*[(k, v) for k, v in scope["headers"] if k != REQUEST_ID_HEADER.encode()],
-                                (REQUEST_ID_HEADER.encode(), request_id.encode())]
+                                (REQUEST_ID_HEADER.encode(), sane.encode())]
         status = 500
         began = time.perf_counter()
 
@@ -114,7 +121,7 @@ class RequestLogMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), request_id.encode())]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), sane.encode())]
             await send(message)
 
         try:
@@ -125,7 +132,7 @@ class RequestLogMiddleware:
             request_logger.log(
                 logging.DEBUG if scope["path"] in _PROBES else logging.INFO,
                 "%s %s %s", scope["method"], scope["path"], status,
-                extra=log_fields(event="request", request_id=request_id, method=scope["method"], path=scope["path"],
+                extra=log_fields(event="request", request_id=sane, method=scope["method"], path=scope["path"],
                                  status=status, user=user,
                                  duration_ms=round((time.perf_counter() - began) * 1000, 2)),
             )

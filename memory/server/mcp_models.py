@@ -1,26 +1,48 @@
-"""What the MCP tools return, as Pydantic models: the SDK derives each tool's outputSchema from
-them (it cannot from msgspec structs). They mirror `memory.results`/`memory.model`, bounded for an
-assistant's context window, with the url of every memory on this server."""
+"""What the MCP tools take and return, as msgspec structs built from the domain's shapes: each
+tool's inputSchema and outputSchema derive from these (memory/server/mcp_registry.py).
 
-from typing import Any, Literal
+Results mirror `memory.results`/`memory.model` by subclassing them, bounded for an assistant's
+context window, with the url of every memory on this server. Arguments are the domain's commands
+where one exists, narrowed where the tool promises less (a smaller page).
+"""
+
+from typing import Annotated, Any, Literal
 
 import msgspec
-from pydantic import BaseModel, Field
+from msgspec import UNSET, Meta, UnsetType
 
-from memory.model import Entity, LinkType, Memory, MemoryType, Scope, Status
-from memory.results import ContextInfo, EntityPage, ForgetResult, HistoryEntry, HistoryPage, ProjectSummary, SyncResult
+from memory.commands import MAX_SUPERSEDES, RetrieveQuery, UpdateMemory
+from memory.model import MAX_NAME_LENGTH, Entity, Link, LinkType, Memory
+from memory.results import (
+    ContextInfo,
+    EntityPage,
+    ForgetResult,
+    HistoryEntry,
+    HistoryPage,
+    ProjectSummary,
+    SyncResult,
+    title_of,
+)
+from memory.server.mcp_registry import fields_taking
 
 __all__ = [
-    "MemoryTypeName",
-    "ScopeName",
-    "StatusName",
-    "LinkTypeName",
-    "ClearableField",
-    "SessionItemIn",
+    "Id",
+    "EntityName",
+    "NoArguments",
+    "SearchArgs",
+    "IdArgs",
+    "RetrieveArgs",
+    "ProjectArgs",
+    "LinkArgs",
+    "ListEntitiesArgs",
+    "SearchEntitiesArgs",
+    "DeleteArgs",
+    "UpdateArgs",
+    "RegisterEntityArgs",
+    "HistoryArgs",
     "SearchResult",
     "SearchResults",
     "FetchedMemory",
-    "LinkOut",
     "MemoryOut",
     "RetrievedMemoryOut",
     "SimilarOut",
@@ -28,36 +50,28 @@ __all__ = [
     "RetrievalOut",
     "ProjectSummaryOut",
     "ContextInfoOut",
-    "EntityOut",
-    "EntityPageOut",
     "EntitiesOut",
     "ForgetOut",
     "HistoryEntryOut",
     "HistoryPageOut",
     "SyncOut",
-    "title_of",
+    "LinkOut",
+    "ClearableField",
     "MAX_TEXT_IN_LISTS",
     "MAX_TEXT_IN_RELATED",
     "MAX_PAYLOAD_TEXT",
 ]
 
-# Literal rather than the enums themselves: the values are then inlined in each tool's schema,
-# where an assistant reads them, instead of behind a $ref.
-MemoryTypeName = Literal[tuple(t.value for t in MemoryType)]  # type: ignore[valid-type]
-ScopeName = Literal[tuple(s.value for s in Scope)]  # type: ignore[valid-type]
-StatusName = Literal[tuple(s.value for s in Status)]  # type: ignore[valid-type]
-LinkTypeName = Literal[tuple(t.value for t in LinkType)]  # type: ignore[valid-type]
-ClearableField = Literal["entity", "status", "occurred_at"]
-
 #: A memory's text may be 32 KiB; lists of them would flood the context window. `fetch` gives it whole.
 MAX_TEXT_IN_LISTS = 2000
 MAX_TEXT_IN_RELATED = 300
 MAX_PAYLOAD_TEXT = 500
+_MAX_QUERY = 4096
 
-
-def title_of(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= 80 else line[:77].rstrip() + "..."
+Id = Annotated[str, Meta(min_length=1, max_length=64,
+                         description="A memory id, as returned by search, retrieve_context or store_memory.")]
+EntityName = Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LENGTH,
+                                 description="A dotted name: 'acme', 'acme.billing', 'people.sam'.")]
 
 
 def _cut(text: str, limit: int | None) -> tuple[str, bool]:
@@ -66,27 +80,111 @@ def _cut(text: str, limit: int | None) -> tuple[str, bool]:
     return text[: limit - 1].rstrip() + "…", True
 
 
-class SessionItemIn(BaseModel):
-    text: str = Field(description="The decision, learning, status or feedback, in one or a few sentences.")
-    entity: str | None = Field(None, description="What it is about, dotted for a hierarchy: 'acme.billing'. "
-                                                  "Required for status_updates and feedback.")
-    tags: list[str] = Field(default_factory=list, description="Extra tags (the kind is tagged automatically).")
-    status: StatusName | None = Field(None, description="active | completed | superseded | parked.")
-    supersedes: str | None = Field(None, description="Id of an older memory this one replaces; that one is "
-                                                     "linked and marked superseded.")
+def _fields(struct: msgspec.Struct) -> dict[str, Any]:
+    return {f: getattr(struct, f) for f in struct.__struct_fields__}
 
 
-class SearchResult(BaseModel):
+class _Args(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+# -- arguments ------------------------------------------------------------------------------
+
+
+class NoArguments(_Args):
+    pass
+
+
+class SearchArgs(_Args):
+    query: Annotated[str, Meta(max_length=_MAX_QUERY, description="What to look for, in natural language.")]
+
+
+class IdArgs(_Args):
+    id: Id
+
+
+class RetrieveArgs(RetrieveQuery, kw_only=True, forbid_unknown_fields=True):
+    """The domain's query, with the text bounded and a page an assistant's context can hold."""
+
+    query: Annotated[str, Meta(max_length=_MAX_QUERY, description="What the answer is about, in natural language. "
+                                                                  "Empty: the most relevant recent memories.")] = ""
+    limit: Annotated[int, Meta(ge=1, le=50, description="How many memories, 1 to 50.")] = 10
+
+
+class ProjectArgs(_Args):
+    project: Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LENGTH,
+                                 description="The project's name, e.g. 'acme' or 'acme.website'.")]
+
+
+class LinkArgs(_Args):
+    source_id: Annotated[str, Meta(max_length=64, description="The memory the link starts from.")]
+    target_id: Annotated[str, Meta(max_length=64, description="The memory it points to.")]
+    link_type: Annotated[LinkType, Meta(description="How source relates to target: supports, contradicts, "
+                                                    "supersedes, refines, depends_on, implements, example_of.")]
+
+
+class ListEntitiesArgs(_Args):
+    prefix: Annotated[str | None, Meta(description="Only this entity and those below it, e.g. 'acme' lists acme, "
+                                                   "acme.billing, ...")] = None
+    cursor: Annotated[str | None, Meta(description="next_cursor from the previous page.")] = None
+    limit: Annotated[int, Meta(ge=1, le=100, description="Page size, 1 to 100.")] = 50
+
+
+class SearchEntitiesArgs(_Args):
+    query: Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LENGTH,
+                               description="A name or part of one; typos are tolerated.")]
+    limit: Annotated[int, Meta(ge=1, le=50, description="How many, 1 to 50.")] = 10
+
+
+class DeleteArgs(IdArgs):
+    reason: Annotated[Annotated[str, Meta(max_length=500)] | None, Meta(description="Why, for the record.")] = None
+
+
+def _clearable() -> tuple[str, ...]:
+    """The fields of an update that null clears (those whose type allows None)."""
+    return fields_taking(UpdateMemory, msgspec.inspect.NoneType)
+
+
+ClearableField = Literal[_clearable()]  # type: ignore[valid-type]
+
+
+class UpdateArgs(UpdateMemory, kw_only=True, forbid_unknown_fields=True):
+    """The domain's update, with the id, and `clear` for what JSON null cannot say to every client:
+    here a null argument means "not given", as an assistant sends it for what it leaves out."""
+
+    id: Id
+    clear: Annotated[list[ClearableField], Meta(  # type: ignore[valid-type]
+        description=f"Fields to empty: {', '.join(_clearable())}.")] = []
+    supersedes: Annotated[list[str], Meta(max_length=MAX_SUPERSEDES, description=(
+        "Ids of older memories this one now replaces: they are marked superseded."))] | UnsetType = UNSET
+
+
+class RegisterEntityArgs(_Args):
+    name: EntityName
+    description: Annotated[str | None, Meta(description="What it is, in a sentence.")] = None
+    parent: Annotated[str | None, Meta(description="The entity it belongs under, e.g. 'acme' for "
+                                                   "'acme.billing'.")] = None
+
+
+class HistoryArgs(IdArgs):
+    cursor: Annotated[Annotated[int, Meta(ge=0)] | None, Meta(description="next_cursor from the previous page.")] = None
+    limit: Annotated[int, Meta(ge=1, le=50, description="Events per page, 1 to 50.")] = 20
+
+
+# -- results --------------------------------------------------------------------------------
+
+
+class SearchResult(msgspec.Struct, kw_only=True):
     id: str
     title: str
     url: str
 
 
-class SearchResults(BaseModel):
+class SearchResults(msgspec.Struct, kw_only=True):
     results: list[SearchResult]
 
 
-class FetchedMemory(BaseModel):
+class FetchedMemory(msgspec.Struct, kw_only=True):
     id: str
     title: str
     text: str
@@ -101,140 +199,92 @@ class FetchedMemory(BaseModel):
         return cls(id=memory.id, title=title_of(memory.text), text=memory.text, url=url, metadata=metadata)
 
 
-class LinkOut(BaseModel):
-    source_id: str
-    target_id: str
-    link_type: LinkTypeName
-
-
-class MemoryOut(BaseModel):
-    id: str
-    url: str = Field(description="This memory on this server.")
-    text: str
-    text_truncated: bool = Field(False, description="True when text was shortened; `fetch` the id for all of it.")
-    memory_type: MemoryTypeName
-    scope: ScopeName
-    entity: str | None = None
-    project: str | None = None
-    task_id: str | None = None
-    tags: list[str] = []
-    status: StatusName | None = None
-    priority: int = 0
-    created_at: str
-    updated_at: str
-    occurred_at: str | None = None
-    deleted: bool = False
-    links: list[LinkOut] = []
+class MemoryOut(Memory, kw_only=True):
+    url: Annotated[str, Meta(description="This memory on this server.")]
+    text_truncated: Annotated[bool, Meta(description="True when text was shortened; `fetch` the id for all "
+                                                     "of it.")] = False
 
     @classmethod
     def of(cls, memory: Memory, url: str, max_text: int | None = None, **extra: Any) -> Any:
-        data = msgspec.to_builtins(memory)
-        data["text"], data["text_truncated"] = _cut(memory.text, max_text)
-        return cls(url=url, **data, **extra)
+        fields = _fields(memory)
+        fields["text"], fields["text_truncated"] = _cut(memory.text, max_text)
+        return cls(url=url, **fields, **extra)
 
 
-class SimilarOut(BaseModel):
+class SimilarOut(msgspec.Struct, kw_only=True):
     id: str
     text: str
-    score: float = Field(description="Cosine similarity to the text just stored, 0 to 1.")
+    score: Annotated[float, Meta(description="Cosine similarity to the text just stored, 0 to 1.")]
 
     @classmethod
     def of(cls, similar: Any) -> "SimilarOut":
         return cls(id=similar.id, text=_cut(similar.text, MAX_TEXT_IN_RELATED)[0], score=similar.score)
 
 
-class StoredOut(MemoryOut):
-    duplicate_of: str | None = Field(None, description="Set when nothing was stored because this live "
-                                                       "memory already says the same; it is the one returned.")
-    similar: list[SimilarOut] = Field(default_factory=list, description="Up to 3 live memories close to "
-                                      "the text: update or supersede one of them if it says the same thing.")
+class StoredOut(MemoryOut, kw_only=True):
+    duplicate_of: Annotated[str | None, Meta(description="Set when nothing was stored because this live memory "
+                                                         "already says the same; it is the one returned.")] = None
+    similar: Annotated[list[SimilarOut], Meta(description="Up to 3 live memories close to the text: update or "
+                                                          "supersede one of them if it says the same thing.")] = []
 
 
-class RetrievedMemoryOut(MemoryOut):
-    score: float = Field(description="Relevance, higher is better; comparable within one answer only.")
-    related: list[MemoryOut] = Field(default_factory=list, description="Linked memories (include_related).")
+class RetrievedMemoryOut(MemoryOut, kw_only=True):
+    score: Annotated[float, Meta(description="Relevance, higher is better; comparable within one answer only.")]
+    related: Annotated[list[MemoryOut], Meta(description="Linked memories (include_related).")] = []
 
 
-class RetrievalOut(BaseModel):
+class RetrievalOut(msgspec.Struct, kw_only=True):
     query: str
-    project: str | None = Field(description="The project the results were filtered to, if any.")
-    as_of_seq: int | None = Field(description="The event seq the answer reflects, when as_of was given.")
+    project: Annotated[str | None, Meta(description="The project the results were filtered to, if any.")]
+    as_of_seq: Annotated[int | None, Meta(description="The event seq the answer reflects, when as_of was given.")]
     memories: list[RetrievedMemoryOut]
 
 
-class ProjectSummaryOut(BaseModel):
-    project: str
-    active: bool = Field(description="Whether this is now the caller's active project.")
-    counts_by_type: dict[str, int]
-    counts_by_status: dict[str, int]
+class ProjectSummaryOut(ProjectSummary, kw_only=True):
+    active: Annotated[bool, Meta(description="Whether this is now the caller's active project.")]
     recent_decisions: list[MemoryOut]
     open_tasks: list[MemoryOut]
 
     @classmethod
     def of(cls, summary: ProjectSummary, url_of: Any, active: bool) -> "ProjectSummaryOut":
-        return cls(
-            project=summary.project, active=active, counts_by_type=summary.counts_by_type,
-            counts_by_status=summary.counts_by_status,
-            recent_decisions=[MemoryOut.of(m, url_of(m.id), MAX_TEXT_IN_LISTS) for m in summary.recent_decisions],
-            open_tasks=[MemoryOut.of(m, url_of(m.id), MAX_TEXT_IN_LISTS) for m in summary.open_tasks],
-        )
+        def listed(memories: list[Memory]) -> list[MemoryOut]:
+            return [MemoryOut.of(m, url_of(m.id), MAX_TEXT_IN_LISTS) for m in memories]
+
+        return cls(**_fields(summary) | {"recent_decisions": listed(summary.recent_decisions),
+                                         "open_tasks": listed(summary.open_tasks)}, active=active)
 
 
-class ContextInfoOut(BaseModel):
-    user: str = Field(description="The account whose memories these are.")
+class ContextInfoOut(ContextInfo, kw_only=True):
+    user: Annotated[str, Meta(description="The account whose memories these are.")]
     issuer: str
-    client_id: str = Field(description="The client this connection came through.")
-    scopes: list[str] = Field(description="What this connection may do: memories:read, memories:write.")
-    active_project: str | None
-    counts_by_type: dict[str, int]
-    total_memories: int
-    known_projects: list[str]
-    entity_roots: list[str]
-    events: int = Field(description="Events in the caller's log so far.")
+    client_id: Annotated[str, Meta(description="The client this connection came through.")]
+    scopes: Annotated[list[str], Meta(description="What this connection may do: memories:read, memories:write.")]
+    events: Annotated[int, Meta(description="Events in the caller's log so far.")]
     server_version: str
-    protocol_version: str | None = Field(description="The MCP protocol version of this connection.")
+    protocol_version: Annotated[str | None, Meta(description="The MCP protocol version of this connection.")]
 
     @classmethod
     def of(cls, info: ContextInfo, **extra: Any) -> "ContextInfoOut":
-        return cls(**msgspec.to_builtins(info), **extra)
+        return cls(**_fields(info), **extra)
 
 
-class EntityOut(BaseModel):
-    name: str
-    description: str | None = None
-    parent: str | None = None
-    registered: bool = Field(False, description="Registered explicitly, rather than only seen on memories.")
-    memory_count: int = 0
-    first_seen: str | None = None
-    last_seen: str | None = None
-
-    @classmethod
-    def of(cls, entity: Entity) -> "EntityOut":
-        return cls(**msgspec.to_builtins(entity))
+class EntitiesOut(msgspec.Struct, kw_only=True):
+    entities: list[Entity]
 
 
-class EntityPageOut(BaseModel):
-    entities: list[EntityOut]
-    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")
-
-    @classmethod
-    def of(cls, page: EntityPage) -> "EntityPageOut":
-        return cls(entities=[EntityOut.of(e) for e in page.entities], next_cursor=page.next_cursor)
+class EntityPageOut(EntityPage, kw_only=True):
+    next_cursor: Annotated[str | None, Meta(description="Pass as cursor for the next page; null on the last "
+                                                        "page.")] = None
 
 
-class EntitiesOut(BaseModel):
-    entities: list[EntityOut]
-
-
-class ForgetOut(BaseModel):
-    memory_id: str
+class ForgetOut(ForgetResult, kw_only=True):
     forgotten: bool = True
-    tombstone_seq: int = Field(description="The event that records the erasure.")
-    redacted_seqs: list[int] = Field(description="Earlier events whose content was erased.")
+    tombstone_seq: Annotated[int, Meta(description="The event that records the erasure.")]
+    redacted_seqs: Annotated[list[int], Meta(description="Earlier events whose content was erased.")]
 
     @classmethod
     def of(cls, result: ForgetResult) -> "ForgetOut":
-        return cls(**msgspec.to_builtins(result))
+        return cls(**_fields(result))
 
 
 def _bounded(value: Any) -> Any:
@@ -247,27 +297,21 @@ def _bounded(value: Any) -> Any:
     return value
 
 
-class HistoryEntryOut(BaseModel):
-    seq: int
-    type: str = Field(description="memory.stored, memory.updated, memories.read, memory.deleted, ...")
-    recorded_at: str
-    actor: str
-    client_id: str | None
-    request_id: str | None
-    redacted: bool = Field(description="The content was erased by forget_memory.")
-    payload: dict[str, Any] | None = Field(description="What the event recorded (long texts shortened).")
+class HistoryEntryOut(HistoryEntry, kw_only=True):
+    type: Annotated[str, Meta(description="memory.stored, memory.updated, memories.read, memory.deleted, ...")]
+    redacted: Annotated[bool, Meta(description="The content was erased by forget_memory.")]
+    payload: Annotated[dict[str, Any] | None, Meta(description="What the event recorded (long texts "
+                                                               "shortened).")]
 
     @classmethod
     def of(cls, entry: HistoryEntry) -> "HistoryEntryOut":
-        data = msgspec.to_builtins(entry)
-        data["payload"] = _bounded(data["payload"])
-        return cls(**data)
+        return cls(**_fields(entry) | {"payload": _bounded(entry.payload)})
 
 
-class HistoryPageOut(BaseModel):
-    memory_id: str
+class HistoryPageOut(HistoryPage, kw_only=True):
     entries: list[HistoryEntryOut]
-    next_cursor: int | None = Field(description="Pass as cursor for the next page; null on the last page.")
+    next_cursor: Annotated[int | None, Meta(description="Pass as cursor for the next page; null on the last "
+                                                        "page.")] = None
 
     @classmethod
     def of(cls, page: HistoryPage) -> "HistoryPageOut":
@@ -275,11 +319,16 @@ class HistoryPageOut(BaseModel):
                    next_cursor=page.next_cursor)
 
 
-class SyncOut(BaseModel):
-    created: list[str] = Field(description="Ids of new memories.")
-    updated: list[str] = Field(description="Ids of memories replaced in place (status updates, feedback).")
-    superseded: list[str] = Field(description="Ids now marked superseded.")
+#: A link is answered as the domain defines it.
+LinkOut = Link
+
+
+class SyncOut(SyncResult, kw_only=True):
+    created: Annotated[list[str], Meta(description="Ids of new memories.")]
+    updated: Annotated[list[str], Meta(description="Ids of memories replaced in place (status updates, "
+                                                   "feedback).")]
+    superseded: Annotated[list[str], Meta(description="Ids now marked superseded.")]
 
     @classmethod
     def of(cls, result: SyncResult) -> "SyncOut":
-        return cls(**msgspec.to_builtins(result))
+        return cls(**_fields(result))

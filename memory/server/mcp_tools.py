@@ -1,55 +1,60 @@
 """The MCP tools: one thin adapter per service operation, for an assistant to call.
 
-Each tool finds the caller's `Principal` on the HTTP request the SDK hands it, checks the scope
-its operation needs, runs the (blocking) service call in a worker thread and turns domain errors
-into tool errors (`isError: true`) a person can read.
+Each tool is a method marked `@tool`: it takes the caller's `Context` and its arguments as a
+msgspec struct (memory/server/mcp_models.py; the struct is its inputSchema) and returns a struct
+(its outputSchema). It finds the caller's `Principal` on the HTTP request the SDK hands it, checks
+the scope its operation needs, runs the (blocking) service call in a worker thread and turns
+domain errors into tool errors (`isError: true`) a person can read.
 """
 
 import functools
-import inspect
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio.to_thread
+import msgspec
 from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import ToolAnnotations
-from pydantic import Field
 
-from memory.commands import RetrieveQuery, StoreMemory, SyncSession, UpdateMemory, check_text_fields, parse_command
+from memory.commands import RetrieveQuery, StoreMemory, SyncSession, UpdateMemory
 from memory.errors import LogIntegrityError, MemoryServiceError, StorageError
-from memory.ids import new_uuid7
-from memory.model import LinkType
+from memory.model import Entity, Link
 from memory.server.auth import PRINCIPAL_SCOPE_KEY, READ_SCOPE, WRITE_SCOPE, Principal
+from memory.server.icons import IconKind, icons
+from memory.server.logs import REQUEST_ID_HEADER, request_id
 from memory.server.mcp_models import (
     MAX_TEXT_IN_LISTS,
     MAX_TEXT_IN_RELATED,
-    ClearableField,
     ContextInfoOut,
+    DeleteArgs,
     EntitiesOut,
-    EntityOut,
     EntityPageOut,
     FetchedMemory,
     ForgetOut,
+    HistoryArgs,
     HistoryPageOut,
-    LinkOut,
-    LinkTypeName,
+    IdArgs,
+    LinkArgs,
+    ListEntitiesArgs,
     MemoryOut,
-    MemoryTypeName,
+    NoArguments,
+    ProjectArgs,
     ProjectSummaryOut,
+    RegisterEntityArgs,
     RetrievalOut,
+    RetrieveArgs,
     RetrievedMemoryOut,
-    ScopeName,
+    SearchArgs,
+    SearchEntitiesArgs,
     SearchResult,
     SearchResults,
-    SessionItemIn,
     SimilarOut,
-    StatusName,
     StoredOut,
     SyncOut,
+    UpdateArgs,
 )
-from memory.server.icons import IconKind, icons
+from memory.server.mcp_registry import build_tool, tool, tool_specs
 from memory.server.metrics import ToolCallTally, instrument_tool
 from memory.server.settings import ServerSettings, server_version
 from memory.server.widget import widget_extension, widget_tool_meta
@@ -59,13 +64,7 @@ __all__ = ["build_mcp_server", "TOOL_NAMES", "READ_ONLY_TOOLS", "DESTRUCTIVE_TOO
 
 _T = TypeVar("_T")
 
-READ_ONLY_TOOLS = frozenset({"search", "fetch", "retrieve_context", "get_context_info", "list_entities",
-                             "search_entities", "memory_history"})
-DESTRUCTIVE_TOOLS = frozenset({"delete_memory", "forget_memory", "update_memory"})
-_IDEMPOTENT_WRITES = frozenset({"set_project", "register_entity", "link_memories", "delete_memory",
-                                "forget_memory", "update_memory"})
 _SEARCH_LIMIT = 10
-_MAX_REQUEST_ID = 128
 
 INSTRUCTIONS = """\
 Long-term memory for the user, kept across conversations and assistants.
@@ -81,18 +80,9 @@ Correct memories with update_memory, retire them with delete_memory, and only er
 completely with forget_memory when the user asks for that.
 """
 
-Id = Annotated[str, Field(description="A memory id, as returned by search, retrieve_context or store_memory.",
-                          min_length=1, max_length=64)]
-EntityName = Annotated[str, Field(description="A dotted name: 'acme', 'acme.billing', 'people.sam'.",
-                                  min_length=1, max_length=200)]
-
-
 def _request_id(ctx: Context) -> str:
     request = ctx.request_context.request
-    given = request.headers.get("x-request-id") if request is not None else None
-    if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
-        return given
-    return new_uuid7()
+    return request_id(request.headers.get(REQUEST_ID_HEADER) if request is not None else None)
 
 
 def _principal(ctx: Context) -> Principal:
@@ -104,13 +94,6 @@ def _principal(ctx: Context) -> Principal:
     return principal
 
 
-def _command(kind: type[_T], data: dict[str, Any]) -> _T:
-    try:
-        return parse_command(kind, data)
-    except MemoryServiceError as exc:
-        raise ToolError(str(exc)) from None
-
-
 def _explained(exc: MemoryServiceError) -> str:
     if isinstance(exc, LogIntegrityError):
         return f"your memory log failed an integrity check and is locked until the operator looks at it ({exc})"
@@ -120,6 +103,7 @@ def _explained(exc: MemoryServiceError) -> str:
     return str(exc)
 
 
+
 class _MemoryTools:
     def __init__(self, service: MemoryService, settings: ServerSettings):
         self._service = service
@@ -127,8 +111,7 @@ class _MemoryTools:
 
     @staticmethod
     def _caller(ctx: Context, needs: str) -> Caller:
-        """The caller, if their token grants `needs`: checked before the arguments are, so a
-        read-only connection learns that first."""
+        """The caller, if their token grants `needs`."""
         principal = _principal(ctx)
         if not principal.may(needs):
             verb = "change" if needs == WRITE_SCOPE else "read"
@@ -137,17 +120,8 @@ class _MemoryTools:
         return Caller(principal.identity, principal.client_id, _request_id(ctx))
 
     async def _run(self, ctx: Context, needs: str, operation: Callable[..., _T], *args: Any) -> _T:
-        return await self._call(self._caller(ctx, needs), operation, *args)
-
-    @staticmethod
-    async def _call(caller: Caller, operation: Callable[..., _T], *args: Any) -> _T:
         try:
-            # Every argument, by the name the service gives it: pydantic lets a lone surrogate
-            # through some str fields, and a sqlite or model call would fail on it unexpectedly.
-            for name, value in inspect.signature(operation).bind(caller, *args).arguments.items():
-                if value is not caller:
-                    check_text_fields(value, name)
-            return await anyio.to_thread.run_sync(functools.partial(operation, caller, *args))
+            return await anyio.to_thread.run_sync(functools.partial(operation, self._caller(ctx, needs), *args))
         except MemoryServiceError as exc:
             raise ToolError(_explained(exc)) from None
 
@@ -159,63 +133,31 @@ class _MemoryTools:
 
     # -- the ChatGPT pair ---------------------------------------------------------------------
 
-    async def search(
-        self,
-        query: Annotated[str, Field(description="What to look for, in natural language.", max_length=4096)],
-        ctx: Context,
-    ) -> SearchResults:
+    @tool("Search memories", read_only=True)
+    async def search(self, ctx: Context, arguments: SearchArgs) -> SearchResults:
         """Search the user's memories; returns ids, titles and urls to `fetch`.
 
         Use it to find what the user told you before. Matches by meaning, not only by words.
         Example: search({"query": "how does Sam like meeting notes"}).
         For filters (type, project, tags), whole texts and scores use retrieve_context instead.
         """
-        hits = await self._run(ctx, READ_SCOPE, self._service.search, query, _SEARCH_LIMIT)
+        hits = await self._run(ctx, READ_SCOPE, self._service.search, arguments.query, _SEARCH_LIMIT)
         return SearchResults(results=[SearchResult(id=h.id, title=h.title, url=self._url(h.id)) for h in hits])
 
-    async def fetch(self, id: Id, ctx: Context) -> FetchedMemory:  # noqa: A002 - the ChatGPT contract names it id
+    @tool("Fetch a memory", read_only=True)
+    async def fetch(self, ctx: Context, arguments: IdArgs) -> FetchedMemory:
         """Fetch one memory by id: its whole text, its url, and its metadata (type, scope, project,
         entity, tags, status, priority, dates, links).
 
         Example: fetch({"id": "0196f1c2-..."}) with an id from search.
         """
-        memory = await self._run(ctx, READ_SCOPE, self._service.get, id)
+        memory = await self._run(ctx, READ_SCOPE, self._service.get, arguments.id)
         return FetchedMemory.of(memory, self._url(memory.id))
 
     # -- remembering -------------------------------------------------------------------------
 
-    async def store_memory(
-        self,
-        text: Annotated[str, Field(description="The memory, in plain sentences (at most 32 KiB). One fact or "
-                                               "event per memory.")],
-        ctx: Context,
-        memory_type: Annotated[MemoryTypeName, Field(
-            description="core_identity: stable facts about the user (name, role, preferences); "
-                        "project_context: facts and decisions about a project; task_instruction: how the "
-                        "user wants a kind of task done; episodic: something that happened.")] = "episodic",
-        scope: Annotated[ScopeName, Field(
-            description="global: true everywhere; project: only within `project` (defaults to the active "
-                        "project); task: only for `task_id` within the project.")] = "global",
-        entity: Annotated[str | None, Field(description="What or whom it is about, dotted for a hierarchy: "
-                                                        "'acme.billing', 'people.sam'.")] = None,
-        project: Annotated[str | None, Field(description="The project it belongs to; defaults to the active "
-                                                         "project for scope project/task.")] = None,
-        task_id: Annotated[str | None, Field(description="Required for scope task.", max_length=200)] = None,
-        # A list default is safe here: pydantic copies defaults for every call.
-        tags: Annotated[list[str], Field(description="Short labels, at most 32.")] = [],  # noqa: B006
-        status: Annotated[StatusName | None, Field(description="For things with a lifecycle: active, "
-                                                               "completed, superseded, parked.")] = None,
-        priority: Annotated[int, Field(ge=0, le=10, description="0 (default) to 10; higher ranks first.")] = 0,
-        occurred_at: Annotated[str | None, Field(description="When it happened, ISO 8601: '2026-05-08' or "
-                                                             "'2026-05-08T13:56:00Z'.")] = None,
-        event_id: Annotated[str | None, Field(description="Optional UUID making retries safe: the same id "
-                                                          "stores once and becomes the memory's id.")] = None,
-        allow_duplicate: Annotated[bool, Field(description="Store even if a live memory already says the "
-                                                           "same (by default that one is returned).")] = False,
-        supersedes: Annotated[list[str], Field(description="Ids of older memories this one replaces: they "
-                                                           "are marked superseded and leave retrieval.",
-                                               max_length=20)] = [],  # noqa: B006
-    ) -> StoredOut:
+    @tool("Remember something")
+    async def store_memory(self, ctx: Context, arguments: StoreMemory) -> StoredOut:
         """Remember something about the user for future conversations. Returns the stored memory.
 
         If a live memory already says the same, it is returned with duplicate_of set. Up to 3
@@ -226,40 +168,12 @@ class _MemoryTools:
         small talk, never secrets. Example: store_memory({"text": "We chose Postgres for billing.",
         "memory_type": "project_context", "scope": "project", "project": "acme"}).
         """
-        caller = self._caller(ctx, WRITE_SCOPE)
-        command = _command(StoreMemory, {
-            "text": text, "memory_type": memory_type, "scope": scope, "entity": entity, "project": project,
-            "task_id": task_id, "tags": tags, "status": status, "priority": priority,
-            "occurred_at": occurred_at, "event_id": event_id, "allow_duplicate": allow_duplicate,
-            "supersedes": supersedes,
-        })
-        result = await self._call(caller, self._service.store_memory, command)
+        result = await self._run(ctx, WRITE_SCOPE, self._service.store_memory, arguments)
         return StoredOut.of(result.memory, self._url(result.memory.id), duplicate_of=result.duplicate_of,
                             similar=[SimilarOut.of(m) for m in result.similar])
 
-    async def retrieve_context(
-        self,
-        ctx: Context,
-        query: Annotated[str, Field(description="What the answer is about, in natural language. Empty: the "
-                                                "most relevant recent memories.", max_length=4096)] = "",
-        memory_types: Annotated[list[MemoryTypeName] | None, Field(
-            description="Only these types: core_identity, project_context, task_instruction, episodic.")] = None,
-        scope: Annotated[ScopeName | None, Field(description="Only this scope: global, project or task.")] = None,
-        project: Annotated[str | None, Field(description="Only this project (defaults to the active one).")] = None,
-        task_id: Annotated[str | None, Field(description="Only this task.")] = None,
-        entity: Annotated[str | None, Field(description="Only this entity and the ones below it.")] = None,
-        tags: Annotated[list[str] | None, Field(description="Only memories carrying any of these tags.")] = None,
-        status: Annotated[StatusName | None, Field(description="Only this status: active, completed, "
-                                                               "superseded, parked.")] = None,
-        limit: Annotated[int, Field(ge=1, le=50, description="How many memories, 1 to 50.")] = 10,
-        recency_weight: Annotated[float, Field(ge=0.0, le=1.0, description="0 ranks by relevance only; 1 "
-                                                                           "prefers recent memories.")] = 0.1,
-        include_related: Annotated[bool, Field(description="Also return memories linked to each result.")] = False,
-        as_of: Annotated[int | str | None, Field(description="Answer as the memory was at an event seq or an "
-                                                             "ISO 8601 time: '2026-05-01T00:00:00Z'.")] = None,
-        include_superseded: Annotated[bool, Field(description="Also return memories marked superseded "
-                                                              "(left out by default).")] = False,
-    ) -> RetrievalOut:
+    @tool("Retrieve relevant memories", read_only=True)
+    async def retrieve_context(self, ctx: Context, arguments: RetrieveArgs) -> RetrievalOut:
         """Retrieve the memories relevant to what you are about to answer, ranked, with scores.
 
         Call it before answering whenever the user's history may matter: preferences, earlier
@@ -267,14 +181,8 @@ class _MemoryTools:
         id for the whole text. Example: retrieve_context({"query": "deployment decisions",
         "memory_types": ["project_context"], "limit": 5}).
         """
-        caller = self._caller(ctx, READ_SCOPE)
-        command = _command(RetrieveQuery, {
-            "query": query, "memory_types": memory_types, "scope": scope, "project": project,
-            "task_id": task_id, "entity": entity, "tags": tags, "status": status, "limit": limit,
-            "recency_weight": recency_weight, "include_related": include_related, "as_of": as_of,
-            "include_superseded": include_superseded,
-        })
-        result = await self._call(caller, self._service.retrieve_context, command)
+        query = RetrieveQuery(**{f: getattr(arguments, f) for f in RetrieveQuery.__struct_fields__})
+        result = await self._run(ctx, READ_SCOPE, self._service.retrieve_context, query)
         return RetrievalOut(
             query=result.query, project=result.project, as_of_seq=result.as_of_seq,
             memories=[
@@ -286,11 +194,8 @@ class _MemoryTools:
             ],
         )
 
-    async def set_project(
-        self,
-        project: Annotated[EntityName, Field(description="The project's name, e.g. 'acme' or 'acme.website'.")],
-        ctx: Context,
-    ) -> ProjectSummaryOut:
+    @tool("Set the active project", idempotent=True)
+    async def set_project(self, ctx: Context, arguments: ProjectArgs) -> ProjectSummaryOut:
         """Make a project the active one for this user and client, and get its summary: memory
         counts by type and status, recent decisions, open tasks.
 
@@ -298,10 +203,11 @@ class _MemoryTools:
         The project must exist: register_entity it or store a memory in it first; the error lists
         the known projects. Example: set_project({"project": "acme"}).
         """
-        summary = await self._run(ctx, WRITE_SCOPE, self._service.set_project, project)
+        summary = await self._run(ctx, WRITE_SCOPE, self._service.set_project, arguments.project)
         return ProjectSummaryOut.of(summary, self._url, active=True)
 
-    async def get_context_info(self, ctx: Context) -> ContextInfoOut:
+    @tool("Who am I, what is remembered", read_only=True)
+    async def get_context_info(self, ctx: Context, arguments: NoArguments) -> ContextInfoOut:
         """Who the user is on this server and what their memory holds: the account, the active
         project, memory counts by type, known projects and top-level entities, plus the server and
         protocol versions. A cheap first call in a conversation. Takes no arguments."""
@@ -312,107 +218,57 @@ class _MemoryTools:
             server_version=server_version(), protocol_version=ctx.request_context.protocol_version,
         )
 
-    async def link_memories(
-        self,
-        source_id: Annotated[str, Field(description="The memory the link starts from.", max_length=64)],
-        target_id: Annotated[str, Field(description="The memory it points to.", max_length=64)],
-        link_type: Annotated[LinkTypeName, Field(
-            description="How source relates to target: supports, contradicts, supersedes, refines, "
-                        "depends_on, implements, example_of.")],
-        ctx: Context,
-    ) -> LinkOut:
+    @tool("Link two memories", idempotent=True)
+    async def link_memories(self, ctx: Context, arguments: LinkArgs) -> Link:
         """Record how two memories relate, e.g. a new decision that supersedes an old one.
 
         Example: link_memories({"source_id": "<new>", "target_id": "<old>", "link_type": "supersedes"}).
         retrieve_context with include_related returns linked memories together.
         """
-        link = await self._run(ctx, WRITE_SCOPE, self._service.link, source_id, target_id, LinkType(link_type))
-        return LinkOut(source_id=link.source_id, target_id=link.target_id, link_type=link.link_type.value)
+        return await self._run(ctx, WRITE_SCOPE, self._service.link, arguments.source_id, arguments.target_id,
+                               arguments.link_type)
 
-    async def list_entities(
-        self,
-        ctx: Context,
-        prefix: Annotated[str | None, Field(description="Only this entity and those below it, e.g. 'acme' "
-                                                        "lists acme, acme.billing, ...")] = None,
-        cursor: Annotated[str | None, Field(description="next_cursor from the previous page.")] = None,
-        limit: Annotated[int, Field(ge=1, le=100, description="Page size, 1 to 100.")] = 50,
-    ) -> EntityPageOut:
+    @tool("List entities", read_only=True)
+    async def list_entities(self, ctx: Context, arguments: ListEntitiesArgs) -> EntityPageOut:
         """List the entities (people, projects, topics) the user's memories are about, by name,
         a page at a time. Example: list_entities({"prefix": "acme"}); then pass next_cursor as
         cursor until it is null."""
-        page = await self._run(ctx, READ_SCOPE, self._service.list_entities, prefix, cursor, limit)
-        return EntityPageOut.of(page)
+        page = await self._run(ctx, READ_SCOPE, self._service.list_entities, arguments.prefix, arguments.cursor,
+                               arguments.limit)
+        return EntityPageOut(entities=page.entities, next_cursor=page.next_cursor)
 
-    async def search_entities(
-        self,
-        query: Annotated[str, Field(description="A name or part of one; typos are tolerated.", min_length=1,
-                                    max_length=200)],
-        ctx: Context,
-        limit: Annotated[int, Field(ge=1, le=50, description="How many, 1 to 50.")] = 10,
-    ) -> EntitiesOut:
+    @tool("Find entities", read_only=True)
+    async def search_entities(self, ctx: Context, arguments: SearchEntitiesArgs) -> EntitiesOut:
         """Find entities by name when you are unsure of the exact spelling or hierarchy.
         Example: search_entities({"query": "billing"}) finds acme.billing."""
-        found = await self._run(ctx, READ_SCOPE, self._service.search_entities, query, limit)
-        return EntitiesOut(entities=[EntityOut.of(e) for e in found])
+        found = await self._run(ctx, READ_SCOPE, self._service.search_entities, arguments.query, arguments.limit)
+        return EntitiesOut(entities=found)
 
     # -- changing and erasing ----------------------------------------------------------------
 
-    async def delete_memory(
-        self,
-        id: Id,  # noqa: A002
-        ctx: Context,
-        reason: Annotated[str | None, Field(description="Why, for the record.", max_length=500)] = None,
-    ) -> MemoryOut:
+    @tool("Delete a memory", destructive=True, idempotent=True)
+    async def delete_memory(self, ctx: Context, arguments: DeleteArgs) -> MemoryOut:
         """Delete a memory that is wrong or no longer wanted: it stops appearing in search and
         retrieval, but its history stays in the user's log (use forget_memory to erase it).
         Example: delete_memory({"id": "0196f1c2-...", "reason": "user moved to Berlin"})."""
-        return self._memory(await self._run(ctx, WRITE_SCOPE, self._service.delete, id, reason))
+        return self._memory(await self._run(ctx, WRITE_SCOPE, self._service.delete, arguments.id,
+                                            arguments.reason))
 
-    async def update_memory(
-        self,
-        id: Id,  # noqa: A002
-        ctx: Context,
-        text: Annotated[str | None, Field(description="New text (replaces the old).")] = None,
-        memory_type: Annotated[MemoryTypeName | None, Field(
-            description="New type: core_identity, project_context, task_instruction, episodic.")] = None,
-        entity: Annotated[str | None, Field(description="New entity.")] = None,
-        tags: Annotated[list[str] | None, Field(description="New tags (replace all old ones).")] = None,
-        status: Annotated[StatusName | None, Field(description="New status: active, completed, superseded, "
-                                                               "parked.")] = None,
-        priority: Annotated[int | None, Field(ge=0, le=10, description="New priority, 0 to 10.")] = None,
-        occurred_at: Annotated[str | None, Field(description="New time it happened, ISO 8601.")] = None,
-        clear: Annotated[list[ClearableField], Field(
-            description="Fields to empty: entity, status, occurred_at.")] = [],  # noqa: B006
-        supersedes: Annotated[list[str] | None, Field(description="Ids of older memories this one now "
-                                                                  "replaces: they are marked superseded.",
-                                                      max_length=20)] = None,
-    ) -> MemoryOut:
+    @tool("Update a memory", destructive=True, idempotent=True, null_is_unset=True)
+    async def update_memory(self, ctx: Context, arguments: UpdateArgs) -> MemoryOut:
         """Correct or refine a memory in place; only the fields you give change. The previous
         version stays in the memory's history. Example: update_memory({"id": "0196f1c2-...",
         "status": "completed"}); to remove an entity: update_memory({"id": "...", "clear": ["entity"]})."""
-        caller = self._caller(ctx, WRITE_SCOPE)
-        given = {"text": text, "memory_type": memory_type, "entity": entity, "tags": tags, "status": status,
-                 "priority": priority, "occurred_at": occurred_at, "supersedes": supersedes}
-        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-        both = sorted(set(clear) & changes.keys())
+        changes = {f: getattr(arguments, f) for f in UpdateMemory.__struct_fields__
+                   if getattr(arguments, f) is not msgspec.UNSET}
+        both = sorted(set(arguments.clear) & changes.keys())
         if both:
             raise ToolError(f"{', '.join(both)}: give a new value or clear it, not both")
-        changes |= {field: None for field in clear}
-        command = _command(UpdateMemory, changes) if changes else UpdateMemory()
-        return self._memory(await self._call(caller, self._service.update, id, command))
+        command = UpdateMemory(**changes | {field: None for field in arguments.clear})
+        return self._memory(await self._run(ctx, WRITE_SCOPE, self._service.update, arguments.id, command))
 
-    async def sync_session(
-        self,
-        ctx: Context,
-        project: Annotated[str | None, Field(description="The project (defaults to the active one).")] = None,
-        task_id: Annotated[str | None, Field(description="The task the session worked on.")] = None,
-        decisions: Annotated[list[SessionItemIn], Field(description="Decisions made (added).")] = [],  # noqa: B006
-        learnings: Annotated[list[SessionItemIn], Field(description="Things learned (added).")] = [],  # noqa: B006
-        status_updates: Annotated[list[SessionItemIn], Field(
-            description="Where things stand, one per entity (replaces that entity's last status).")] = [],  # noqa: B006
-        feedback: Annotated[list[SessionItemIn], Field(
-            description="How the user wants things done, one per entity (replaces the last).")] = [],  # noqa: B006
-    ) -> SyncOut:
+    @tool("Save a session's outcome")
+    async def sync_session(self, ctx: Context, arguments: SyncSession) -> SyncOut:
         """Record the outcome of a working session in one step, at its end: decisions, learnings,
         status updates and feedback, all at once.
 
@@ -420,92 +276,59 @@ class _MemoryTools:
         "entity": "acme.release"}], "status_updates": [{"text": "QA half done", "entity": "acme.release"}]}).
         Give `supersedes` on an item to replace an older memory.
         """
-        caller = self._caller(ctx, WRITE_SCOPE)
-        command = _command(SyncSession, {
-            "project": project, "task_id": task_id,
-            "decisions": [i.model_dump() for i in decisions], "learnings": [i.model_dump() for i in learnings],
-            "status_updates": [i.model_dump() for i in status_updates],
-            "feedback": [i.model_dump() for i in feedback],
-        })
-        return SyncOut.of(await self._call(caller, self._service.sync_session, command))
+        return SyncOut.of(await self._run(ctx, WRITE_SCOPE, self._service.sync_session, arguments))
 
-    async def register_entity(
-        self,
-        name: EntityName,
-        ctx: Context,
-        description: Annotated[str | None, Field(description="What it is, in a sentence.")] = None,
-        parent: Annotated[str | None, Field(description="The entity it belongs under, e.g. 'acme' for "
-                                                        "'acme.billing'.")] = None,
-    ) -> EntityOut:
+    @tool("Register an entity", idempotent=True)
+    async def register_entity(self, ctx: Context, arguments: RegisterEntityArgs) -> Entity:
         """Register a person, project or topic so memories can be filed under it and set_project
         can select it. Registering again updates the description.
         Example: register_entity({"name": "acme", "description": "Client: Acme Corp website"})."""
-        return EntityOut.of(await self._run(ctx, WRITE_SCOPE, self._service.register_entity, name, description,
-                                            parent))
+        return await self._run(ctx, WRITE_SCOPE, self._service.register_entity, arguments.name,
+                               arguments.description, arguments.parent)
 
-    async def forget_memory(self, id: Id, ctx: Context) -> ForgetOut:  # noqa: A002
+    @tool("Erase a memory for good", destructive=True, idempotent=True)
+    async def forget_memory(self, ctx: Context, arguments: IdArgs) -> ForgetOut:
         """Erase a memory completely: its text is removed from the log and every index, leaving only
         a record that something was forgotten. Cannot be undone. Use only when the user asks to
         forget or erase something; otherwise prefer delete_memory. Example: forget_memory({"id": "..."})."""
-        return ForgetOut.of(await self._run(ctx, WRITE_SCOPE, self._service.forget, id))
+        return ForgetOut.of(await self._run(ctx, WRITE_SCOPE, self._service.forget, arguments.id))
 
-    async def memory_history(
-        self,
-        id: Id,  # noqa: A002
-        ctx: Context,
-        cursor: Annotated[int | None, Field(ge=0, description="next_cursor from the previous page.")] = None,
-        limit: Annotated[int, Field(ge=1, le=50, description="Events per page, 1 to 50.")] = 20,
-    ) -> HistoryPageOut:
+    @tool("A memory's history", read_only=True)
+    async def memory_history(self, ctx: Context, arguments: HistoryArgs) -> HistoryPageOut:
         """The events of one memory, oldest first: when it was stored, changed, linked, read (and
         by which client), deleted or forgotten. Use it to answer "when did I tell you this?" or
         "who changed this?". Example: memory_history({"id": "0196f1c2-..."})."""
-        page = await self._run(ctx, READ_SCOPE, self._service.history, id, cursor or 0, limit)
+        page = await self._run(ctx, READ_SCOPE, self._service.history, arguments.id, arguments.cursor or 0,
+                               arguments.limit)
         return HistoryPageOut.of(page)
 
 
-_TITLES = {
-    "search": "Search memories", "fetch": "Fetch a memory", "store_memory": "Remember something",
-    "retrieve_context": "Retrieve relevant memories", "set_project": "Set the active project",
-    "get_context_info": "Who am I, what is remembered", "link_memories": "Link two memories",
-    "list_entities": "List entities", "search_entities": "Find entities", "delete_memory": "Delete a memory",
-    "update_memory": "Update a memory", "sync_session": "Save a session's outcome",
-    "register_entity": "Register an entity", "forget_memory": "Erase a memory for good",
-    "memory_history": "A memory's history",
-}
-TOOL_NAMES = tuple(_TITLES)
+_SPECS = tool_specs(_MemoryTools)
+TOOL_NAMES = tuple(spec.name for spec in _SPECS)
+READ_ONLY_TOOLS = frozenset(spec.name for spec in _SPECS if spec.read_only)
+DESTRUCTIVE_TOOLS = frozenset(spec.name for spec in _SPECS if spec.destructive)
 _ERASING = frozenset({"delete_memory", "forget_memory"})
 #: The tool list changes only with a new server version, and is the same for everybody.
 _LISTING_TTL_MS = 3_600_000
 
 
-def _icon_kind(tool: str) -> IconKind:
-    return "read" if tool in READ_ONLY_TOOLS else "erase" if tool in _ERASING else "write"
-
-
-def _description(fn: Callable[..., Any]) -> str:
-    """The docstring without its source indentation and line wrapping: every byte of it lands in a
-    model's context, and a host reflows the text itself."""
-    paragraphs = inspect.cleandoc(fn.__doc__ or "").split("\n\n")
-    return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
+def _icon_kind(tool_name: str) -> IconKind:
+    return "read" if tool_name in READ_ONLY_TOOLS else "erase" if tool_name in _ERASING else "write"
 
 
 def build_mcp_server(service: MemoryService, settings: ServerSettings, tally: ToolCallTally | None = None) -> MCPServer:
-    server = MCPServer(name="memory", title="Memory", version=server_version(), instructions=INSTRUCTIONS,
-                       website_url=settings.base_url, icons=icons(settings.base_url, "memory"), log_level="WARNING",
-                       extensions=[widget_extension()] if settings.widget else None,
-                       cache_hints={"tools/list": CacheHint(ttl_ms=_LISTING_TTL_MS, scope="public"),
-                                    "server/discover": CacheHint(ttl_ms=_LISTING_TTL_MS, scope="public")})
     tools = _MemoryTools(service, settings)
-    for name, title in _TITLES.items():
-        read_only = name in READ_ONLY_TOOLS
-        method = getattr(tools, name)
-        server.add_tool(
-            instrument_tool(name, method, tally), name=name, title=title, description=_description(method),
-            structured_output=True, icons=icons(settings.base_url, _icon_kind(name)),
-            meta=widget_tool_meta(name) if settings.widget else None,
-            annotations=ToolAnnotations(
-                title=title, read_only_hint=read_only, destructive_hint=name in DESTRUCTIVE_TOOLS,
-                idempotent_hint=read_only or name in _IDEMPOTENT_WRITES, open_world_hint=False,
-            ),
-        )
-    return server
+    return MCPServer(
+        name="memory", title="Memory", version=server_version(), instructions=INSTRUCTIONS,
+        website_url=settings.base_url, icons=icons(settings.base_url, "memory"), log_level="WARNING",
+        extensions=[widget_extension()] if settings.widget else None,
+        cache_hints={"tools/list": CacheHint(ttl_ms=_LISTING_TTL_MS, scope="public"),
+                     "server/discover": CacheHint(ttl_ms=_LISTING_TTL_MS, scope="public")},
+        tools=[
+            build_tool(spec, functools.partial(spec.fn, tools),
+                       lambda name, fn: instrument_tool(name, fn, tally),
+                       icons=icons(settings.base_url, _icon_kind(spec.name)),
+                       meta=widget_tool_meta(spec.name) if settings.widget else None)
+            for spec in _SPECS
+        ],
+    )

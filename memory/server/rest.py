@@ -22,7 +22,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.params import JSONBody, Parameter, QueryParameter
 from litestar.response import File
 
-from memory.commands import MAX_DEPTH, StoreMemory, UpdateMemory, check_text_fields
+from memory.commands import StoreMemory, UpdateMemory
 from memory.errors import (
     IdempotencyConflict,
     InvalidInput,
@@ -31,16 +31,15 @@ from memory.errors import (
     NotFound,
     StorageError,
 )
-from memory.ids import new_uuid7
 from memory.model import Memory, MemoryType, Scope
 from memory.results import EntityPage, ForgetResult, HistoryPage, ImportReport, MemoryPage, SearchHit, StoredMemory
 from memory.server.auth import PRINCIPAL_SCOPE_KEY, READ_SCOPE, WRITE_SCOPE, Principal, insufficient_scope_challenge
+from memory.server.logs import REQUEST_ID_HEADER, request_id
 from memory.server.settings import ServerSettings
 from memory.service import Caller, MemoryService
+from memory.validation import MAX_DEPTH, check_text_fields
 
 __all__ = ["build_rest_controller", "domain_error_response", "SearchResponse", "ErrorBody"]
-
-_MAX_REQUEST_ID = 128
 
 #: Domain errors as HTTP statuses. Order matters only for subclasses (none today).
 _STATUS: tuple[tuple[type[MemoryServiceError], int], ...] = (
@@ -93,9 +92,7 @@ def _requires(scope: str, resource_metadata_url: str):
 
 def _caller(request: Request) -> Caller:
     principal = _principal(request)
-    given = request.headers.get("x-request-id")
-    request_id = given if given and len(given) <= _MAX_REQUEST_ID and given.isprintable() else new_uuid7()
-    return Caller(principal.identity, principal.client_id, request_id)
+    return Caller(principal.identity, principal.client_id, request_id(request.headers.get(REQUEST_ID_HEADER)))
 
 
 class _CheckedRequest(Request):

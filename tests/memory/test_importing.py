@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from memory.audit import export_user
-from memory.commands import StoreMemory
+from memory.commands import StoreMemory, UpdateMemory
 from memory.errors import InvalidInput
 from memory.identity import LOCAL_ISSUER, Identity
+from memory.model import Status
 from memory.service import Caller, MemoryService
 
 ALICE = Caller(Identity(LOCAL_ISSUER, "alice"), client_id="cli")
@@ -89,10 +90,18 @@ def test_jsonl_carries_every_optional_field(service):
     assert (billing.scope.value, billing.project, billing.entity, billing.tags) == ("project", "acme", "acme.billing",
                                                                                     ["decision"])
     assert billing.occurred_at == "2026-03-02T00:00:00.000000Z"
+    # Status and priority are fields of a memory like the others: a record may give them.
+    assert (billing.status.value, billing.priority) == ("active", 0)
+    service.import_memories(BOB, "jsonl", b'{"text": "Migrate the CI", "status": "parked", "priority": 9}\n')
+    [parked] = [e.payload for e in _stored(service, BOB)]
+    assert (parked.status.value, parked.priority) == ("parked", 9)
+    with pytest.raises(InvalidInput, match="line 1.*priority"):
+        service.import_memories(BOB, "jsonl", b'{"text": "Too eager", "priority": 11}\n')
 
 
 def test_an_export_bundle_moves_a_persons_live_memories_to_another(service, data_dir: Path, tmp_path: Path):
-    kept = service.store(ALICE, StoreMemory(text="Alice plays the cello."))
+    kept = service.store(ALICE, StoreMemory(text="Alice plays the cello.", priority=4))
+    service.update(ALICE, kept.id, UpdateMemory(status=Status.PARKED))
     gone = service.store(ALICE, StoreMemory(text="Alice lived in Oslo."))
     service.delete(ALICE, gone.id)
     bundle = tmp_path / "alice.json"
@@ -101,6 +110,8 @@ def test_an_export_bundle_moves_a_persons_live_memories_to_another(service, data
     report = service.import_memories(BOB, "export", bundle.read_bytes())
 
     assert [e.payload.text for e in _stored(service, BOB)] == ["Alice plays the cello."]
+    # As the memory is now: its update applied, its priority kept.
+    assert (_stored(service, BOB)[0].payload.status, _stored(service, BOB)[0].payload.priority) == (Status.PARKED, 4)
     assert _stored(service, BOB)[0].payload.imported_from.original_id == kept.id
     assert report.imported[0] != kept.id  # a memory id of Bob's own
 

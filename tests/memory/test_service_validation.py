@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from memory.commands import RetrieveQuery, SessionItem, StoreMemory, SyncSession, UpdateMemory, parse_command
+from memory.commands import RetrieveQuery, SessionItem, StoreMemory, SyncSession, UpdateMemory
 from memory.errors import IdempotencyConflict, InvalidInput, MemoryServiceError, NotFound
 from memory.identity import LOCAL_ISSUER, Identity
 from memory.model import Link, LinkType, MemoryType, Scope, Status
 from memory.service import Caller, MemoryService
+from memory.validation import parse_command
 
 ALICE = Caller(Identity(LOCAL_ISSUER, "alice"), client_id="claude-desktop")
 BOB = Caller(Identity(LOCAL_ISSUER, "bob"), client_id="claude-desktop")

@@ -6,6 +6,8 @@ import uuid
 import pytest
 from server_calls import MODES, call, call_error, log_lengths
 
+from memory.commands import FIXED_FIELDS, MemoryFilter
+from memory.model import Memory, MemoryFields
 from memory.server.mcp_tools import DESTRUCTIVE_TOOLS, READ_ONLY_TOOLS, TOOL_NAMES
 
 pytestmark = pytest.mark.anyio
@@ -57,6 +59,44 @@ async def test_enum_arguments_list_their_values_in_the_input_schema(connect, ali
     memory_type = store.input_schema["properties"]["memory_type"]
     assert memory_type["enum"] == ["core_identity", "project_context", "task_instruction", "episodic"]
     assert store.input_schema["required"] == ["text"]
+
+
+async def test_the_tools_schemas_derive_from_the_one_definition_of_a_memorys_fields(connect, alice):
+    async with connect(alice) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    fields = set(MemoryFields.__struct_fields__)
+    store, update = tools["store_memory"].input_schema["properties"], tools["update_memory"].input_schema["properties"]
+    assert fields <= store.keys()
+    assert update.keys() >= fields - set(FIXED_FIELDS) and not update.keys() & set(FIXED_FIELDS)
+    assert set(MemoryFilter.__struct_fields__) <= tools["retrieve_context"].input_schema["properties"].keys()
+    # The shape's constraints and descriptions travel with it, to every tool that takes the field.
+    for properties in (store, update):
+        assert (properties["priority"]["minimum"], properties["priority"]["maximum"]) == (0, 10)
+        assert "ISO 8601" in properties["occurred_at"]["description"]
+    for name in ("store_memory", "update_memory", "delete_memory"):
+        assert set(Memory.__struct_fields__) <= tools[name].output_schema["properties"].keys(), name
+    # No schema sends an assistant behind a reference: every enum lists its values where it is used.
+    assert "$ref" not in json.dumps([t.input_schema for t in tools.values()])
+    # What null may clear is read off the update's types: the fields that allow None.
+    assert set(tools["update_memory"].input_schema["properties"]["clear"]["items"]["enum"]) == {
+        "entity", "status", "occurred_at"}
+
+
+async def test_update_memory_reads_a_null_argument_as_not_given(connect, user):
+    async with connect(user) as client:
+        stored = await call(client, "store_memory", {"text": "Ship on Friday", "entity": "release"})
+        updated = await call(client, "update_memory", {"id": stored["id"], "text": None, "entity": None,
+                                                       "priority": 7})
+    assert updated["text"] == "Ship on Friday" and updated["entity"] == "release" and updated["priority"] == 7
+
+
+async def test_a_list_sent_as_a_json_string_is_read_as_the_list_and_a_text_stays_text(connect, user):
+    async with connect(user) as client:
+        stored = await call(client, "store_memory", {"text": "[draft] the plan", "tags": '["plan", "draft"]',
+                                                     "colour": "ignored, as the SDK's own models ignore it"})
+        refused = await call_error(client, "store_memory", {"text": "x", "priority": 11})
+    assert stored["text"] == "[draft] the plan" and stored["tags"] == ["plan", "draft"]
+    assert "priority" in refused and "10" in refused
 
 
 @pytest.mark.parametrize("mode", MODES)

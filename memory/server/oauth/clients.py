@@ -20,10 +20,10 @@ import anyio
 import httpx2
 import msgspec
 
-from memory.commands import check_text_fields
 from memory.errors import InvalidInput
 from memory.server.auth import ALL_SCOPES
 from memory.server.oauth.uris import MAX_URL_LENGTH, StrictURL, parse_strict_url
+from memory.validation import check_text_fields
 
 __all__ = ["Client", "ClientError", "redirect_uri_problem", "redirect_matches", "client_from_registration",
            "MetadataDocuments", "is_metadata_url", "known_scopes", "refused_address", "MAX_REGISTRATION_BYTES"]

@@ -24,7 +24,6 @@ from litestar.datastructures import Cookie
 from litestar.enums import MediaType
 from litestar.middleware import DefineMiddleware
 
-from memory.commands import MAX_DEPTH, check_text_fields
 from memory.errors import InvalidInput
 from memory.server.auth import ALL_SCOPES, issue_token
 from memory.server.logs import account_hash, log_fields
@@ -45,6 +44,7 @@ from memory.server.oauth.store import Grant, OAuthStore, PendingRequest
 from memory.server.oauth.uris import parse_strict_url
 from memory.server.settings import ServerSettings
 from memory.signing import KeyRing
+from memory.validation import MAX_DEPTH, check_text_fields
 
 __all__ = ["build_oauth_controllers"]
 
