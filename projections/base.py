@@ -172,5 +172,10 @@ class ProjectionSet:
         self.db.execute("UPDATE projection_state SET checkpoint = ? WHERE name = ?", (seq, name))
         self._checkpoints[name] = seq
 
+    def truncate_wal(self) -> None:
+        """Copy the WAL into the database file and empty it: after an erasure, no copy of the
+        pages that held the forgotten text is left in the WAL (secure_delete zeroes the file's)."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def snapshot(self) -> dict[str, list[tuple]]:
         return {p.name: p.snapshot(self.db) for p in self.projections}
