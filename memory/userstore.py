@@ -19,7 +19,7 @@ from memory.events import MemoryStored, MemoryUpdated
 from memory.identity import Identity
 from memory.log import EventDraft, SqliteEventLog, StoredEvent, log_path
 from memory.signing import KeyRing
-from projections.base import ProjectionSet, open_projection_db
+from projections.base import ProjectionSet, open_projection_db, passes_quick_check
 from projections.duplicates import TextKeysProjection
 from projections.embedder import Embedder
 from projections.embeddings import EmbeddingsProjection
@@ -103,7 +103,7 @@ class UserStore:
     def _open_view(self) -> ProjectionView:
         try:
             db = open_projection_db(self._projection_path)
-            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            if not passes_quick_check(db):
                 raise sqlite3.DatabaseError("quick_check failed")
             return build_projections(db, self.embedder)
         except sqlite3.DatabaseError:

@@ -14,7 +14,8 @@ from typing import Protocol
 
 from memory.log import EventStore, StoredEvent
 
-__all__ = ["Projection", "ProjectionSet", "open_projection_db", "execute_script"]
+__all__ = ["Projection", "ProjectionSet", "open_projection_db", "execute_script", "passes_quick_check",
+           "stored_checkpoints"]
 
 _BATCH = 500
 
@@ -69,6 +70,16 @@ def open_projection_db(path: str | Path) -> sqlite3.Connection:
         "(name TEXT PRIMARY KEY, version TEXT NOT NULL, checkpoint INTEGER NOT NULL)"
     )
     return db
+
+
+def passes_quick_check(db: sqlite3.Connection) -> bool:
+    """SQLite's own check of the file's structure: a projection file that fails it is set aside and rebuilt."""
+    return db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+
+
+def stored_checkpoints(db: sqlite3.Connection) -> dict[str, int]:
+    """Each projection's checkpoint as the file records it (what `memory verify` compares with a rebuild)."""
+    return dict(db.execute("SELECT name, checkpoint FROM projection_state"))
 
 
 class ProjectionSet:
