@@ -19,7 +19,6 @@ from pydantic import Field
 
 from memory.commands import RetrieveQuery, StoreMemory, SyncSession, UpdateMemory, check_text_fields, parse_command
 from memory.errors import LogIntegrityError, MemoryServiceError, StorageError
-from memory.ids import new_uuid7
 from memory.model import LinkType
 from memory.server.auth import PRINCIPAL_SCOPE_KEY, READ_SCOPE, WRITE_SCOPE, Principal
 from memory.server.mcp_models import (
@@ -51,6 +50,7 @@ from memory.server.mcp_models import (
 )
 from memory.server.icons import IconKind, icons
 from memory.server.metrics import ToolCallTally, instrument_tool
+from memory.server.request_ids import request_id_of
 from memory.server.settings import ServerSettings, server_version
 from memory.server.widget import widget_extension, widget_tool_meta
 from memory.service import Caller, MemoryService
@@ -65,7 +65,6 @@ DESTRUCTIVE_TOOLS = frozenset({"delete_memory", "forget_memory", "update_memory"
 _IDEMPOTENT_WRITES = frozenset({"set_project", "register_entity", "link_memories", "delete_memory",
                                 "forget_memory", "update_memory"})
 _SEARCH_LIMIT = 10
-_MAX_REQUEST_ID = 128
 
 INSTRUCTIONS = """\
 Long-term memory for the user, kept across conversations and assistants.
@@ -87,12 +86,9 @@ EntityName = Annotated[str, Field(description="A dotted name: 'acme', 'acme.bill
                                   min_length=1, max_length=200)]
 
 
-def _request_id(ctx: Context) -> str:
+def _request_id(ctx: Context) -> str | None:
     request = ctx.request_context.request
-    given = request.headers.get("x-request-id") if request is not None else None
-    if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
-        return given
-    return new_uuid7()
+    return request_id_of(request.scope) if request is not None else None
 
 
 def _principal(ctx: Context) -> Principal:

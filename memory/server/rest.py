@@ -31,16 +31,14 @@ from memory.errors import (
     NotFound,
     StorageError,
 )
-from memory.ids import new_uuid7
 from memory.model import Memory, MemoryType, Scope
 from memory.results import EntityPage, ForgetResult, HistoryPage, ImportReport, MemoryPage, SearchHit, StoredMemory
 from memory.server.auth import PRINCIPAL_SCOPE_KEY, READ_SCOPE, WRITE_SCOPE, Principal, insufficient_scope_challenge
+from memory.server.request_ids import request_id_of
 from memory.server.settings import ServerSettings
 from memory.service import Caller, MemoryService
 
 __all__ = ["build_rest_controller", "domain_error_response", "SearchResponse", "ErrorBody"]
-
-_MAX_REQUEST_ID = 128
 
 #: Domain errors as HTTP statuses. Order matters only for subclasses (none today).
 _STATUS: tuple[tuple[type[MemoryServiceError], int], ...] = (
@@ -93,9 +91,7 @@ def _requires(scope: str, resource_metadata_url: str):
 
 def _caller(request: Request) -> Caller:
     principal = _principal(request)
-    given = request.headers.get("x-request-id")
-    request_id = given if given and len(given) <= _MAX_REQUEST_ID and given.isprintable() else new_uuid7()
-    return Caller(principal.identity, principal.client_id, request_id)
+    return Caller(principal.identity, principal.client_id, request_id_of(request.scope))
 
 
 class _CheckedRequest(Request):
