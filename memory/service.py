@@ -296,7 +296,8 @@ class MemoryService:
             own = [s for s, t in memory_reads.memory_event_seqs(store.view.db, memory_id, 0, _MAX_SEQ) if t in _OWN_EVENTS]
             erased = ErasedText.of(
                 (text for seq in own for text in texts_of(store.log.get_event(seq).payload)),
-                chain(memory_reads.texts_besides(store.view.db, memory_id), entity_reads.registered_texts(store.view.db)))
+                chain(memory_reads.texts_besides(store.view.db, memory_id),
+                      entity_reads.registered_texts(store.view.db)))
             sharing = [event.seq for event in store.log.read_events()
                        if isinstance(event.payload, MemoriesRead) and erased.shared_by(event.payload)]
             seqs = sorted({*own, *sharing})
@@ -336,7 +337,8 @@ class MemoryService:
         with store.lock:
             if not (entity_reads.is_root_entity(store.view.db, project)
                     or memory_reads.has_live_memory_in(store.view.db, project)):
-                known = ", ".join(memory_reads.known_projects(store.view.db, 20) + entity_reads.entity_roots(store.view.db, 20))
+                known = ", ".join(memory_reads.known_projects(store.view.db, 20)
+                                  + entity_reads.entity_roots(store.view.db, 20))
                 raise NotFound(
                     f"no project {project!r}: register it as an entity or store a memory in it first"
                     + (f" (known: {known})" if known else "")

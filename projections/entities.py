@@ -147,7 +147,8 @@ def _entity(row: tuple) -> Entity:
                   memory_count=count, first_seen=first, last_seen=last)
 
 
-def entity_page(db: sqlite3.Connection, prefix: str | None, after: str | None, limit: int) -> tuple[list[Entity], str | None]:
+def entity_page(db: sqlite3.Connection, prefix: str | None, after: str | None,
+                limit: int) -> tuple[list[Entity], str | None]:
     """`list_entities`: entities by name after the cursor `after`, `prefix` and those below it,
     and the cursor of the next page (None on the last one)."""
     args: list = [after or ""]

@@ -288,7 +288,8 @@ def known_projects(db: sqlite3.Connection, limit: int = 50) -> list[str]:
 
 def has_live_memory_in(db: sqlite3.Connection, project: str) -> bool:
     """Does a live memory name this project? Then `set_project` accepts it."""
-    return db.execute("SELECT 1 FROM memories WHERE project = ? AND deleted = 0 LIMIT 1", (project,)).fetchone() is not None
+    row = db.execute("SELECT 1 FROM memories WHERE project = ? AND deleted = 0 LIMIT 1", (project,)).fetchone()
+    return row is not None
 
 
 def active_project(db: sqlite3.Connection, client_id: str | None) -> str | None:
