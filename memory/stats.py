@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgspec
 
+from memory.log import LOG_FILE
 from memory.userstore import list_logs
 
 __all__ = ["UserStats", "Stats", "collect_stats", "tool_calls", "TOOL_CALL_COUNTER"]
@@ -47,7 +48,7 @@ def _iso(moment: datetime) -> str:
 
 
 def _user_stats(folder: Path, user: str, key: str, since: str, operations: bool) -> tuple[UserStats, bool]:
-    db = sqlite3.connect(f"file:{folder / 'events.sqlite'}?mode=ro", uri=True, timeout=10)
+    db = sqlite3.connect(f"file:{folder / LOG_FILE}?mode=ro", uri=True, timeout=10)
     try:
         events, last = db.execute("SELECT count(*), max(recorded_at) FROM events").fetchone()
         by_type = dict(db.execute("SELECT type, count(*) FROM events GROUP BY type"))

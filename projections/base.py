@@ -15,9 +15,11 @@ from typing import Protocol
 from memory.log import EventStore, StoredEvent
 
 __all__ = ["Projection", "ProjectionSet", "open_projection_db", "execute_script", "passes_quick_check",
-           "stored_checkpoints"]
+           "stored_checkpoints", "PROJECTIONS_FILE"]
 
 _BATCH = 500
+#: A user's projections, beside their log (`memory.log.LOG_FILE`) in the user's folder.
+PROJECTIONS_FILE = "projections.sqlite"
 
 
 class Projection(Protocol):

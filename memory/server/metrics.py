@@ -26,10 +26,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from memory.log import LOG_FILE, USERS_DIR
 from memory.server.auth import PRINCIPAL_SCOPE_KEY, Principal
 from memory.server.logs import log_fields
-from memory.server.request_ids import request_id_of
 from memory.server.oauth.store import OAuthStore
+from memory.server.request_ids import request_id_of
 from memory.service import MemoryService
 from memory.stats import TOOL_CALL_COUNTER, collect_stats
 
@@ -112,7 +113,7 @@ class _DataDirCollector(Collector):
 
     def _fingerprint(self) -> tuple:
         marks = []
-        for file in sorted(self._service.data_dir.glob("users/*/events.sqlite*")):
+        for file in sorted(self._service.data_dir.glob(f"{USERS_DIR}/*/{LOG_FILE}*")):
             try:
                 stat = file.stat()
             except FileNotFoundError:  # a WAL checkpointed away meanwhile
