@@ -18,6 +18,7 @@ from memory.errors import StorageError
 from memory.events import MemoryStored, MemoryUpdated
 from memory.identity import Identity
 from memory.log import LOG_FILE, USERS_DIR, EventDraft, SqliteEventLog, StoredEvent, log_path
+from memory.log_reports import log_owner
 from memory.signing import KeyRing
 from projections.base import PROJECTIONS_FILE, ProjectionSet, open_projection_db, passes_quick_check
 from projections.duplicates import TextKeysProjection
@@ -219,12 +220,7 @@ class UserStore:
 def list_logs(data_dir: str | Path) -> Iterator[tuple[Path, Identity]]:
     """Every user folder with a log, and its owner as the log itself records it."""
     for path in sorted((Path(data_dir) / USERS_DIR).glob(f"*/{LOG_FILE}")):
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            meta = dict(db.execute("SELECT key, value FROM log_meta"))
-        finally:
-            db.close()
-        yield path.parent, Identity(meta["owner_iss"], meta["owner_sub"])
+        yield path.parent, log_owner(path)
 
 
 class UserDirectory:
