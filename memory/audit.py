@@ -20,7 +20,7 @@ from memory.log import GENESIS_HASH, SqliteEventLog, head_problem, log_path
 from memory.signing import KeyRing
 from memory.userstore import build_projections, list_logs
 from memory.verify_export import ChainReport, EventRecord, Problem, load_jwks, verify_events
-from projections.base import open_projection_db
+from projections.base import PROJECTIONS_FILE, open_projection_db, stored_checkpoints
 from projections.embedder import Embedder
 
 __all__ = ["verify_user", "export_user", "isolation_check", "Violation"]
@@ -69,12 +69,12 @@ def verify_user(data_dir: str | Path, owner: Identity, keys: KeyRing, embedder: 
 
 
 def _projection_problems(log: SqliteEventLog, embedder: Embedder) -> list[Problem]:
-    path = log.path.parent / "projections.sqlite"
+    path = log.path.parent / PROJECTIONS_FILE
     if not path.exists():
         return []  # nothing derived yet: the next open builds it
     disk = open_projection_db(path)
     try:
-        checkpoints = dict(disk.execute("SELECT name, checkpoint FROM projection_state"))
+        checkpoints = stored_checkpoints(disk)
         if not checkpoints:
             return []
         ahead = max(checkpoints.values())

@@ -63,14 +63,14 @@ def cli() -> None:
 def replay(data_dir: Path, user: str, to_seq: int | None) -> None:
     """Rebuild a user's projections from their log, optionally only up to --to SEQ."""
     from memory.userstore import build_projections
-    from projections.base import open_projection_db
+    from projections.base import PROJECTIONS_FILE, open_projection_db
 
     if not user:
         raise click.UsageError("--user is required")
     owner = _known_owner(data_dir, user)
     keys = KeyRing(data_dir)
     log = SqliteEventLog(log_path(data_dir, owner), owner, keys)
-    view = build_projections(open_projection_db(log.path.parent / "projections.sqlite"), _embedder())
+    view = build_projections(open_projection_db(log.path.parent / PROJECTIONS_FILE), _embedder())
     total = min(to_seq, log.last_seq()) if to_seq is not None else log.last_seq()
     with click.progressbar(length=total, label=f"replaying {owner}", file=sys.stderr) as bar:
         applied = view.projections.rebuild(log, to_seq, bar.update)
@@ -242,10 +242,12 @@ def stats(data_dir: Path, as_json: bool) -> None:
 def backup_command(data_dir: Path, output: Path) -> None:
     """Back up every log, the OAuth store and the keys, safely while a server runs."""
     from memory.backup import BackupError, backup, backup_files
+    from memory.server.oauth.store import OAUTH_FILE
 
     try:
-        with click.progressbar(length=len(backup_files(data_dir)), label="backing up", file=sys.stderr) as bar:
-            manifest = backup(data_dir, output, bar.update)
+        with click.progressbar(length=len(backup_files(data_dir, [OAUTH_FILE])), label="backing up",
+                               file=sys.stderr) as bar:
+            manifest = backup(data_dir, output, bar.update, shared=[OAUTH_FILE])
     except BackupError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"backed up {len(manifest.databases)} database(s) and {len(manifest.keys)} key file(s) to {output}")
@@ -258,11 +260,12 @@ def backup_command(data_dir: Path, output: Path) -> None:
 def restore_command(backup_dir: Path, data_dir: Path, force: bool) -> None:
     """Restore BACKUP into --data-dir and verify every restored chain (projections rebuild on use)."""
     from memory.backup import BackupError, read_manifest, restore
+    from memory.server.oauth.store import OAUTH_FILE
 
     try:
         total = len(read_manifest(backup_dir).databases)
         with click.progressbar(length=total, label="restoring", file=sys.stderr) as bar:
-            reports = restore(backup_dir, data_dir, force=force, progress=bar.update)
+            reports = restore(backup_dir, data_dir, force=force, progress=bar.update, shared=[OAUTH_FILE])
     except BackupError as exc:
         raise click.ClickException(str(exc)) from None
     failed = 0

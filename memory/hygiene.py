@@ -10,11 +10,11 @@ import sqlite3
 import msgspec
 import numpy as np
 
-from memory import reads
 from memory.events import EventPayload, MemoriesLinked, MemoryStored, MemoryUpdated
 from memory.model import LinkType, Memory, Status
 from memory.results import SimilarMemory
 from projections.duplicates import SIMILAR_COSINE, is_near_duplicate, memories_with_key, text_key
+from projections.memories import load_memories
 from projections.vectors import VectorIndex
 
 __all__ = ["StoreCheck", "check_store", "import_duplicate", "superseding", "MAX_SIMILAR"]
@@ -47,7 +47,7 @@ def check_store(db: sqlite3.Connection, index: VectorIndex, payload: MemoryStore
     """What the store of `payload` would duplicate, and the live memories most like it. `exclude`:
     ids that do not count (the memories the new one supersedes)."""
     check = StoreCheck()
-    exact = reads.load_memories(db, memories_with_key(db, text_key(payload.text)))
+    exact = load_memories(db, memories_with_key(db, text_key(payload.text)))
     for memory in sorted(exact.values(), key=lambda m: m.created_at):
         if memory.id not in exclude and _live(memory) and _same_place(memory, payload):
             check.duplicate, check.match, check.score = memory, "exact", 1.0
@@ -55,7 +55,7 @@ def check_store(db: sqlite3.Connection, index: VectorIndex, payload: MemoryStore
     if vector is None:
         return check
     nearest = [(i, s) for i, s in index.search(vector, _NEAREST) if s >= SIMILAR_COSINE and i not in exclude]
-    found = reads.load_memories(db, [i for i, _ in nearest])
+    found = load_memories(db, [i for i, _ in nearest])
     for memory_id, score in nearest:
         memory = found.get(memory_id)
         if not _live(memory):

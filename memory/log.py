@@ -42,7 +42,16 @@ __all__ = [
     "head_problem",
     "GENESIS_HASH",
     "log_path",
+    "USERS_DIR",
+    "LOG_FILE",
+    "HEAD_FILE",
 ]
+
+#: `<data_dir>/users/<user key>/` holds one person's files: the log, its signed head anchor, and
+#: the projections derived from it (projections.base.PROJECTIONS_FILE).
+USERS_DIR = "users"
+LOG_FILE = "events.sqlite"
+HEAD_FILE = "head.json"
 
 GENESIS_HASH = "0" * 64
 HEADER_FORMAT = 1
@@ -202,7 +211,7 @@ logger = logging.getLogger("memory.log")
 
 
 def log_path(data_dir: str | Path, owner: Identity) -> Path:
-    return Path(data_dir) / "users" / owner.key / "events.sqlite"
+    return Path(data_dir) / USERS_DIR / owner.key / LOG_FILE
 
 
 def head_problem(store: EventStore, keys: KeyRing) -> tuple[int | None, str] | None:
@@ -294,7 +303,7 @@ class SqliteEventLog:
             self._writer.close()
             raise
         self._reader = _connect(self._path)
-        self._head_path = self._path.with_name("head.json")
+        self._head_path = self._path.with_name(HEAD_FILE)
         try:
             self._anchor_unanchored_log()
         except BaseException:

@@ -7,6 +7,7 @@ projections that are caught up to that event.
 
 import os
 import sqlite3
+from itertools import chain
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -15,7 +16,6 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from memory import reads
 from memory.audit import export_user, verify_user
 from memory.commands import MemoryFilter, RetrieveQuery, SessionItem, StoreMemory, SyncSession, UpdateMemory
 from memory.erasure import ErasedText, texts_of
@@ -71,7 +71,10 @@ from memory.validation import (
     clean_timestamp,
     cleaned,
 )
+from projections import entities as entity_reads
+from projections import memories as memory_reads
 from projections.embedder import Embedder
+from projections.links import linked_ids
 from projections.ranking import rank_memories
 from projections.vectors import VectorIndex
 
@@ -155,13 +158,13 @@ class MemoryService:
 
     def _existing(self, store: UserStore, memory_id: str, *, allow_deleted: bool = False) -> Memory:
         # An id of another user is simply not in this user's projections: "not found", as for any id.
-        memory = reads.load_memory(store.view.db, memory_id) if isinstance(memory_id, str) else None
+        memory = memory_reads.load_memory(store.view.db, memory_id) if isinstance(memory_id, str) else None
         if memory is None or (memory.deleted and not allow_deleted):
             raise NotFound(f"no memory with id {memory_id!r}")
         return memory
 
     def _active_project(self, store: UserStore, caller: Caller) -> str | None:
-        return reads.active_project(store.view.db, caller.client_id)
+        return memory_reads.active_project(store.view.db, caller.client_id)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -181,7 +184,7 @@ class MemoryService:
         store = self._store(caller)
         with store.lock:
             payload = self._stored_payload(store, caller, cmd)
-            retry = cmd.event_id is not None and reads.load_memory(store.view.db, cmd.event_id) is not None
+            retry = cmd.event_id is not None and memory_reads.load_memory(store.view.db, cmd.event_id) is not None
         with store.reading() as db:
             vector = store.view.embeddings.vector_for(db, payload.text)
         store.catch_up_embeddings()  # the memories stored just before are candidates too
@@ -259,17 +262,18 @@ class MemoryService:
         store.catch_up_embeddings()
         with store.lock:
             self._existing(store, memory_id, allow_deleted=True)
-            own = [s for s, t in reads.memory_event_seqs(store.view.db, memory_id, 0, _MAX_SEQ) if t in _OWN_EVENTS]
+            own = [s for s, t in memory_reads.memory_event_seqs(store.view.db, memory_id, 0, _MAX_SEQ) if t in _OWN_EVENTS]
             erased = ErasedText.of(
                 (text for seq in own for text in texts_of(store.log.get_event(seq).payload)),
-                reads.texts_besides(store.view.db, memory_id))
+                chain(memory_reads.texts_besides(store.view.db, memory_id),
+                      entity_reads.registered_texts(store.view.db)))
             sharing = [event.seq for event in store.log.read_events()
                        if isinstance(event.payload, MemoriesRead) and erased.shared_by(event.payload)]
             seqs = sorted({*own, *sharing})
             events = self._append(caller, [MemoryForgotten(memory_id=memory_id, redacted_seqs=seqs)], redact_seqs=seqs,
                                   embed_now=True)
             # Leave no copy of the old pages in the projection's WAL.
-            store.view.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            store.view.projections.truncate_wal()
             return ForgetResult(memory_id=memory_id, tombstone_seq=events[0].seq, redacted_seqs=seqs)
 
     def link(self, caller: Caller, source_id: str, target_id: str, link_type: LinkType) -> Link:
@@ -293,15 +297,17 @@ class MemoryService:
         store = self._store(caller)
         with store.lock:
             self._append(caller, [EntityRegistered(name=name, description=description, parent=parent)])
-            entities, _ = reads.entity_page(store.view.db, name, None, 1)
+            entities, _ = entity_reads.entity_page(store.view.db, name, None, 1)
             return entities[0]
 
     def set_project(self, caller: Caller, project: str) -> ProjectSummary:
         project = clean_entity(project, "project")
         store = self._store(caller)
         with store.lock:
-            if not reads.project_exists(store.view.db, project):
-                known = ", ".join(reads.known_projects(store.view.db, 20) + reads.entity_roots(store.view.db, 20))
+            if not (entity_reads.is_root_entity(store.view.db, project)
+                    or memory_reads.has_live_memory_in(store.view.db, project)):
+                known = ", ".join(memory_reads.known_projects(store.view.db, 20)
+                                  + entity_reads.entity_roots(store.view.db, 20))
                 raise NotFound(
                     f"no project {project!r}: register it as an entity or store a memory in it first"
                     + (f" (known: {known})" if known else "")
@@ -366,12 +372,7 @@ class MemoryService:
 
     @staticmethod
     def _previous_item(store: UserStore, tag: str, entity: str | None, project: str | None) -> str | None:
-        row = store.view.db.execute(
-            "SELECT id FROM memories m WHERE deleted = 0 AND entity IS ? AND project IS ? "
-            "AND EXISTS (SELECT 1 FROM json_each(m.tags) WHERE value = ?) ORDER BY updated_seq DESC LIMIT 1",
-            (entity, project, tag),
-        ).fetchone()
-        return row[0] if row else None
+        return memory_reads.latest_tagged(store.view.db, tag, entity, project)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -395,7 +396,7 @@ class MemoryService:
         if q.as_of is None:
             # Ranking reads a snapshot of its own: it does not wait for this user's writes.
             with store.reading() as db:
-                project = clean_entity(q.project, "project") or reads.active_project(db, caller.client_id)
+                project = clean_entity(q.project, "project") or memory_reads.active_project(db, caller.client_id)
                 filters, results = self._rank(db, store.view.embeddings.index, project, q, query,
                                               embedded_and_caught_up if embedding else None)
             as_of = None
@@ -418,7 +419,7 @@ class MemoryService:
               vector: Callable[[], np.ndarray] | None) -> tuple[MemoryFilter, list[RetrievedMemory]]:
         filters = cleaned(msgspec.structs.replace(q.filter, project=project, tags=q.tags or None))
         ranked = rank_memories(db, index, query, vector, filters, q.limit, q.recency_weight, _now())
-        memories = reads.load_memories(db, [r.memory_id for r in ranked])
+        memories = memory_reads.load_memories(db, [r.memory_id for r in ranked])
         results = []
         for r in ranked:
             # The vector index is published just after each commit: it may name a memory this
@@ -427,8 +428,8 @@ class MemoryService:
                 continue
             related: list[Memory] = []
             if q.include_related:
-                ids = reads.linked_ids(db, r.memory_id, _MAX_RELATED)
-                related = [m for m in reads.load_memories(db, ids).values() if not m.deleted]
+                ids = linked_ids(db, r.memory_id, _MAX_RELATED)
+                related = [m for m in memory_reads.load_memories(db, ids).values() if not m.deleted]
             results.append(RetrievedMemory(memory=memories[r.memory_id], score=r.score, related=related))
         return filters, results
 
@@ -463,7 +464,7 @@ class MemoryService:
         _seq_cursor(cursor, 0)
         store = self._store(caller)
         with store.lock:
-            rows = reads.memory_event_seqs(store.view.db, memory_id, cursor, limit + 1)
+            rows = memory_reads.memory_event_seqs(store.view.db, memory_id, cursor, limit + 1)
             if not rows and cursor == 0:
                 raise NotFound(f"no memory with id {memory_id!r}")
             more = len(rows) > limit
@@ -493,7 +494,7 @@ class MemoryService:
         prefix = clean_entity(prefix, "prefix")
         store = self._store(caller)
         with store.lock:
-            entities, next_cursor = reads.entity_page(store.view.db, prefix, cursor, limit)
+            entities, next_cursor = entity_reads.entity_page(store.view.db, prefix, cursor, limit)
             self._audit_read(caller, "list_entities", prefix, [])
             return EntityPage(entities=entities, next_cursor=next_cursor)
 
@@ -503,7 +504,7 @@ class MemoryService:
             raise InvalidInput("query must not be empty")
         store = self._store(caller)
         with store.lock:
-            found = reads.find_entities(store.view.db, query[:200], limit)
+            found = entity_reads.find_entities(store.view.db, query[:200], limit)
             self._audit_read(caller, "search_entities", query[:200], [])
             return found
 
@@ -517,20 +518,12 @@ class MemoryService:
     @staticmethod
     def _project_summary(view: ProjectionView, project: str) -> ProjectSummary:
         db = view.db
-
-        def recent(where: str, limit: int) -> list[Memory]:
-            ids = [r[0] for r in db.execute(
-                f"SELECT id FROM memories m WHERE deleted = 0 AND project = ? AND {where} "
-                "ORDER BY updated_seq DESC LIMIT ?", (project, limit))]
-            found = reads.load_memories(db, ids)
-            return [found[i] for i in ids]
-
         return ProjectSummary(
             project=project,
-            counts_by_type=reads.counts_by(db, "memory_type", project),
-            counts_by_status=reads.counts_by(db, "status", project),
-            recent_decisions=recent("EXISTS (SELECT 1 FROM json_each(m.tags) WHERE value = 'decision')", 5),
-            open_tasks=recent("memory_type = 'task_instruction' AND (status IS NULL OR status = 'active')", 10),
+            counts_by_type=memory_reads.counts_by(db, "memory_type", project),
+            counts_by_status=memory_reads.counts_by(db, "status", project),
+            recent_decisions=memory_reads.recent_decisions(db, project, 5),
+            open_tasks=memory_reads.open_tasks(db, project, 10),
         )
 
     def export(self, caller: Caller, output: str | Path) -> dict:
@@ -545,12 +538,12 @@ class MemoryService:
         store = self._store(caller)
         with store.lock:
             db = store.view.db
-            counts = reads.counts_by(db, "memory_type")
+            counts = memory_reads.counts_by(db, "memory_type")
             self._audit_read(caller, "get_context_info", None, [])
             return ContextInfo(
                 user=str(caller.identity), active_project=self._active_project(store, caller),
                 counts_by_type=counts, total_memories=sum(counts.values()),
-                known_projects=reads.known_projects(db), entity_roots=reads.entity_roots(db),
+                known_projects=memory_reads.known_projects(db), entity_roots=entity_reads.entity_roots(db),
                 events=store.log.last_seq(),
             )
 
@@ -566,7 +559,7 @@ class MemoryService:
                    "tag": clean_tags([tag])[0] if tag is not None else None}
         store = self._store(caller)
         with store.lock:
-            memories, next_cursor = reads.memory_page(store.view.db, **filters, before_seq=cursor, limit=limit,
+            memories, next_cursor = memory_reads.memory_page(store.view.db, **filters, before_seq=cursor, limit=limit,
                                                       deleted=deleted)
             self._audit_read(caller, "list_memories", None, [m.id for m in memories],
                              {k: v for k, v in filters.items() if v is not None})
@@ -629,7 +622,7 @@ class MemoryService:
                 memory_id = imported_memory_id(caller.identity, parsed.format, item.source_id)
                 if item.source_id in ended_as:
                     continue
-                if memory_id in accepted or reads.memory_event_seqs(db, memory_id, 0, 1):
+                if memory_id in accepted or memory_reads.memory_event_seqs(db, memory_id, 0, 1):
                     report.already_imported += 1
                     ended_as[item.source_id] = memory_id
                     continue

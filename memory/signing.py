@@ -26,9 +26,12 @@ from typing import NamedTuple
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-__all__ = ["KeyRing", "KeyStatus"]
+__all__ = ["KeyRing", "KeyStatus", "KEYS_DIR", "KEYRING_FILE", "keys_dir", "key_files"]
 
-_INDEX = "keyring.json"
+#: The folder of `<data_dir>` holding the keys, and the index naming them (which one is active).
+KEYS_DIR = "keys"
+KEYRING_FILE = "keyring.json"
+_INDEX = KEYRING_FILE
 #: How stale a verifier's view of the key ring may be (seconds).
 _CHECK_EVERY = 1.0
 
@@ -79,9 +82,19 @@ class _Index(NamedTuple):
     stamp: tuple[int, int, int] | None
 
 
+def keys_dir(data_dir: str | Path) -> Path:
+    return Path(data_dir) / KEYS_DIR
+
+
+def key_files(directory: Path) -> list[str]:
+    """The files a copy of the key ring in `directory` needs, the index first: a key rotated in
+    while they are copied then has its file copied, but is not yet listed."""
+    return [KEYRING_FILE, *sorted(p.name for p in directory.glob("*.pem"))]
+
+
 class KeyRing:
     def __init__(self, data_dir: str | Path):
-        self._dir = Path(data_dir) / "keys"
+        self._dir = keys_dir(data_dir)
         self._lock = threading.Lock()
         self._index = _Index("", (), {}, {}, None)
         self._checked_at = time.monotonic()

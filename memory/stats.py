@@ -5,13 +5,14 @@ Failed calls append no event: their counts come from what the server tallies in 
 (`tool_calls`), written every 30 s and at shutdown.
 """
 
-import sqlite3
 import statistics
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
 
+from memory.log import LOG_FILE
+from memory.log_reports import tally_log
 from memory.userstore import list_logs
 
 __all__ = ["UserStats", "Stats", "collect_stats", "tool_calls", "TOOL_CALL_COUNTER"]
@@ -47,22 +48,15 @@ def _iso(moment: datetime) -> str:
 
 
 def _user_stats(folder: Path, user: str, key: str, since: str, operations: bool) -> tuple[UserStats, bool]:
-    db = sqlite3.connect(f"file:{folder / 'events.sqlite'}?mode=ro", uri=True, timeout=10)
-    try:
-        events, last = db.execute("SELECT count(*), max(recorded_at) FROM events").fetchone()
-        by_type = dict(db.execute("SELECT type, count(*) FROM events GROUP BY type"))
-        # Which tool made each read is in its payload: reading them all is for the CLI, not every scrape.
-        reads = dict(db.execute(
-            "SELECT 'read:' || coalesce(json_extract(CAST(payload AS TEXT), '$.operation'), 'redacted'), count(*) "
-            "FROM events WHERE type = 'memories.read' GROUP BY 1")) if operations else {}
-        # recorded_at is indexed: the last day's events are found without a scan.
-        active = db.execute("SELECT 1 FROM events WHERE recorded_at >= ? LIMIT 1", (since,)).fetchone() is not None
-    finally:
-        db.close()
+    # Which tool made each read is in its payload: reading them all is for the CLI, not every scrape.
+    tally = tally_log(folder / LOG_FILE, since, reads_by_operation=operations)
+    by_type = tally.by_type
+    reads = {f"read:{operation}": n for operation, n in tally.reads_by_operation.items()}
     operations = {t: n for t, n in by_type.items() if t != "memories.read"} | reads
     memories = by_type.get("memory.stored", 0) - by_type.get("memory.forgotten", 0)
-    return UserStats(user=user, key=key, events=events, memories=memories, reads=by_type.get("memories.read", 0),
-                     last_event_at=last, operations=operations), active
+    return UserStats(user=user, key=key, events=tally.events, memories=memories,
+                     reads=by_type.get("memories.read", 0), last_event_at=tally.last_event_at,
+                     operations=operations), tally.active_since
 
 
 def collect_stats(data_dir: str | Path, now: datetime | None = None, operations: bool = True) -> Stats:

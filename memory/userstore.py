@@ -17,9 +17,10 @@ from pathlib import Path
 from memory.errors import StorageError
 from memory.events import MemoryStored, MemoryUpdated
 from memory.identity import Identity
-from memory.log import EventDraft, SqliteEventLog, StoredEvent, log_path
+from memory.log import LOG_FILE, USERS_DIR, EventDraft, SqliteEventLog, StoredEvent, log_path
+from memory.log_reports import log_owner
 from memory.signing import KeyRing
-from projections.base import ProjectionSet, open_projection_db
+from projections.base import PROJECTIONS_FILE, ProjectionSet, open_projection_db, passes_quick_check
 from projections.duplicates import TextKeysProjection
 from projections.embedder import Embedder
 from projections.embeddings import EmbeddingsProjection
@@ -90,7 +91,7 @@ class UserStore:
         except BaseException:
             self.log.close()
             raise
-        self._projection_path = self.log.path.parent / "projections.sqlite"
+        self._projection_path = self.log.path.parent / PROJECTIONS_FILE
         self.view = self._open_view()
         if self.view.checkpoint > self.log.last_seq():
             # Projections of a longer log (the log was restored from an older backup): they
@@ -103,7 +104,7 @@ class UserStore:
     def _open_view(self) -> ProjectionView:
         try:
             db = open_projection_db(self._projection_path)
-            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            if not passes_quick_check(db):
                 raise sqlite3.DatabaseError("quick_check failed")
             return build_projections(db, self.embedder)
         except sqlite3.DatabaseError:
@@ -218,13 +219,8 @@ class UserStore:
 
 def list_logs(data_dir: str | Path) -> Iterator[tuple[Path, Identity]]:
     """Every user folder with a log, and its owner as the log itself records it."""
-    for path in sorted((Path(data_dir) / "users").glob("*/events.sqlite")):
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            meta = dict(db.execute("SELECT key, value FROM log_meta"))
-        finally:
-            db.close()
-        yield path.parent, Identity(meta["owner_iss"], meta["owner_sub"])
+    for path in sorted((Path(data_dir) / USERS_DIR).glob(f"*/{LOG_FILE}")):
+        yield path.parent, log_owner(path)
 
 
 class UserDirectory:

@@ -14,9 +14,12 @@ from typing import Protocol
 
 from memory.log import EventStore, StoredEvent
 
-__all__ = ["Projection", "ProjectionSet", "open_projection_db", "execute_script"]
+__all__ = ["Projection", "ProjectionSet", "open_projection_db", "execute_script", "passes_quick_check",
+           "stored_checkpoints", "PROJECTIONS_FILE"]
 
 _BATCH = 500
+#: A user's projections, beside their log (`memory.log.LOG_FILE`) in the user's folder.
+PROJECTIONS_FILE = "projections.sqlite"
 
 
 class Projection(Protocol):
@@ -69,6 +72,16 @@ def open_projection_db(path: str | Path) -> sqlite3.Connection:
         "(name TEXT PRIMARY KEY, version TEXT NOT NULL, checkpoint INTEGER NOT NULL)"
     )
     return db
+
+
+def passes_quick_check(db: sqlite3.Connection) -> bool:
+    """SQLite's own check of the file's structure: a projection file that fails it is set aside and rebuilt."""
+    return db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+
+
+def stored_checkpoints(db: sqlite3.Connection) -> dict[str, int]:
+    """Each projection's checkpoint as the file records it (what `memory verify` compares with a rebuild)."""
+    return dict(db.execute("SELECT name, checkpoint FROM projection_state"))
 
 
 class ProjectionSet:
@@ -171,6 +184,11 @@ class ProjectionSet:
     def _set_checkpoint(self, name: str, seq: int) -> None:
         self.db.execute("UPDATE projection_state SET checkpoint = ? WHERE name = ?", (seq, name))
         self._checkpoints[name] = seq
+
+    def truncate_wal(self) -> None:
+        """Copy the WAL into the database file and empty it: after an erasure, no copy of the
+        pages that held the forgotten text is left in the WAL (secure_delete zeroes the file's)."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def snapshot(self) -> dict[str, list[tuple]]:
         return {p.name: p.snapshot(self.db) for p in self.projections}

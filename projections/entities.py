@@ -5,8 +5,9 @@ forgetting the last memory that named an entity removes the entity too, exactly 
 from the redacted log would.
 """
 
+import difflib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import msgspec
 
@@ -19,9 +20,11 @@ from memory.events import (
     MemoryUpdated,
 )
 from memory.log import StoredEvent
+from memory.model import Entity
 from projections.base import execute_script
 
-__all__ = ["EntitiesProjection", "parent_of"]
+__all__ = ["EntitiesProjection", "parent_of", "entity_page", "find_entities", "entity_roots", "is_root_entity",
+           "registered_texts"]
 
 
 def parent_of(name: str) -> str | None:
@@ -133,3 +136,67 @@ class EntitiesProjection:
 
     def after_rollback(self) -> None:
         pass
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def _entity(row: tuple) -> Entity:
+    name, description, parent, registered, count, first, last = row
+    return Entity(name=name, description=description, parent=parent, registered=bool(registered),
+                  memory_count=count, first_seen=first, last_seen=last)
+
+
+def entity_page(db: sqlite3.Connection, prefix: str | None, after: str | None,
+                limit: int) -> tuple[list[Entity], str | None]:
+    """`list_entities`: entities by name after the cursor `after`, `prefix` and those below it,
+    and the cursor of the next page (None on the last one)."""
+    args: list = [after or ""]
+    where = "name > ?"
+    if prefix:
+        where += " AND (name = ? OR substr(name, 1, ?) = ?)"
+        args += [prefix, len(prefix) + 1, prefix + "."]
+    rows = db.execute(f"SELECT * FROM entities WHERE {where} ORDER BY name LIMIT ?", (*args, limit + 1)).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [_entity(r) for r in rows], (rows[-1][0] if more else None)
+
+
+def find_entities(db: sqlite3.Connection, query: str, limit: int) -> list[Entity]:
+    """`search_entities`, fuzzy: substring hits first, then names that look alike (typos, other separators)."""
+    q = query.strip().lower()
+    scored: list[tuple[float, tuple]] = []
+    for row in db.execute("SELECT * FROM entities"):
+        name = row[0].lower()
+        description = (row[1] or "").lower()
+        leaf = name.rsplit(".", 1)[-1]
+        score = max(
+            difflib.SequenceMatcher(None, q, name).ratio(),
+            difflib.SequenceMatcher(None, q, leaf).ratio(),
+        )
+        if q in name:
+            score += 1.0
+        elif q and q in description:
+            score += 0.5
+        if score >= 0.6:
+            scored.append((score, row))
+    scored.sort(key=lambda s: (-s[0], s[1][0]))
+    return [_entity(r) for _, r in scored[:limit]]
+
+
+def entity_roots(db: sqlite3.Connection, limit: int = 50) -> list[str]:
+    """Top-level entity names, sorted: what `get_context_info` and `set_project`'s refusal list."""
+    return [r[0] for r in db.execute("SELECT name FROM entities WHERE parent IS NULL ORDER BY name LIMIT ?", (limit,))]
+
+
+def is_root_entity(db: sqlite3.Connection, name: str) -> bool:
+    """Is `name` a top-level entity? Such an entity is a project `set_project` accepts."""
+    return db.execute("SELECT 1 FROM entities WHERE name = ? AND parent IS NULL", (name,)).fetchone() is not None
+
+
+def registered_texts(db: sqlite3.Connection) -> Iterator[str]:
+    """Names and descriptions of registered entities: text erasure must not take for a forgotten memory's own."""
+    for name, description in db.execute("SELECT name, description FROM entities WHERE registered = 1"):
+        yield name
+        if description:
+            yield description

@@ -1,13 +1,17 @@
-"""Typed links between memories."""
+"""Typed links between memories, and the queries that read them back."""
 
 import sqlite3
 from collections.abc import Sequence
 
 from memory.events import MemoriesLinked, MemoryForgotten
 from memory.log import StoredEvent
+from memory.model import Link, LinkType
 from projections.base import execute_script
 
-__all__ = ["LinksProjection"]
+__all__ = ["LinksProjection", "links_of", "linked_ids"]
+
+# Ids per query: well under SQLite's limit on bound parameters (each id is bound twice).
+_CHUNK = 400
 
 
 class LinksProjection:
@@ -48,3 +52,34 @@ class LinksProjection:
 
     def after_rollback(self) -> None:
         pass
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def links_of(db: sqlite3.Connection, ids: list[str]) -> dict[str, list[Link]]:
+    """Every link each memory takes part in, from either end: what a memory shows as its links."""
+    found: dict[str, list[Link]] = {i: [] for i in ids}
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i : i + _CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        rows = db.execute(
+            f"SELECT source_id, target_id, link_type FROM links WHERE source_id IN ({marks}) "
+            f"UNION SELECT source_id, target_id, link_type FROM links WHERE target_id IN ({marks})",
+            (*chunk, *chunk),
+        )
+        for source, target, link_type in rows:
+            link = Link(source, target, LinkType(link_type))
+            for end in (source, target):
+                if end in found and link not in found[end]:
+                    found[end].append(link)
+    return found
+
+
+def linked_ids(db: sqlite3.Connection, memory_id: str, limit: int) -> list[str]:
+    """Ids of the memories linked to `memory_id` either way: the `related` of a retrieval result."""
+    rows = db.execute(
+        "SELECT target_id FROM links WHERE source_id = ? UNION SELECT source_id FROM links WHERE target_id = ? LIMIT ?",
+        (memory_id, memory_id, limit),
+    )
+    return [r[0] for r in rows]

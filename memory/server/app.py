@@ -34,6 +34,7 @@ from memory.server.auth import (
 from memory.server.config import record_public_url
 from memory.server.health import HealthController
 from memory.server.logs import RequestLogMiddleware, logging_config
+from memory.server.request_ids import RequestIdMiddleware
 from memory.server.mcp_tools import build_mcp_server
 from memory.server.metrics import ERRORS, ToolCallTally, http_metrics, metrics_handler
 from memory.server.oauth.endpoints import build_oauth_controllers
@@ -224,7 +225,8 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
         route_handlers=[mcp, build_rest_controller(service, settings, [auth, limit]), HealthController, WellKnownController,
                         *oauth, *web, metrics_handler(service, None if settings.external_idp else oauth_store,
                                                       settings.metrics_token)],
-        middleware=[RequestLogMiddleware, http_metrics().middleware],
+        # The request id first: every layer below, and every log line, reads it.
+        middleware=[RequestIdMiddleware, RequestLogMiddleware, http_metrics().middleware],
         template_config=web_template_config(),
         cors_config=_cors(settings),
         dependencies={

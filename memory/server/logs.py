@@ -16,15 +16,13 @@ from litestar.logging import LoggingConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from memory.identity import LOCAL_ISSUER, user_key
-from memory.ids import new_uuid7
 from memory.server.auth import PRINCIPAL_SCOPE_KEY, Principal
+from memory.server.request_ids import request_id_of
 from memory.server.settings import ServerSettings
 
 __all__ = ["JsonFormatter", "TextFormatter", "logging_config", "RequestLogMiddleware", "log_fields",
-           "request_logger", "REQUEST_ID_HEADER", "request_id", "account_hash"]
+           "request_logger", "account_hash"]
 
-REQUEST_ID_HEADER = "x-request-id"
-_MAX_REQUEST_ID = 128
 #: Probes a supervisor or Prometheus repeats every few seconds: logged at DEBUG, not INFO.
 _PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 request_logger = logging.getLogger("memory.requests")
@@ -82,25 +80,9 @@ def logging_config(settings: ServerSettings) -> LoggingConfig:
     )
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
-def request_id(given: str | None) -> str:
-    """A request's id: the client's X-Request-ID when sane (short, printable), else a new one.
-    The middleware below applies it to every HTTP request; the MCP tools and the REST handlers
-    read the header again through it, so an event never records an id the log line does not."""
-    if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
-        return given
-    return new_uuid7()
-
-
 class RequestLogMiddleware:
-    """One line per HTTP request; gives each request an id (the client's X-Request-ID when sane),
-    which the tools record in their events and echo in their own log lines."""
+    """One line per HTTP request, with the id `RequestIdMiddleware` gave it (the tools record the
+    same id in their events and their own log lines)."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -109,11 +91,6 @@ class RequestLogMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = _header(scope, REQUEST_ID_HEADER.encode())
-        sane = request_id(given)
-        if sane != given:
-            scope["headers"] = [*[(k, v) for k, v in scope["headers"] if k != REQUEST_ID_HEADER.encode()],
-                                (REQUEST_ID_HEADER.encode(), sane.encode())]
         status = 500
         began = time.perf_counter()
 
@@ -121,7 +98,6 @@ class RequestLogMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), sane.encode())]
             await send(message)
 
         try:
@@ -132,7 +108,7 @@ class RequestLogMiddleware:
             request_logger.log(
                 logging.DEBUG if scope["path"] in _PROBES else logging.INFO,
                 "%s %s %s", scope["method"], scope["path"], status,
-                extra=log_fields(event="request", request_id=sane, method=scope["method"], path=scope["path"],
+                extra=log_fields(event="request", request_id=request_id_of(scope), method=scope["method"], path=scope["path"],
                                  status=status, user=user,
                                  duration_ms=round((time.perf_counter() - began) * 1000, 2)),
             )

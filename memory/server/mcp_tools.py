@@ -22,7 +22,6 @@ from memory.errors import LogIntegrityError, MemoryServiceError, StorageError
 from memory.model import Entity, Link
 from memory.server.auth import PRINCIPAL_SCOPE_KEY, READ_SCOPE, WRITE_SCOPE, Principal
 from memory.server.icons import IconKind, icons
-from memory.server.logs import REQUEST_ID_HEADER, request_id
 from memory.server.mcp_models import (
     MAX_TEXT_IN_LISTS,
     MAX_TEXT_IN_RELATED,
@@ -56,6 +55,7 @@ from memory.server.mcp_models import (
 )
 from memory.server.mcp_registry import build_tool, tool, tool_specs
 from memory.server.metrics import ToolCallTally, instrument_tool
+from memory.server.request_ids import request_id_of
 from memory.server.settings import ServerSettings, server_version
 from memory.server.widget import widget_extension, widget_tool_meta
 from memory.service import Caller, MemoryService
@@ -80,9 +80,9 @@ Correct memories with update_memory, retire them with delete_memory, and only er
 completely with forget_memory when the user asks for that.
 """
 
-def _request_id(ctx: Context) -> str:
+def _request_id(ctx: Context) -> str | None:
     request = ctx.request_context.request
-    return request_id(request.headers.get(REQUEST_ID_HEADER) if request is not None else None)
+    return request_id_of(request.scope) if request is not None else None
 
 
 def _principal(ctx: Context) -> Principal:

@@ -26,9 +26,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from memory.log import LOG_FILE, USERS_DIR
 from memory.server.auth import PRINCIPAL_SCOPE_KEY, Principal
-from memory.server.logs import REQUEST_ID_HEADER, log_fields
+from memory.server.logs import log_fields
 from memory.server.oauth.store import OAuthStore
+from memory.server.request_ids import request_id_of
 from memory.service import MemoryService
 from memory.stats import TOOL_CALL_COUNTER, collect_stats
 
@@ -95,7 +97,7 @@ def instrument_tool(name: str, tool: Callable[..., Any], tally: ToolCallTally | 
             principal = request.scope.get(PRINCIPAL_SCOPE_KEY) if request is not None else None
             tool_logger.info("tool %s %s", name, outcome, extra=log_fields(
                 event="tool_call", tool=name, outcome=outcome,
-                request_id=request.headers.get(REQUEST_ID_HEADER) if request is not None else None,
+                request_id=request_id_of(request.scope) if request is not None else None,
                 user=principal.identity.key if isinstance(principal, Principal) else None,
                 duration_ms=round(seconds * 1000, 2)))
 
@@ -111,7 +113,7 @@ class _DataDirCollector(Collector):
 
     def _fingerprint(self) -> tuple:
         marks = []
-        for file in sorted(self._service.data_dir.glob("users/*/events.sqlite*")):
+        for file in sorted(self._service.data_dir.glob(f"{USERS_DIR}/*/{LOG_FILE}*")):
             try:
                 stat = file.stat()
             except FileNotFoundError:  # a WAL checkpointed away meanwhile

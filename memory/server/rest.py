@@ -34,7 +34,7 @@ from memory.errors import (
 from memory.model import Memory, MemoryType, Scope
 from memory.results import EntityPage, ForgetResult, HistoryPage, ImportReport, MemoryPage, SearchHit, StoredMemory
 from memory.server.auth import PRINCIPAL_SCOPE_KEY, READ_SCOPE, WRITE_SCOPE, Principal, insufficient_scope_challenge
-from memory.server.logs import REQUEST_ID_HEADER, request_id
+from memory.server.request_ids import request_id_of
 from memory.server.settings import ServerSettings
 from memory.service import Caller, MemoryService
 from memory.validation import MAX_DEPTH, check_text_fields
@@ -92,7 +92,7 @@ def _requires(scope: str, resource_metadata_url: str):
 
 def _caller(request: Request) -> Caller:
     principal = _principal(request)
-    return Caller(principal.identity, principal.client_id, request_id(request.headers.get(REQUEST_ID_HEADER)))
+    return Caller(principal.identity, principal.client_id, request_id_of(request.scope))
 
 
 class _CheckedRequest(Request):

@@ -8,7 +8,7 @@ from contextlib import closing
 from pathlib import Path
 
 from memory.identity import LOCAL_ISSUER, Identity
-from memory.log import log_path
+from memory.log import LOG_FILE, USERS_DIR, log_path
 
 MEMORY = Path(sys.executable).parent / "memory"
 
@@ -29,7 +29,7 @@ def log_rows(data_dir: Path, name: str) -> list[tuple[int, str, str]]:
 def log_heads(data_dir: Path) -> dict[str, int]:
     """The last seq of every log in the data dir, by folder."""
     heads = {}
-    for path in sorted((Path(data_dir) / "users").glob("*/events.sqlite")):
+    for path in sorted((Path(data_dir) / USERS_DIR).glob(f"*/{LOG_FILE}")):
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             heads[path.parent.name] = db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
     return heads

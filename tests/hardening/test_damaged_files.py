@@ -20,6 +20,7 @@ from hardening_util import memory_cli, user
 
 from memory.log import log_path
 from memory.server.process import ServerProcess
+from projections.base import PROJECTIONS_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -81,8 +82,8 @@ def test_a_damaged_log_fences_off_its_person_and_rebuilt_projections_serve_the_o
     else:
         flip_payload_byte_on_disk(alice_log, b"spare key under the flowerpot")
     damaged_seq = 2 if damage == "header" else 1
-    (folder(data_dir, "deleted") / "projections.sqlite").unlink()
-    (folder(data_dir, "garbled") / "projections.sqlite").write_bytes(os.urandom(64 * 1024))
+    (folder(data_dir, "deleted") / PROJECTIONS_FILE).unlink()
+    (folder(data_dir, "garbled") / PROJECTIONS_FILE).write_bytes(os.urandom(64 * 1024))
 
     with ServerProcess(data_dir, log_file=tmp_path / "server.log") as server, \
             httpx2.Client(base_url=server.url, timeout=30) as http:

@@ -21,9 +21,10 @@ import pytest
 
 from memory.audit import verify_user
 from memory.identity import LOCAL_ISSUER, Identity
-from memory.log import SqliteEventLog, log_path
+from memory.log import LOG_FILE, SqliteEventLog, log_path
 from memory.service import MemoryService
 from memory.signing import KeyRing
+from projections.base import PROJECTIONS_FILE
 
 WRITER = Path(__file__).with_name("_crash_writer.py")
 ALICE = Identity(LOCAL_ISSUER, "alice")
@@ -81,8 +82,8 @@ def test_a_writer_killed_at_random_points_loses_no_acknowledged_event(data_dir: 
         acknowledged += acks
 
         folder = log_path(data_dir, ALICE).parent
-        assert integrity(folder / "events.sqlite") == "ok", where
-        assert integrity(folder / "projections.sqlite") == "ok", where
+        assert integrity(folder / LOG_FILE) == "ok", where
+        assert integrity(folder / PROJECTIONS_FILE) == "ok", where
 
         keys = KeyRing(data_dir)
         log = SqliteEventLog(log_path(data_dir, ALICE), ALICE, keys)

@@ -23,9 +23,11 @@ from memory.erasure import ErasedText
 from memory.errors import NotFound
 from memory.events import MemoriesRead
 from memory.identity import Identity
+from memory.log import LOG_FILE, USERS_DIR
 from memory.model import LinkType
 from memory.service import Caller, MemoryService
 from memory.verify_export import verify_bundle
+from projections.base import PROJECTIONS_FILE
 from projections.embeddings import text_hash
 
 MARKER = "zanzibarquokka"
@@ -230,7 +232,7 @@ def test_a_forgotten_memory_is_gone_from_full_text_search(service, data_dir):
     assert all(MARKER not in r.memory.text for r in result.memories)
     # no term of the forgotten text is left in the index's vocabulary either
     service.close()
-    path = next((data_dir / "users").glob("*/projections.sqlite"))
+    path = next((data_dir / USERS_DIR).glob(f"*/{PROJECTIONS_FILE}"))
     ro = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         ro.execute("CREATE VIRTUAL TABLE temp.vocab USING fts5vocab(main, memories_fts, row)")
@@ -325,10 +327,10 @@ def test_forget_erases_every_read_quoting_the_text_and_keeps_the_query_of_reads_
     service.close()
     # after the last checkpoint and a clean close, in every file of the data dir, in any case
     files = {p: p.read_bytes().lower() for p in sorted(data_dir.rglob("*")) if p.is_file()}
-    assert any(p.name.endswith("-wal") for p in files) or any(p.name == "events.sqlite" for p in files)
+    assert any(p.name.endswith("-wal") for p in files) or any(p.name == LOG_FILE for p in files)
     for needle in [text.lower(), *distinctive]:
         assert [str(p) for p, data in files.items() if needle.encode() in data] == [], needle
-    assert all(b"green tea or coffee" in data for p, data in files.items() if p.name == "events.sqlite")
+    assert all(b"green tea or coffee" in data for p, data in files.items() if p.name == LOG_FILE)
 
 
 @pytest.mark.parametrize(("query", "filters", "shares"), [

@@ -23,7 +23,7 @@ from memory.errors import IdempotencyConflict, LogIntegrityError, MemoryServiceE
 from memory.events import SCHEMA_VERSIONS, MemoriesRead, MemoryForgotten, MemoryStored, MemoryUpdated, encode_payload
 from memory.identity import LOCAL_ISSUER, Actor, Identity
 from memory.ids import new_uuid7
-from memory.log import GENESIS_HASH, EventDraft, EventStore, SqliteEventLog, StoredEvent, head_problem, log_path
+from memory.log import GENESIS_HASH, HEAD_FILE, LOG_FILE, EventDraft, EventStore, SqliteEventLog, StoredEvent, head_problem, log_path
 from memory.model import MemoryType, Scope
 from memory.signing import KeyRing
 from memory.verify_export import EventRecord, load_jwks, verify_events
@@ -534,7 +534,7 @@ def test_sqlite_redaction_leaves_no_copy_of_the_payload_in_the_log_files(data_di
     append_texts(log, f"my {marker} is secret", "unrelated")
     log.append_events([draft(MemoryForgotten(memory_id="m", redacted_seqs=[1]))], redact_seqs=[1])
     try:
-        files = [p for p in log.path.parent.iterdir() if p.name.startswith("events.sqlite")]
+        files = [p for p in log.path.parent.iterdir() if p.name.startswith(LOG_FILE)]
         assert files
         for path in files:
             assert marker.encode() not in path.read_bytes(), f"{path.name} still holds the redacted text"
@@ -584,7 +584,7 @@ def test_sqlite_anchors_a_log_made_before_head_anchors_once_and_then_requires_it
     log = SqliteEventLog(log_path(data_dir, ALICE), ALICE, keys)
     append_texts(log, "one", "two")
     log.close()
-    head = log_path(data_dir, ALICE).with_name("head.json")
+    head = log_path(data_dir, ALICE).with_name(HEAD_FILE)
     # what a data dir written by the code before anchors holds: no file, no mark in log_meta
     head.unlink()
     with closing(sqlite3.connect(log_path(data_dir, ALICE), isolation_level=None)) as db:
@@ -606,7 +606,7 @@ def test_sqlite_an_unreadable_head_anchor_is_an_integrity_error(data_dir):
     keys = KeyRing(data_dir)
     log = SqliteEventLog(log_path(data_dir, ALICE), ALICE, keys)
     append_texts(log, "one")
-    log_path(data_dir, ALICE).with_name("head.json").write_bytes(b'{"head": "bm90')
+    log_path(data_dir, ALICE).with_name(HEAD_FILE).write_bytes(b'{"head": "bm90')
     with pytest.raises(LogIntegrityError, match="head anchor of log .* cannot be read"):
         log.check_chain()
     log.close()

@@ -12,7 +12,7 @@ from memory.identity import LOCAL_ISSUER, Actor, Identity
 from memory.ids import new_uuid7
 from memory.log import EventDraft, SqliteEventLog, log_path
 from memory.model import MemoryType, Scope
-from memory.signing import KeyRing
+from memory.signing import KEYRING_FILE, KeyRing, keys_dir
 
 ALICE = Identity(LOCAL_ISSUER, "alice")
 MEMORY = Path(sys.executable).parent / "memory"
@@ -40,7 +40,7 @@ def test_a_process_holding_the_key_ring_signs_with_the_new_key_right_after_anoth
     log.close()
 
     assert rotated.returncode == 0, rotated.stderr
-    new = json.loads((data_dir / "keys" / "keyring.json").read_text())["active"]
+    new = json.loads((keys_dir(data_dir) / KEYRING_FILE).read_text())["active"]
     assert old != new and after == new
 
 
@@ -63,7 +63,7 @@ def test_an_event_a_key_signed_after_it_was_marked_compromised_fails_memory_veri
     """Stands for a thief with the leaked key writing into the log after the leak was declared."""
     log = SqliteEventLog(log_path(data_dir, ALICE), ALICE, KeyRing(data_dir))
     kid = append(log, "genuine")
-    index = data_dir / "keys" / "keyring.json"
+    index = keys_dir(data_dir) / KEYRING_FILE
     doc = json.loads(index.read_text())
     marked = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     doc["keys"][0]["compromised_at"] = marked

@@ -24,9 +24,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from memory.commands import RetrieveQuery, StoreMemory, UpdateMemory
 from memory.errors import LogIntegrityError
 from memory.identity import LOCAL_ISSUER, Identity
-from memory.log import log_path
+from memory.log import HEAD_FILE, log_path
 from memory.model import LinkType, MemoryType, Scope
 from memory.service import Caller, MemoryService
+from projections.base import PROJECTIONS_FILE
 
 MEMORY_CLI = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "memory"
 ALICE = Identity(LOCAL_ISSUER, "alice")
@@ -277,7 +278,7 @@ def test_a_tail_and_head_anchor_resigned_with_a_key_planted_in_the_keyring_is_no
     created_at/retired_at."""
     key, kid = plant_key(copy)
     head_hash = resign_tail(copy, original, key, kid)
-    head_file = log_path(copy, ALICE).parent / "head.json"
+    head_file = log_path(copy, ALICE).parent / HEAD_FILE
     signed = json.dumps({"format": "memory-head", "log": ALICE.key, "owner": {"iss": ALICE.iss, "sub": ALICE.sub},
                          "seq": original.last_seq, "entry_hash": head_hash, "key_id": kid},
                         separators=(",", ":")).encode()
@@ -321,7 +322,7 @@ def test_a_truncated_tail_is_caught_by_the_head_anchor_and_the_projection_checkp
 
     assert_fails_naming(copy, f"FAIL alice: the log ends at seq {keep} but its signed head anchor is seq "
                               f"{original.last_seq}: events {keep + 1}..{original.last_seq} were cut from its end")
-    (log_path(copy, ALICE).parent / "head.json").unlink()
+    (log_path(copy, ALICE).parent / HEAD_FILE).unlink()
     output = assert_fails_naming(copy, "FAIL alice: the log has events but no head anchor: it was deleted")
     assert f"projections claim seq {original.last_seq} but the log ends at {keep}" not in output  # chain first
     code, output = memory_cli("export", "--data-dir", copy, "--user", "alice", "--output", copy / "cut.json")
@@ -333,12 +334,12 @@ def test_a_truncated_tail_with_its_projections_removed_fails_verify_and_export_n
     """Projections are derived data and may be deleted (they are rebuilt on open); the head anchor
     lives beside the log and is signed, so a log cut short still fails verify without them."""
     keep = original.last_seq - 3
-    for path in log_path(copy, ALICE).parent.glob("projections.sqlite*"):
+    for path in log_path(copy, ALICE).parent.glob(f"{PROJECTIONS_FILE}*"):
         path.unlink()
     with tampering(copy, NO_DELETE, "events_are_gapless") as db:
         db.execute("DELETE FROM events WHERE seq > ?", (keep,))
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    assert not list(log_path(copy, ALICE).parent.glob("projections.sqlite*"))
+    assert not list(log_path(copy, ALICE).parent.glob(f"{PROJECTIONS_FILE}*"))
 
     assert_fails_naming(copy, f"FAIL alice: the log ends at seq {keep} but its signed head anchor is seq "
                               f"{original.last_seq}")
@@ -353,14 +354,14 @@ def test_the_service_appends_nothing_to_a_log_cut_short(original: Original, copy
     keep = original.last_seq - 3
     with tampering(copy, NO_DELETE) as db:
         db.execute("DELETE FROM events WHERE seq > ?", (keep,))
-    head = (log_path(copy, ALICE).parent / "head.json").read_bytes()
+    head = (log_path(copy, ALICE).parent / HEAD_FILE).read_bytes()
     service = MemoryService(copy, embedder)
     try:
         with pytest.raises(LogIntegrityError, match=f"seq {keep} but its signed head anchor is seq"):
             service.store(CALLER, StoreMemory(text="written after the cut"))
     finally:
         service.close()
-    assert (log_path(copy, ALICE).parent / "head.json").read_bytes() == head
+    assert (log_path(copy, ALICE).parent / HEAD_FILE).read_bytes() == head
     with tampering(copy) as db:
         assert db.execute("SELECT max(seq) FROM events").fetchone()[0] == keep
 
@@ -369,7 +370,7 @@ def test_the_service_appends_nothing_to_a_log_cut_short(original: Original, copy
 
 
 def test_a_changed_memory_text_in_the_projections_fails_verify_naming_the_projection(copy: Path):
-    projections = log_path(copy, ALICE).parent / "projections.sqlite"
+    projections = log_path(copy, ALICE).parent / PROJECTIONS_FILE
     with closing(sqlite3.connect(projections, isolation_level=None)) as db:
         changed = db.execute("UPDATE memories SET text = 'Alice prefers long answers' "
                              "WHERE text LIKE 'Alice prefers short%'").rowcount

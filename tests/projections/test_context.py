@@ -13,7 +13,7 @@ from memory.commands import RetrieveQuery, StoreMemory
 from memory.events import EventPayload, MemoryDeleted, MemoryForgotten, MemoryStored, MemoryUpdated
 from memory.identity import Actor, Identity
 from memory.ids import new_uuid7
-from memory.log import EventDraft, SqliteEventLog
+from memory.log import LOG_FILE, EventDraft, SqliteEventLog
 from memory.model import MemoryType, Scope
 from memory.service import Caller, MemoryService
 from memory.signing import KeyRing
@@ -29,7 +29,7 @@ ALICE = Caller(Identity("local", "alice"), "cli")
 
 @pytest.fixture
 def log(tmp_path):
-    events = SqliteEventLog(tmp_path / "events.sqlite", OWNER, KeyRing(tmp_path))
+    events = SqliteEventLog(tmp_path / LOG_FILE, OWNER, KeyRing(tmp_path))
     yield events
     events.close()
 

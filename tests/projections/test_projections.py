@@ -32,12 +32,12 @@ from memory.events import (
 )
 from memory.identity import Actor, Identity
 from memory.ids import new_uuid7
-from memory.log import EventDraft, SqliteEventLog, StoredEvent
+from memory.log import LOG_FILE, USERS_DIR, EventDraft, SqliteEventLog, StoredEvent
 from memory.model import LinkType, MemoryType, Scope
 from memory.service import Caller, MemoryService
 from memory.signing import KeyRing
 from memory.userstore import build_projections
-from projections.base import ProjectionSet, open_projection_db
+from projections.base import PROJECTIONS_FILE, ProjectionSet, open_projection_db
 from projections.embeddings import EmbeddingsProjection
 from projections.entities import EntitiesProjection
 from projections.fulltext import FullTextProjection
@@ -57,7 +57,7 @@ FAST_TMP = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 
 @pytest.fixture
 def log(tmp_path):
-    events = SqliteEventLog(tmp_path / "events.sqlite", OWNER, KeyRing(tmp_path))
+    events = SqliteEventLog(tmp_path / LOG_FILE, OWNER, KeyRing(tmp_path))
     yield events
     events.close()
 
@@ -401,7 +401,7 @@ def _fresh_set() -> ProjectionSet:
 @given(ops=_event_ops, cuts=st.lists(st.integers(1, 60), max_size=8))
 def test_any_split_of_the_log_into_batches_projects_the_same_state(ops, cuts):
     with tempfile.TemporaryDirectory(dir=FAST_TMP) as tmp:
-        events = SqliteEventLog(Path(tmp) / "events.sqlite", OWNER, KeyRing(tmp))
+        events = SqliteEventLog(Path(tmp) / LOG_FILE, OWNER, KeyRing(tmp))
         try:
             _append_ops(events, ops)
             whole = _fresh_set()
@@ -585,7 +585,7 @@ def _state(svc: MemoryService) -> dict:
 
 
 def _projection_file(data_dir: Path) -> Path:
-    return next((data_dir / "users").glob("*/projections.sqlite"))
+    return next((data_dir / USERS_DIR).glob(f"*/{PROJECTIONS_FILE}"))
 
 
 def test_a_deleted_projection_file_is_rebuilt_on_reopen_with_the_same_content(data_dir, embedder):

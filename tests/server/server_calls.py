@@ -9,6 +9,8 @@ from typing import Any
 
 from mcp import Client
 
+from memory.log import LOG_FILE, USERS_DIR
+
 #: The SDK client's two ways in: `server/discover` then 2026-07-28, and the `initialize` handshake.
 MODES = ["auto", "legacy"]
 
@@ -45,7 +47,7 @@ def cli_token(server: Any, user: str, *args: str) -> str:
 def log_lengths(data_dir: Path) -> dict[str, int]:
     """How many events each log in the data dir holds, by folder (read-only)."""
     lengths = {}
-    for path in sorted((Path(data_dir) / "users").glob("*/events.sqlite")):
+    for path in sorted((Path(data_dir) / USERS_DIR).glob(f"*/{LOG_FILE}")):
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             lengths[path.parent.name] = db.execute("SELECT count(*) FROM events").fetchone()[0]
     return lengths

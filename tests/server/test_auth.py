@@ -22,7 +22,7 @@ from memory.identity import LOCAL_ISSUER, Identity
 from memory.log import log_path
 from memory.server.oauth.store import OAuthStore
 from memory.server.process import ServerProcess
-from memory.signing import KeyRing
+from memory.signing import KEYRING_FILE, KeyRing, keys_dir
 
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
@@ -297,7 +297,7 @@ def test_rotations_reach_a_running_server_without_a_restart_and_memory_verify_na
     refused, the server signs with the new key. --compromised: every token of that key is refused
     within a couple of seconds. Through it all the log verifies, naming each key and its events."""
     data_dir = tmp_path / "data"
-    keys = lambda: json.loads((data_dir / "keys" / "keyring.json").read_text())  # noqa: E731
+    keys = lambda: json.loads((keys_dir(data_dir) / KEYRING_FILE).read_text())  # noqa: E731
     with ServerProcess(data_dir) as server, httpx2.Client(base_url=server.url, timeout=30) as http:
         server.wait_ready()
         first_key = keys()["active"]

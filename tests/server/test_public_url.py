@@ -14,6 +14,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from server_calls import bearer, call
 
+from memory.server.config import SERVER_RECORD
 from memory.server.process import ServerProcess, free_port
 
 PUBLIC = "https://mem.example.com"
@@ -127,7 +128,7 @@ def test_the_recorded_url_gives_way_to_any_setting_that_places_the_server(on_its
 
     assert audience(MEMORY_CONFIG=str(config)) == "http://127.0.0.1:8123/mcp"
     assert audience(MEMORY_PUBLIC_URL=PUBLIC) == f"{PUBLIC}/mcp"
-    (on_its_own_port.data_dir / "server.json").write_text("{not json")
+    (on_its_own_port.data_dir / SERVER_RECORD).write_text("{not json")
     try:
         assert audience() == "http://127.0.0.1:8000/mcp"  # a damaged record is ignored, not half-trusted
     finally:

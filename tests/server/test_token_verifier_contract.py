@@ -28,7 +28,7 @@ from memory.server.auth import (
     issue_personal_token,
     issue_token,
 )
-from memory.server.oauth.store import OAuthStore
+from memory.server.oauth.store import OAUTH_FILE, OAuthStore
 from memory.signing import KeyRing
 
 pytestmark = pytest.mark.anyio
@@ -394,7 +394,7 @@ def test_the_store_keeps_a_hash_of_a_personal_tokens_id_never_the_token_or_its_i
     jti = jwt.decode(token, options={"verify_signature": False})["jti"]
     store.close()
 
-    stored = b"".join(path.read_bytes() for path in tmp_path.glob("oauth.sqlite*"))
+    stored = b"".join(path.read_bytes() for path in tmp_path.glob(f"{OAUTH_FILE}*"))
     assert b"claude-code" in stored
     assert jti.encode() not in stored and token.encode() not in stored
     assert hashlib.sha256(jti.encode()).hexdigest().encode() in stored

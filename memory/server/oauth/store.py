@@ -19,9 +19,11 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["OAuthStore", "oauth_db_path", "valid_username", "Grant", "PendingRequest", "ConnectedApp",
+__all__ = ["OAuthStore", "OAUTH_FILE", "oauth_db_path", "valid_username", "Grant", "PendingRequest", "ConnectedApp",
            "PersonalToken", "RemovedAccount"]
 
+#: The store's SQLite file, at the top of the data directory (a backup copies it with the logs).
+OAUTH_FILE = "oauth.sqlite"
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 _SCHEMA = """
@@ -67,7 +69,7 @@ UNUSED_CLIENT_SECONDS = 86400.0
 
 
 def oauth_db_path(data_dir: str | Path) -> Path:
-    return Path(data_dir) / "oauth.sqlite"
+    return Path(data_dir) / OAUTH_FILE
 
 
 def valid_username(name: str) -> bool:

@@ -25,12 +25,12 @@ from litestar.response import File, Redirect, Template
 from memory.commands import RetrieveQuery, StoreMemory, UpdateMemory
 from memory.errors import InvalidInput, MemoryServiceError, NotFound
 from memory.identity import LOCAL_ISSUER, Identity
-from memory.ids import new_uuid7
 from memory.model import Memory, MemoryType, Scope
 from memory.results import HistoryEntry
 from memory.server.logs import account_hash, log_fields
 from memory.server.oauth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password, password_matches
 from memory.server.oauth.store import OAuthStore
+from memory.server.request_ids import request_id_of
 from memory.server.settings import ServerSettings
 from memory.server.web.session import sign_in, sign_out, signed_in
 from memory.service import Caller, MemoryService
@@ -206,9 +206,10 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
             raise _SignInRequired()
         return user
 
-    def caller_of(user: str) -> Caller:
-        # The same person the built-in authorization server's tokens name (LocalTokenVerifier).
-        return Caller(Identity(LOCAL_ISSUER, user), WEB_CLIENT_ID, new_uuid7())
+    def caller_of(request: Request, user: str) -> Caller:
+        # The same person the built-in authorization server's tokens name (LocalTokenVerifier), and
+        # the request's id, so the page's events name the request as an assistant's do.
+        return Caller(Identity(LOCAL_ISSUER, user), WEB_CLIENT_ID, request_id_of(request.scope))
 
     def go(path: str, notice: str | None = None) -> Redirect:
         return Redirect(f"{root}{path}" + (f"?{urlencode({'done': notice})}" if notice else ""), status_code=303)
@@ -280,7 +281,7 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
                      scope_name: _ScopeParam = "", project: FromQuery[str] = "", entity: FromQuery[str] = "",
                      tag: FromQuery[str] = "", cursor: FromQuery[int | None] = None,
                      page: FromQuery[int] = 1) -> Template:
-            caller = caller_of(user)
+            caller = caller_of(request, user)
             kind = _choice(MemoryType, memory_type, "memory type")
             where = _choice(Scope, scope_name, "scope")
             filters = {"q": q, "memory_type": memory_type, "scope": scope_name, "project": project, "entity": entity,
@@ -307,15 +308,15 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
                 types=[t.value for t in MemoryType], scopes=[s.value for s in Scope], when=_when))
 
         @post("/memories", sync_to_thread=True, status_code=303)
-        def add(self, user: _User, data: _Add) -> Redirect:
+        def add(self, request: Request, user: _User, data: _Add) -> Redirect:
             kind = _choice(MemoryType, data.memory_type, "memory type") or MemoryType.EPISODIC
-            result = service.store_memory(caller_of(user), StoreMemory(text=data.text, tags=_tags(data.tags),
+            result = service.store_memory(caller_of(request, user), StoreMemory(text=data.text, tags=_tags(data.tags),
                                                                        memory_type=kind))
             return go(f"/memories/{result.memory.id}", "duplicate" if result.duplicate_of else "stored")
 
         @get("/memories/{memory_id:str}", sync_to_thread=True)
         def memory(self, request: Request, user: _User, memory_id: FromPath[str], cursor: FromQuery[int] = 0) -> Template:
-            caller = caller_of(user)
+            caller = caller_of(request, user)
             found: Memory = service.get(caller, memory_id)
             history = service.history(caller, memory_id, cursor, _PAGE)
             return _page("memory.html", **common(
@@ -323,44 +324,44 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
                 next_cursor=history.next_cursor, when=_when, cited_url=settings.memory_url(memory_id)))
 
         @post("/memories/{memory_id:str}/edit", sync_to_thread=True, status_code=303)
-        def edit(self, user: _User, memory_id: FromPath[str], data: _Edit) -> Redirect:
+        def edit(self, request: Request, user: _User, memory_id: FromPath[str], data: _Edit) -> Redirect:
             changes = UpdateMemory(text=data.text, tags=_tags(data.tags))
-            service.update(caller_of(user), memory_id, changes)
+            service.update(caller_of(request, user), memory_id, changes)
             return go(f"/memories/{memory_id}", "updated")
 
         @post("/memories/{memory_id:str}/delete", sync_to_thread=True, status_code=303)
-        def delete(self, user: _User, memory_id: FromPath[str]) -> Redirect:
-            service.delete(caller_of(user), memory_id, "deleted on the web page")
+        def delete(self, request: Request, user: _User, memory_id: FromPath[str]) -> Redirect:
+            service.delete(caller_of(request, user), memory_id, "deleted on the web page")
             return go("/", "deleted")
 
         @get("/deleted", sync_to_thread=True)
         def deleted(self, request: Request, user: _User, cursor: FromQuery[int | None] = None) -> Template:
-            listing = service.list_memories(caller_of(user), cursor=cursor, limit=_PAGE, deleted=True)
+            listing = service.list_memories(caller_of(request, user), cursor=cursor, limit=_PAGE, deleted=True)
             more = urlencode({"cursor": listing.next_cursor}) if listing.next_cursor is not None else None
             return _page("deleted.html", **common(request, user, memories=listing.memories, more=more, when=_when))
 
         @post("/memories/{memory_id:str}/restore", sync_to_thread=True, status_code=303)
-        def restore(self, user: _User, memory_id: FromPath[str]) -> Redirect:
-            service.restore(caller_of(user), memory_id)
+        def restore(self, request: Request, user: _User, memory_id: FromPath[str]) -> Redirect:
+            service.restore(caller_of(request, user), memory_id)
             return go(f"/memories/{memory_id}", "restored")
 
         @get("/memories/{memory_id:str}/forget", sync_to_thread=True)
         def confirm_forget(self, request: Request, user: _User, memory_id: FromPath[str]) -> Template:
-            found = service.get(caller_of(user), memory_id)
+            found = service.get(caller_of(request, user), memory_id)
             return _page("forget.html", **common(request, user, memory=found, when=_when))
 
         @post("/memories/{memory_id:str}/forget", sync_to_thread=True, status_code=303)
-        def forget(self, user: _User, memory_id: FromPath[str], data: _Forget) -> Redirect:
+        def forget(self, request: Request, user: _User, memory_id: FromPath[str], data: _Forget) -> Redirect:
             if data.confirm != "yes":
                 raise InvalidInput("forgetting needs the confirmation: use the Forget for good button")
-            service.forget(caller_of(user), memory_id)
+            service.forget(caller_of(request, user), memory_id)
             return go("/timeline", "forgotten")
 
         # -- the log --------------------------------------------------------------------
 
         @get("/timeline", sync_to_thread=True)
         def timeline(self, request: Request, user: _User, cursor: FromQuery[int | None] = None) -> Template:
-            caller = caller_of(user)
+            caller = caller_of(request, user)
             log = service.timeline(caller, cursor, _TIMELINE_PAGE)
             # After the page's own read is recorded, so the count matches the newest event shown.
             chain = service.verify_chain(caller)
@@ -369,12 +370,12 @@ def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthSt
                 next_cursor=log.next_cursor))
 
         @get("/export", sync_to_thread=True)
-        def export(self, user: _User) -> File:
+        def export(self, request: Request, user: _User) -> File:
             fd, name = tempfile.mkstemp(prefix="export-", suffix=".json")
             os.close(fd)
             path = Path(name)
             try:
-                service.export(caller_of(user), path)
+                service.export(caller_of(request, user), path)
             except BaseException:
                 path.unlink(missing_ok=True)
                 raise

@@ -16,12 +16,13 @@ from litestar.connection import ASGIConnection
 from litestar.middleware.session.client_side import CookieBackendConfig
 
 from memory.server.oauth.store import OAuthStore
+from memory.signing import KEYS_DIR
 
 __all__ = ["SESSION_SECONDS", "session_key", "session_config", "csrf_config", "signed_in", "sign_in", "sign_out"]
 
 #: A sign-in lasts this long (the session row's expiry; the cookie's max-age says the same).
 SESSION_SECONDS = 12 * 3600
-_KEY_FILE = Path("keys") / "web-session.key"
+_KEY_FILE = Path(KEYS_DIR) / "web-session.key"
 
 
 def session_key(data_dir: str | Path) -> bytes:

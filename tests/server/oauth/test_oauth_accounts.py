@@ -12,6 +12,7 @@ from conftest import add_user
 from oauth_person import Person, redirect_params
 from oauth_calls import CALLBACK, authorize_url, exchange, pkce, refresh
 
+from memory.server.oauth.store import oauth_db_path
 from memory.server.process import ServerProcess
 
 
@@ -32,7 +33,7 @@ def test_accounts_are_added_listed_and_removed_with_hashed_passwords_in_a_privat
     assert memory("user", "remove", "dave", data_dir=data_dir).returncode == 0
     assert memory("user", "list", data_dir=data_dir).stdout.split() == ["carol"]
     assert memory("user", "remove", "dave", data_dir=data_dir).returncode != 0
-    database = data_dir / "oauth.sqlite"
+    database = oauth_db_path(data_dir)
     assert stat.S_IMODE(database.stat().st_mode) == 0o600
     assert b"carol-secret-pw" not in database.read_bytes()
 
