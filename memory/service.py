@@ -72,6 +72,7 @@ from memory.results import (
 from memory.signing import KeyRing
 from memory.userstore import ProjectionView, UserDirectory, UserStore
 from projections.embedder import Embedder
+from projections.query_vectors import QueryVectorCache
 from projections.ranking import Filters, rank_memories
 from projections.vectors import VectorIndex
 
@@ -130,6 +131,8 @@ class MemoryService:
         self._verified_chains: dict[str, tuple[int, str, int]] = {}
         self._query_embeddings = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
                                                     thread_name_prefix="embed-query")
+        # A query asked again skips the model; erasure empties the person's entries (forget).
+        self.query_vectors = QueryVectorCache(embedder)
 
     def close(self) -> None:
         self._query_embeddings.shutdown(wait=True, cancel_futures=True)
@@ -299,8 +302,10 @@ class MemoryService:
             seqs = sorted({*own, *sharing})
             events = self._append(caller, [MemoryForgotten(memory_id=memory_id, redacted_seqs=seqs)], redact_seqs=seqs,
                                   embed_now=True)
-            # Leave no copy of the old pages in the projection's WAL.
+            # Leave no copy of the old pages in the projection's WAL, nor a query that quoted the
+            # text in the query-vector cache.
             store.view.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.query_vectors.forget_owner(caller.identity.key)
             return ForgetResult(memory_id=memory_id, tombstone_seq=events[0].seq, redacted_seqs=seqs)
 
     def link(self, caller: Caller, source_id: str, target_id: str, link_type: LinkType) -> Link:
@@ -415,7 +420,8 @@ class MemoryService:
             raise InvalidInput("query is longer than 4096 bytes")
         # The only model call on the read path: started now, waited for once the lexical half of
         # the ranking has run beside it.
-        embedding = self._query_embeddings.submit(self.embedder.embed_query, query) if query else None
+        embedding = self._query_embeddings.submit(self.query_vectors.vector, caller.identity.key, query) \
+            if query else None
 
         def embedded_and_caught_up() -> np.ndarray:
             # Read your writes: the vectors of memories stored just before are in the index before
