@@ -161,6 +161,8 @@ def measure(model: str, data: Path, sets_dir: Path) -> dict:
             for name, (convs, types) in sets.items():
                 for conv in convs:
                     seed(service, conv) if types is None else seed_typed(service, conv, types)
+                for conv in convs:  # stored memories are embedded in the background: wait for them
+                    service.users.get(caller_for(conv).identity).catch_up_embeddings()
                 vectors = QueryVectors(service)
                 dense = run(convs, ranking_retriever(service, vectors, BASELINES["dense only (all-MiniLM-L6-v2)"]))
                 fused = run(convs, service_retriever(service))
