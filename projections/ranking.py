@@ -4,7 +4,8 @@ weighed with the evidence around each candidate, and blended with recency.
 1. Candidates: the BM25 top and the dense top (`RankingConfig.depth` each). BM25 reads each
    memory's own text and, at a lower weight, the text of the memory stored just before it in
    the same conversation (`projections.fulltext`); query words found in more than a fifth of the
-   memories (or in more than 5,000) are left out of the match (little IDF, most of the cost).
+   memories (or in more than 5,000) are left out of the match (little IDF, most of the cost), and
+   BM25 walks at most `postings_budget` postings, so its cost does not grow with the log.
 2. Relevance: each list min-max normalised, then weighted (0.6 BM25, 0.4 dense); a memory found
    by only one list gets 0 from the other.
 3. Conversation: a memory gains a share of the relevance of its predecessor and its successor
