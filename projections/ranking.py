@@ -165,16 +165,16 @@ def _at(stamp: str | None) -> float | None:
     return when.timestamp() if when.tzinfo else when.replace(tzinfo=UTC).timestamp()
 
 
-def _match(db: sqlite3.Connection, words: Sequence[str], config: RankingConfig) -> tuple[str | None, int]:
+def _match(db: sqlite3.Connection, words: Sequence[str], total: int,
+           config: RankingConfig) -> tuple[str | None, int]:
     """The FTS5 expression and how many postings it may walk: the query's words, quoted (no FTS
-    syntax gets through), OR-ed; the common ones left out, of a long query only the rarest, and
-    no more words than `postings_budget` pays for."""
+    syntax gets through), OR-ed; the common ones left out (common among `total` memories), of a
+    long query only the rarest, and no more words than `postings_budget` pays for."""
     if not words:
         return None, 0
     column = "text : " if config.context_column <= 0 else ""
     postings = 0
     if len(words) > 1:
-        total = db.execute("SELECT count(*) FROM fulltext_rows").fetchone()[0]
         limit = min(config.common_word_share * total, config.max_postings)
         # Counted no further than a word can go and still be matched: a common word's count
         # would cost its whole posting list.
@@ -305,7 +305,12 @@ def rank_memories(
     where, args = filter_sql(filters)
     depth = max(config.depth, limit * 4)
     cues = analyse(query) if query else None
-    match, postings = _match(db, query_words(query), config) if query and config.bm25_weight > 0 else (None, 0)
+    # How many memories there are, for what counts as a common word: the vector index holds one
+    # row per live memory (the ones the full-text index holds, give or take an embedding on its
+    # way), and its size costs nothing where counting the table took 3.7 ms at 100k.
+    total = len(index)
+    match, postings = _match(db, query_words(query), total, config) if query and config.bm25_weight > 0 \
+        else (None, 0)
     bm25 = _lexical(db, match, postings, where, args, depth, config) if match is not None else {}
     if callable(query_vector):
         query_vector = query_vector()
