@@ -61,7 +61,3 @@ class QueryVectorCache:
         with self._lock:
             for key in [k for k in self._entries if k[0] == owner]:
                 del self._entries[key]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
