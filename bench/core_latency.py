@@ -9,6 +9,7 @@ each measured call goes through MemoryService exactly as a tool call would.
 
 import argparse
 import json
+import os
 import random
 import statistics
 import tempfile
@@ -24,14 +25,21 @@ from memory.model import MemoryType, Scope
 from memory.service import Caller, MemoryService
 from projections.embedder import default_embedder
 
-_LOCOMO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo" / "locomo-dev.json"
+# $LOCOMO_JSON points elsewhere (a git worktree has no ../shared beside it).
+_LOCOMO = Path(os.environ.get("LOCOMO_JSON") or
+               Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo" / "locomo-dev.json")
 _WORDS = ("garden project deadline coffee budget meeting python release design review travel "
           "doctor family music invoice server backup launch marketing hiring roadmap").split()
 
 
-def corpus() -> list[str]:
-    """Real conversational text when the measuring data is beside the repo, else synthetic."""
-    if _LOCOMO.exists():
+def corpus(vocabulary: str = "realistic") -> list[str]:
+    """Real conversational text when the measuring data is beside the repo, else synthetic.
+
+    `vocabulary="small"`: 3,000 texts of 12 words drawn from 20, so every word is in thousands of
+    memories (about 45% of them): the case where BM25 has no rare word to lean on."""
+    if vocabulary not in ("realistic", "small"):
+        raise ValueError(f"vocabulary is 'realistic' or 'small', not {vocabulary!r}")
+    if vocabulary == "realistic" and _LOCOMO.exists():
         texts = []
         for conv in json.loads(_LOCOMO.read_text()):
             for key, turns in conv["conversation"].items():

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/latency.py [--sizes 1000 10000 100000] [--samples 200]
                                       [--concurrency 1 8 16 32] [--duration 10]
-                                      [--data-dir DIR] [--exact-seed]
+                                      [--data-dir DIR] [--exact-seed] [--vocabulary small]
 
 For each size N (ascending; the data directory is reused, so each size only seeds the difference):
 
@@ -201,10 +201,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 16, 32])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
     parser.add_argument("--data-dir", type=Path, help="reuse (and keep) this data directory; default a temporary one")
+    parser.add_argument("--vocabulary", choices=["realistic", "small"], default="realistic",
+                        help="memory and query text: LoCoMo turns, or 12 words of 20 (every word common)")
     parser.add_argument("--exact-seed", action="store_true", help="embed every seeded text (slow: ~170 texts/s)")
     args = parser.parse_args()
 
-    texts = corpus()
+    texts = corpus(args.vocabulary)
     embedder = default_embedder()
     tmp = None
     if args.data_dir is None:
@@ -242,7 +244,7 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"Host: {os.cpu_count()} CPUs, shared (load average before each size's calls in the table); "
-          f"embedder threads={embedder.threads}. Seeding: "
+          f"embedder threads={embedder.threads}; vocabulary {args.vocabulary}. Seeding: "
           + ("every text embedded." if args.exact_seed else
              "distinct corpus texts embedded once, '<text> (#i)' reuses the vector of '<text>' "
              f"({len(texts):,} distinct texts, mean {sum(map(len, texts)) / len(texts):.0f} chars)."))

@@ -75,6 +75,7 @@ from projections import entities as entity_reads
 from projections import memories as memory_reads
 from projections.embedder import Embedder
 from projections.links import linked_ids
+from projections.query_vectors import QueryVectorCache
 from projections.ranking import rank_memories
 from projections.vectors import VectorIndex
 
@@ -127,6 +128,8 @@ class MemoryService:
         self._verified_chains: dict[str, tuple[int, str, int]] = {}
         self._query_embeddings = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
                                                     thread_name_prefix="embed-query")
+        # A query asked again skips the model; erasure empties the person's entries (forget).
+        self.query_vectors = QueryVectorCache(embedder)
 
     def close(self) -> None:
         self._query_embeddings.shutdown(wait=True, cancel_futures=True)
@@ -272,8 +275,10 @@ class MemoryService:
             seqs = sorted({*own, *sharing})
             events = self._append(caller, [MemoryForgotten(memory_id=memory_id, redacted_seqs=seqs)], redact_seqs=seqs,
                                   embed_now=True)
-            # Leave no copy of the old pages in the projection's WAL.
+            # Leave no copy of the old pages in the projection's WAL, nor a query that quoted the
+            # text in the query-vector cache.
             store.view.projections.truncate_wal()
+            self.query_vectors.forget_owner(caller.identity.key)
             return ForgetResult(memory_id=memory_id, tombstone_seq=events[0].seq, redacted_seqs=seqs)
 
     def link(self, caller: Caller, source_id: str, target_id: str, link_type: LinkType) -> Link:
@@ -384,7 +389,8 @@ class MemoryService:
             raise InvalidInput("query is longer than 4096 bytes")
         # The only model call on the read path: started now, waited for once the lexical half of
         # the ranking has run beside it.
-        embedding = self._query_embeddings.submit(self.embedder.embed_query, query) if query else None
+        embedding = self._query_embeddings.submit(self.query_vectors.vector, caller.identity.key, query) \
+            if query else None
 
         def embedded_and_caught_up() -> np.ndarray:
             # Read your writes: the vectors of memories stored just before are in the index before

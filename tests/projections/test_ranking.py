@@ -393,3 +393,19 @@ def test_a_query_vector_handed_over_as_a_callable_ranks_as_the_vector_itself(svc
     args = (store_.view.db, store_.view.embeddings.index, query)
     assert rank_memories(*args, later, Filters(), 5, 0.1, now) == rank_memories(*args, vector, Filters(), 5, 0.1, now)
     assert asked == [True]
+
+
+def test_the_postings_budget_keeps_the_rarest_words_and_scores_only_the_newest_matches(svc):
+    from projections.ranking import DEFAULT_CONFIG
+
+    olds = [store(svc, f"Old invoice {i} for the garden shed") for i in range(6)]
+    news = [store(svc, f"New invoice {i} paid on time") for i in range(3)]
+    shed = store(svc, "The shed roof leaks")
+    budget = msgspec.structs.replace(DEFAULT_CONFIG, common_word_share=1.0, postings_budget=4)
+    # "shed" (7 memories) does not fit beside "roof" (1): only the rarest word is matched.
+    assert _lexical_hits(svc, "roof shed", budget) == {shed}
+    # One word in 10 memories (the shed note holds it in its context column: the invoice before
+    # it), a budget of 4: only the 4 newest of them are scored.
+    assert _lexical_hits(svc, "invoice", budget) == set(news) | {shed}
+    # Within the budget every match is scored, as without one.
+    assert _lexical_hits(svc, "invoice", DEFAULT_CONFIG) == set(olds) | set(news) | {shed}
