@@ -325,7 +325,7 @@ def run(conversations: list[Conversation], retrieve: Retriever, limit: int = 10)
 
 #: The weights re-chosen by leave-one-out, and the values each may take (the default included).
 TUNABLE = {
-    "bm25_weight": (0.4, 0.5, 0.6, 0.7),
+    "bm25_weight": (0.7, 1.0, 1.5),
     "context_column": (0.2, 0.4, 0.6),
     "from_predecessor": (0.2, 0.3, 0.5),
     "from_successor": (0.1, 0.3, 0.5),
@@ -350,8 +350,6 @@ def choose_weights(service: MemoryService, vectors: QueryVectors, conversations:
         for name, values in TUNABLE.items():
             for value in values:
                 changes = {name: value}
-                if name == "bm25_weight":
-                    changes["dense_weight"] = round(1 - value, 6)
                 candidate = msgspec.structs.replace(best, **changes)
                 if candidate == best:
                     continue
@@ -414,7 +412,8 @@ _PLAIN = dict(context_column=0.0, from_predecessor=0.0, from_successor=0.0, epis
 BASELINES = {
     "BM25 only (FTS5 porter, query words OR-ed)": RankingConfig(dense_weight=0.0, **_PLAIN),
     "dense only (all-MiniLM-L6-v2)": RankingConfig(bm25_weight=0.0, **_PLAIN),
-    "hybrid before this change (0.6/0.4 min-max, depth 50)": RankingConfig(depth=50, **_PLAIN),
+    "hybrid before this change (0.6/0.4 min-max, depth 50)": RankingConfig(
+        depth=50, fusion="minmax", bm25_weight=0.6, dense_weight=0.4, **_PLAIN),
 }
 
 ABLATIONS = {

@@ -100,6 +100,8 @@ class RetrieveQuery(_Command):
     include_superseded: bool = False
     #: A seq (int) or an RFC 3339 time: answer from the memory as it was then.
     as_of: int | str | None = None
+    #: Leave out memories scoring under this; None: the calibrated relevance floor, 0: none.
+    min_score: Annotated[float, msgspec.Meta(ge=0.0, le=100.0)] | None = None
 
 
 class SessionItem(_Command):

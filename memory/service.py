@@ -455,7 +455,8 @@ class MemoryService:
             tags=clean_tags(q.tags) if q.tags else None, status=q.status.value if q.status else None,
             include_superseded=q.include_superseded,
         )
-        ranked = rank_memories(db, index, query, vector, filters, q.limit, q.recency_weight, _now())
+        ranked = rank_memories(db, index, query, vector, filters, q.limit, q.recency_weight, _now(),
+                               floor=q.min_score)
         memories = reads.load_memories(db, [r.memory_id for r in ranked])
         results = []
         for r in ranked:
@@ -480,11 +481,12 @@ class MemoryService:
         stamp = clean_timestamp(as_of, "as_of")
         return store.log.seq_at_time(stamp)
 
-    def search(self, caller: Caller, query: str, limit: int = 10) -> list[SearchHit]:
+    def search(self, caller: Caller, query: str, limit: int = 10, min_score: float | None = None) -> list[SearchHit]:
         """The ChatGPT `search` contract: ids and titles to `fetch` later."""
         if not 1 <= limit <= _MAX_PAGE:
             raise InvalidInput(f"limit must be between 1 and {_MAX_PAGE}")
-        result = self.retrieve_context(caller, RetrieveQuery(query=query, limit=limit, recency_weight=0.1))
+        result = self.retrieve_context(caller, RetrieveQuery(query=query, limit=limit, recency_weight=0.1,
+                                                             min_score=min_score))
         return [
             SearchHit(id=r.memory.id, title=_title(r.memory.text), snippet=r.memory.text[:300], score=r.score)
             for r in result.memories

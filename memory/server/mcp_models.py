@@ -160,6 +160,7 @@ class RetrievalOut(BaseModel):
     project: str | None = Field(description="The project the results were filtered to, if any.")
     as_of_seq: int | None = Field(description="The event seq the answer reflects, when as_of was given.")
     memories: list[RetrievedMemoryOut]
+    message: str | None = Field(default=None, description="Why there are no memories, when there are none.")
 
 
 class ProjectSummaryOut(BaseModel):

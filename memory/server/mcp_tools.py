@@ -65,6 +65,10 @@ DESTRUCTIVE_TOOLS = frozenset({"delete_memory", "forget_memory", "update_memory"
 _IDEMPOTENT_WRITES = frozenset({"set_project", "register_entity", "link_memories", "delete_memory",
                                 "forget_memory", "update_memory"})
 _SEARCH_LIMIT = 10
+_MIN_SCORE = ("Leave out memories scoring under this (scores are about 0 to 1.5). Default: the calibrated "
+              "relevance floor, so a query about nothing stored returns none; 0 returns the closest anyway.")
+_NOTHING_RELEVANT = ("No stored memory is relevant to this query (all scored under the relevance floor). "
+                     "Pass min_score: 0 to get the closest memories anyway.")
 _MAX_REQUEST_ID = 128
 
 INSTRUCTIONS = """\
@@ -163,6 +167,7 @@ class _MemoryTools:
         self,
         query: Annotated[str, Field(description="What to look for, in natural language.", max_length=4096)],
         ctx: Context,
+        min_score: Annotated[float | None, Field(ge=0.0, le=100.0, description=_MIN_SCORE)] = None,
     ) -> SearchResults:
         """Search the user's memories; returns ids, titles and urls to `fetch`.
 
@@ -170,7 +175,8 @@ class _MemoryTools:
         Example: search({"query": "how does Sam like meeting notes"}).
         For filters (type, project, tags), whole texts and scores use retrieve_context instead.
         """
-        hits = await self._run(ctx, READ_SCOPE, self._service.search, query, _SEARCH_LIMIT)
+        hits = await self._run(ctx, READ_SCOPE, self._service.search, query, _SEARCH_LIMIT, min_score)
+        # ChatGPT's contract is `results` alone: an empty list is how nothing relevant is said here.
         return SearchResults(results=[SearchResult(id=h.id, title=h.title, url=self._url(h.id)) for h in hits])
 
     async def fetch(self, id: Id, ctx: Context) -> FetchedMemory:  # noqa: A002 - the ChatGPT contract names it id
@@ -259,6 +265,7 @@ class _MemoryTools:
                                                              "ISO 8601 time: '2026-05-01T00:00:00Z'.")] = None,
         include_superseded: Annotated[bool, Field(description="Also return memories marked superseded "
                                                               "(left out by default).")] = False,
+        min_score: Annotated[float | None, Field(ge=0.0, le=100.0, description=_MIN_SCORE)] = None,
     ) -> RetrievalOut:
         """Retrieve the memories relevant to what you are about to answer, ranked, with scores.
 
@@ -272,7 +279,7 @@ class _MemoryTools:
             "query": query, "memory_types": memory_types, "scope": scope, "project": project,
             "task_id": task_id, "entity": entity, "tags": tags, "status": status, "limit": limit,
             "recency_weight": recency_weight, "include_related": include_related, "as_of": as_of,
-            "include_superseded": include_superseded,
+            "include_superseded": include_superseded, "min_score": min_score,
         })
         result = await self._call(caller, self._service.retrieve_context, command)
         return RetrievalOut(
@@ -284,6 +291,7 @@ class _MemoryTools:
                 )
                 for r in result.memories
             ],
+            message=None if result.memories or not result.query else _NOTHING_RELEVANT,
         )
 
     async def set_project(
