@@ -5,20 +5,24 @@ weighed with the evidence around each candidate, and blended with recency.
    memory's own text and, at a lower weight, the text of the memory stored just before it in
    the same conversation (`projections.fulltext`); query words found in more than a fifth of the
    memories (or in more than 5,000) are left out of the match (little IDF, most of the cost).
-2. Relevance: each list min-max normalised, then weighted (0.6 BM25, 0.4 dense); a memory found
-   by only one list gets 0 from the other.
-3. Conversation: a memory gains a share of the relevance of its predecessor and its successor
-   (the answer that follows a matching question, the question before a matching answer), and a
-   share of the best relevance among candidates that happened within the same episode.
+2. Relevance: each list standardised over its candidates (z-scores) and added, equal weights, then
+   scaled to [0, 1] (`projections.fusion`): a half whose best candidates stand out counts more.
+   The query's confidence (its best memory's absolute score) is computed beside it; under
+   `RankingConfig.floor` the query finds nothing.
+3. Conversation: between memories that happened (`occurred_at` set: turns, events, not facts an
+   assistant wrote down), a memory gains a share of the relevance of its predecessor and its
+   successor (the answer that follows a matching question, the question before a matching
+   answer), and a share of the best relevance among candidates that happened within the same
+   episode.
 4. Query cues (`projections.query`): a memory that happened on a date the query names, a memory
    that says when something happened if the query asks "when", and a memory whose subject (its
-   first word, as in "Alice: ..." or "Alice prefers ...", or its entity) the query names, rank
-   higher.
+   speaker, as in "Alice: ...", or its entity) the query names, rank higher.
 5. Recency (half-life 30 days, on when the thing happened if known, else when it was last
    changed) is blended in with the caller's weight.
 
-The weights were chosen on LoCoMo (bench/locomo.py) with a leave-one-conversation-out check;
-they are round numbers and each one is an ablation row of that bench.
+Each weight is an ablation row of bench/retrieval_eval.py, measured on LoCoMo and on the two sets
+of another shape in bench/data; a feature that helped LoCoMo only is gated (3, 4) so it is
+neutral there.
 """
 
 import functools
