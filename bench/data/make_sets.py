@@ -1,7 +1,7 @@
 """Writes preferences.jsonl and facts.jsonl from the hand-written pools beside it (deterministic:
 run it again and the files do not change).
 
-    python bench/data/make_sets.py
+    python bench/data/make_sets.py [OUT_DIR]   # default: beside this file
 
 Each person draws their memories from a pool, in a shuffled order, so people differ in what they
 hold and in what sits beside each memory; a question is asked of a person only if every memory that
@@ -72,7 +72,8 @@ def facts(people: int = 3, answers: int = 82, fillers: int = 18) -> list:
 
 
 if __name__ == "__main__":
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
     for name, people in (("preferences", preferences()), ("facts", facts())):
-        _write(HERE / f"{name}.jsonl", people)
+        _write(out / f"{name}.jsonl", people)
         print(name, sum(len(m) for _, m, _ in people), "memories,", sum(len(q) for _, _, q in people), "questions,",
               len({q['question'] for _, _, qs in people for q in qs}), "distinct")
