@@ -73,8 +73,10 @@ class RankingConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_words: int = 8  # of a longer query only the rarest words are matched (the cost grows with each)
     # How the two lists are combined (`projections.fusion`): "zscore" (adaptive) or "minmax".
     fusion: str = "zscore"
-    # The confidence of a query (`projections.fusion.confidence`) and the floor under which a
-    # memory is not returned.
+    # The confidence of a query (`projections.fusion.confidence`), and the floor under which the
+    # query finds nothing: chosen on LoCoMo, preferences and facts together for recall within
+    # 0.01 and the most empty answers to foreign questions (bench/retrieval_eval.py --floor). On
+    # the embedding model's cosine scale: a new model needs it chosen again.
     coverage_weight: float = 0.25
     unknown_name_penalty: float = 0.4
     floor: float = 0.18
