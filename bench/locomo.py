@@ -408,7 +408,7 @@ def category_table(result: Result) -> str:
 
 #: Everything beyond the fused relevance turned off: the ranking as it was before this bench.
 _PLAIN = dict(context_column=0.0, from_predecessor=0.0, from_successor=0.0, episode=0.0, date_match=0.0,
-              time_answer=0.0, subject_factor=1.0, common_word_share=1.0, max_words=1000)
+              time_answer=0.0, subject_factor=1.0, common_word_share=1.0, max_words=1000, floor=0.0)
 BASELINES = {
     "BM25 only (FTS5 porter, query words OR-ed)": RankingConfig(dense_weight=0.0, **_PLAIN),
     "dense only (all-MiniLM-L6-v2)": RankingConfig(bm25_weight=0.0, **_PLAIN),

@@ -158,8 +158,8 @@ def leave_one_out(service: MemoryService, vectors: QueryVectors,
 
 _PLAIN = locomo._PLAIN
 BASELINES = {
-    "BM25 only": RankingConfig(dense_weight=0.0, floor=0.0, **_PLAIN),
-    "dense only": RankingConfig(bm25_weight=0.0, floor=0.0, **_PLAIN),
+    "BM25 only": RankingConfig(dense_weight=0.0, **_PLAIN),
+    "dense only": RankingConfig(bm25_weight=0.0, **_PLAIN),
 }
 #: Each feature that leans on LoCoMo's shape, and the fusion, turned off one at a time.
 ABLATIONS = {
