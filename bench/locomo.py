@@ -326,7 +326,7 @@ def run(conversations: list[Conversation], retrieve: Retriever, limit: int = 10)
 
 #: The weights re-chosen by leave-one-out, and the values each may take (the default included).
 TUNABLE = {
-    "bm25_weight": (0.4, 0.5, 0.6, 0.7),
+    "bm25_weight": (0.7, 1.0, 1.5),
     "context_column": (0.2, 0.4, 0.6),
     "from_predecessor": (0.2, 0.3, 0.5),
     "from_successor": (0.1, 0.3, 0.5),
@@ -351,8 +351,6 @@ def choose_weights(service: MemoryService, vectors: QueryVectors, conversations:
         for name, values in TUNABLE.items():
             for value in values:
                 changes = {name: value}
-                if name == "bm25_weight":
-                    changes["dense_weight"] = round(1 - value, 6)
                 candidate = msgspec.structs.replace(best, **changes)
                 if candidate == best:
                     continue
@@ -411,11 +409,12 @@ def category_table(result: Result) -> str:
 
 #: Everything beyond the fused relevance turned off: the ranking as it was before this bench.
 _PLAIN = dict(context_column=0.0, from_predecessor=0.0, from_successor=0.0, episode=0.0, date_match=0.0,
-              time_answer=0.0, subject_factor=1.0, common_word_share=1.0, max_words=1000, postings_budget=10**9)
+              time_answer=0.0, subject_factor=1.0, common_word_share=1.0, max_words=1000, postings_budget=10**9, floor=0.0)
 BASELINES = {
     "BM25 only (FTS5 porter, query words OR-ed)": RankingConfig(dense_weight=0.0, **_PLAIN),
     "dense only (all-MiniLM-L6-v2)": RankingConfig(bm25_weight=0.0, **_PLAIN),
-    "hybrid before this change (0.6/0.4 min-max, depth 50)": RankingConfig(depth=50, **_PLAIN),
+    "hybrid before this change (0.6/0.4 min-max, depth 50)": RankingConfig(
+        depth=50, fusion="minmax", bm25_weight=0.6, dense_weight=0.4, **_PLAIN),
 }
 
 ABLATIONS = {

@@ -424,7 +424,8 @@ class MemoryService:
     def _rank(db: sqlite3.Connection, index: VectorIndex, project: str | None, q: RetrieveQuery, query: str,
               vector: Callable[[], np.ndarray] | None) -> tuple[MemoryFilter, list[RetrievedMemory]]:
         filters = cleaned(msgspec.structs.replace(q.filter, project=project, tags=q.tags or None))
-        ranked = rank_memories(db, index, query, vector, filters, q.limit, q.recency_weight, _now())
+        ranked = rank_memories(db, index, query, vector, filters, q.limit, q.recency_weight, _now(),
+                               floor=q.min_score)
         memories = memory_reads.load_memories(db, [r.memory_id for r in ranked])
         results = []
         for r in ranked:
@@ -449,10 +450,11 @@ class MemoryService:
         stamp = clean_timestamp(as_of, "as_of")
         return store.log.seq_at_time(stamp)
 
-    def search(self, caller: Caller, query: str, limit: int = 10) -> list[SearchHit]:
+    def search(self, caller: Caller, query: str, limit: int = 10, min_score: float | None = None) -> list[SearchHit]:
         """The ChatGPT `search` contract: ids and titles to `fetch` later."""
         check_limit(limit)
-        result = self.retrieve_context(caller, RetrieveQuery(query=query, limit=limit, recency_weight=0.1))
+        result = self.retrieve_context(caller, RetrieveQuery(query=query, limit=limit, recency_weight=0.1,
+                                                              min_score=min_score))
         return [
             SearchHit(id=r.memory.id, title=title_of(r.memory.text), snippet=r.memory.text[:300], score=r.score)
             for r in result.memories

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["QueryCues", "analyse", "date_windows", "fts_query", "mentions_time", "query_words", "STOP_WORDS"]
+__all__ = ["QueryCues", "analyse", "date_windows", "fts_query", "mentions_time", "query_words", "speaker", "STOP_WORDS"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 STOP_WORDS = frozenset(
@@ -109,9 +109,15 @@ def fts_query(text: str) -> str | None:
     return " OR ".join(f'"{w}"' for w in words)
 
 
-def first_word(text: str) -> str | None:
-    m = _WORD.search(text)
-    return m.group(0).lower() if m else None
+_SPEAKER = re.compile(r"^\s*(\w+)\s*:", re.UNICODE)
+
+
+def speaker(text: str) -> str | None:
+    """Who says it, for a memory recorded as an utterance ("Alice: ..."), lower-cased; else None.
+    The first word of any other memory ("User prefers ...") is not taken for its subject: on
+    assistant-written facts, where most begin alike, that cost R@5 0.03 (bench/retrieval_eval.py)."""
+    m = _SPEAKER.match(text)
+    return m.group(1).lower() if m else None
 
 
 @dataclass(frozen=True)

@@ -6,20 +6,24 @@ weighed with the evidence around each candidate, and blended with recency.
    the same conversation (`projections.fulltext`); query words found in more than a fifth of the
    memories (or in more than 5,000) are left out of the match (little IDF, most of the cost), and
    BM25 walks at most `postings_budget` postings, so its cost does not grow with the log.
-2. Relevance: each list min-max normalised, then weighted (0.6 BM25, 0.4 dense); a memory found
-   by only one list gets 0 from the other.
-3. Conversation: a memory gains a share of the relevance of its predecessor and its successor
-   (the answer that follows a matching question, the question before a matching answer), and a
-   share of the best relevance among candidates that happened within the same episode.
+2. Relevance: each list standardised over its candidates (z-scores) and added, equal weights, then
+   scaled to [0, 1] (`projections.fusion`): a half whose best candidates stand out counts more.
+   The query's confidence (its best memory's absolute score) is computed beside it; under
+   `RankingConfig.floor` the query finds nothing.
+3. Conversation: between memories that happened (`occurred_at` set: turns, events, not facts an
+   assistant wrote down), a memory gains a share of the relevance of its predecessor and its
+   successor (the answer that follows a matching question, the question before a matching
+   answer), and a share of the best relevance among candidates that happened within the same
+   episode.
 4. Query cues (`projections.query`): a memory that happened on a date the query names, a memory
    that says when something happened if the query asks "when", and a memory whose subject (its
-   first word, as in "Alice: ..." or "Alice prefers ...", or its entity) the query names, rank
-   higher.
+   speaker, as in "Alice: ...", or its entity) the query names, rank higher.
 5. Recency (half-life 30 days, on when the thing happened if known, else when it was last
    changed) is blended in with the caller's weight.
 
-The weights were chosen on LoCoMo (bench/locomo.py) with a leave-one-conversation-out check;
-they are round numbers and each one is an ablation row of that bench.
+Each weight is an ablation row of bench/retrieval_eval.py, measured on LoCoMo and on the two sets
+of another shape in bench/data; a feature that helped LoCoMo only is gated (3, 4) so it is
+neutral there.
 """
 
 import functools
@@ -31,16 +35,16 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import numpy as np
 
-from memory.commands import MemoryFilter
 from projections.fulltext import CONTEXT_GAP, neighbours
-from projections.query import QueryCues, analyse, first_word, fts_query, mentions_time, query_words
+from projections.fusion import confidence, coverage, fuse, unknown_names
+from projections.query import QueryCues, analyse, fts_query, mentions_time, query_words, speaker
 from projections.vectors import VectorIndex
 
 __all__ = ["Filters", "Ranked", "RankingConfig", "DEFAULT_CONFIG", "rank_memories", "fts_query", "filter_sql"]
 
 HALF_LIFE_DAYS = 30.0
-BM25_WEIGHT = 0.6
-DENSE_WEIGHT = 0.4
+BM25_WEIGHT = 1.0
+DENSE_WEIGHT = 1.0
 # A date the query names matches a memory a little beyond that day: time zones.
 _DATE_SLACK = timedelta(hours=12)
 
@@ -74,13 +78,29 @@ class RankingConfig(msgspec.Struct, frozen=True, kw_only=True):
     # only (dense search still sees them all). Measured at 10k memories where every word is in
     # 45% of them: BM25 21 -> 1.5 ms. Logs of a few hundred memories never reach it.
     postings_budget: int = 2000
+    # How the two lists are combined (`projections.fusion`): "zscore" (adaptive) or "minmax".
+    fusion: str = "zscore"
+    # The confidence of a query (`projections.fusion.confidence`), and the floor under which the
+    # query finds nothing: chosen on LoCoMo, preferences and facts together for recall within
+    # 0.01 and the most empty answers to foreign questions (bench/retrieval_eval.py --floor). On
+    # the embedding model's cosine scale: a new model needs it chosen again.
+    coverage_weight: float = 0.25
+    unknown_name_penalty: float = 0.4
+    floor: float = 0.18
 
 
 DEFAULT_CONFIG = RankingConfig()
 
 
-#: The filters are the domain's one definition of them; values arrive checked and normalised.
-Filters = MemoryFilter
+class Filters(msgspec.Struct, kw_only=True):
+    memory_types: list[str] | None = None
+    scope: str | None = None
+    project: str | None = None
+    task_id: str | None = None
+    entity: str | None = None
+    tags: list[str] | None = None
+    status: str | None = None
+    include_superseded: bool = False
 
 
 class Ranked(msgspec.Struct):
@@ -127,15 +147,6 @@ def filter_sql(f: Filters) -> tuple[str, list]:
 _UNFILTERED = filter_sql(Filters())[0]
 
 
-def _normalised(scores: dict[str, float]) -> dict[str, float]:
-    if not scores:
-        return {}
-    low, high = min(scores.values()), max(scores.values())
-    if high - low < 1e-9:
-        return {k: 1.0 for k in scores}
-    return {k: (v - low) / (high - low) for k, v in scores.items()}
-
-
 def _age_days(stamp: str | None, now: datetime) -> float:
     if not stamp:
         return 0.0
@@ -159,7 +170,18 @@ def _at(stamp: str | None) -> float | None:
     return when.timestamp() if when.tzinfo else when.replace(tzinfo=UTC).timestamp()
 
 
-def _match(db: sqlite3.Connection, words: Sequence[str], total: int,
+def _counts(db: sqlite3.Connection, words: Sequence[str], total: int,
+            config: RankingConfig) -> dict[str, int]:
+    """How many memories hold each word (as the match will read it), counted no further than a
+    word can go and still be matched: a common word's full count would cost its whole posting list."""
+    column = "text : " if config.context_column <= 0 else ""
+    limit = min(config.common_word_share * total, config.max_postings)
+    cap = int(max(limit, config.postings_budget)) + 1
+    return {w: db.execute("SELECT count(*) FROM (SELECT 1 FROM memories_fts WHERE memories_fts MATCH ? LIMIT ?)",
+                          (f'{column}"{w}"', cap)).fetchone()[0] for w in words}
+
+
+def _match(words: Sequence[str], counts: dict[str, int], total: int,
            config: RankingConfig) -> tuple[str | None, int]:
     """The FTS5 expression and how many postings it may walk: the query's words, quoted (no FTS
     syntax gets through), OR-ed; the common ones left out (common among `total` memories), of a
@@ -167,14 +189,9 @@ def _match(db: sqlite3.Connection, words: Sequence[str], total: int,
     if not words:
         return None, 0
     column = "text : " if config.context_column <= 0 else ""
-    postings = 0
+    postings = counts.get(words[0], 0) if len(words) == 1 else 0
     if len(words) > 1:
         limit = min(config.common_word_share * total, config.max_postings)
-        # Counted no further than a word can go and still be matched: a common word's count
-        # would cost its whole posting list.
-        cap = int(max(limit, config.postings_budget)) + 1
-        counts = {w: db.execute("SELECT count(*) FROM (SELECT 1 FROM memories_fts WHERE memories_fts MATCH ? "
-                                "LIMIT ?)", (f'{column}"{w}"', cap)).fetchone()[0] for w in words}
         rare = [w for w in words if counts[w] <= limit]
         if not rare:
             # Every word is common: all of them on a small log, only the rarest on a large one.
@@ -187,8 +204,6 @@ def _match(db: sqlite3.Connection, words: Sequence[str], total: int,
             chosen.append(w)
             postings += counts[w]
         words = chosen
-    else:
-        postings = config.postings_budget + 1  # not counted: _lexical bounds it
     match = " OR ".join(f'"{w}"' for w in words)
     return (f"text : ({match})" if column else match), postings
 
@@ -222,25 +237,31 @@ def _with_evidence(db: sqlite3.Connection, relevance: dict[str, float], cues: Qu
                    where: str, args: list, config: RankingConfig, keep: int) -> dict[str, float]:
     """Relevance plus what the conversation around each memory and the query's cues add; exact for
     the best `keep`."""
-    score = dict(relevance)
-    if config.from_predecessor or config.from_successor:
-        for prev, memory_id in neighbours(db, relevance):
-            if prev in relevance:
-                score[memory_id] = score.get(memory_id, 0.0) + config.from_predecessor * relevance[prev]
-            if memory_id in relevance:
-                score[prev] = score.get(prev, 0.0) + config.from_successor * relevance[memory_id]
-    # The memories themselves: neighbours brought in above must pass the filters too.
+    pairs = neighbours(db, relevance) if config.from_predecessor or config.from_successor else []
+    # The memories themselves: neighbours brought in below must pass the filters too.
+    ids = set(relevance).union(*pairs)
     rows = db.execute(
-        "SELECT m.id, m.text, m.entity, coalesce(m.occurred_at, m.created_at) FROM memories m "
+        "SELECT m.id, m.text, m.entity, m.occurred_at, coalesce(m.occurred_at, m.created_at) FROM memories m "
         f"WHERE m.id IN (SELECT value FROM json_each(?)) AND {where}",
-        (msgspec.json.encode(list(score)).decode(), *args),
+        (msgspec.json.encode(list(ids)).decode(), *args),
     ).fetchall()
-    score = {r[0]: score[r[0]] for r in rows}
+    # Conversation evidence holds between things that happened (turns, events: `occurred_at`), not
+    # between facts an assistant wrote down one after another, which are unrelated to each other
+    # (measured on bench/data: propagating there cost R@5 0.02-0.06).
     times = {r[0]: _at(r[3]) for r in rows}
+    score = {r[0]: relevance.get(r[0], 0.0) for r in rows}
+    for prev, memory_id in pairs:
+        if times.get(prev) is None or times.get(memory_id) is None:
+            continue
+        if prev in relevance:
+            score[memory_id] += config.from_predecessor * relevance[prev]
+        if memory_id in relevance:
+            score[prev] += config.from_successor * relevance[memory_id]
+    score = {m: v for m, v in score.items() if m in relevance or v > 0}
     if config.episode:
         # Episodes: candidates that happened close together, split where CONTEXT_GAP passes
         # without one of them; each gains a share of the best relevance in its episode.
-        timed = sorted((t, m) for m, t in times.items() if t is not None)
+        timed = sorted((t, m) for m, t in times.items() if t is not None and m in score)
         gap = CONTEXT_GAP.total_seconds()
         start = 0
         for i in range(1, len(timed) + 1):
@@ -260,15 +281,17 @@ def _with_evidence(db: sqlite3.Connection, relevance: dict[str, float], cues: Qu
     if not (windows or subjects or asks_when):
         return score
     texts = {}
-    for memory_id, text, entity, _ in rows:
+    for memory_id, text, entity, _, stamp in rows:
+        if memory_id not in score:
+            continue
         value = score[memory_id]
-        at = times[memory_id]
+        at = _at(stamp)
         # A candidate's relevance may be 0 (the bottom of both lists): a date still counts.
         if windows and at is not None and any(a <= at < b for a, b in windows):
             value += config.date_match
         if value <= 0:
             continue
-        if subjects and (first_word(text) in subjects
+        if subjects and (speaker(text) in subjects
                          or (entity is not None and not subjects.isdisjoint(entity.lower().split(".")))):
             value *= config.subject_factor
         score[memory_id] = value
@@ -293,18 +316,22 @@ def rank_memories(
     recency_weight: float,
     now: datetime,
     config: RankingConfig = DEFAULT_CONFIG,
+    floor: float | None = None,
 ) -> list[Ranked]:
     """`query_vector` may be a callable that waits for it: the query is then being embedded while
-    the lexical half runs (both release the GIL, so the two overlap on two cores)."""
+    the lexical half runs (both release the GIL, so the two overlap on two cores). A query whose
+    confidence (`projections.fusion.confidence`) is under `floor` (default `config.floor`) finds
+    nothing; a score is that confidence times the memory's share of the best ranking score."""
     where, args = filter_sql(filters)
     depth = max(config.depth, limit * 4)
     cues = analyse(query) if query else None
+    words = query_words(query) if query else []
     # How many memories there are, for what counts as a common word: the vector index holds one
     # row per live memory (the ones the full-text index holds, give or take an embedding on its
     # way), and its size costs nothing where counting the table took 3.7 ms at 100k.
     total = len(index)
-    match, postings = _match(db, query_words(query), total, config) if query and config.bm25_weight > 0 \
-        else (None, 0)
+    counts = _counts(db, words, total, config) if words else {}
+    match, postings = _match(words, counts, total, config) if config.bm25_weight > 0 else (None, 0)
     bm25 = _lexical(db, match, postings, where, args, depth, config) if match is not None else {}
     if callable(query_vector):
         query_vector = query_vector()
@@ -324,10 +351,17 @@ def rank_memories(
             allowed = {r[0] for r in db.execute(f"SELECT m.id FROM memories m WHERE {where}", args)}
         dense = dict(index.search(query_vector, depth, allowed))
 
-    nb, nd = _normalised(bm25), _normalised(dense)
-    relevance = {m: config.bm25_weight * nb.get(m, 0.0) + config.dense_weight * nd.get(m, 0.0)
-                 for m in nb.keys() | nd.keys()}
+    relevance = fuse(bm25, dense, config.bm25_weight, config.dense_weight, config.fusion)
     if not relevance:
+        return []
+    sure = confidence(coverage(bm25, counts, total), dense, config.coverage_weight,
+                      bool(unknown_names(query, counts)), config.unknown_name_penalty)
+    # The floor is on the query's confidence, the best memory's absolute score: a query that clears
+    # it gets its k memories (cutting each memory at the floor cost preferences R@10 0.13: the
+    # answer is often found at rank 6-10 with a low share of the best score), one that does not
+    # gets none. Scores are on that scale: the confidence times each memory's share of the best.
+    scale = max(sure, 0.0)
+    if scale < (config.floor if floor is None else floor):
         return []
     keep = max(limit * 3, limit + 20)
     fused = _with_evidence(db, relevance, cues, where, args, config, keep)
@@ -335,17 +369,16 @@ def rank_memories(
         return []
     candidates = sorted(fused, key=lambda c: (-fused[c], c))[:keep]
     top = fused[candidates[0]] or 1.0
+    final = {c: fused[c] / top for c in candidates}
     if recency_weight > 0:
         marks = ", ".join("?" * len(candidates))
         stamps = dict(db.execute(
             f"SELECT id, coalesce(occurred_at, updated_at) FROM memories WHERE id IN ({marks})", candidates
         ))
         final = {
-            c: (1 - recency_weight) * fused[c] / top
+            c: (1 - recency_weight) * final[c]
             + recency_weight * math.pow(0.5, _age_days(stamps.get(c), now) / HALF_LIFE_DAYS)
             for c in candidates
         }
-    else:
-        final = {c: fused[c] / top for c in candidates}
     ordered = sorted(candidates, key=lambda c: (-final[c], c))[:limit]
-    return [Ranked(c, round(final[c], 6), bm25.get(c), dense.get(c)) for c in ordered]
+    return [Ranked(c, round(scale * final[c], 6), bm25.get(c), dense.get(c)) for c in ordered]

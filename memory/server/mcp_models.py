@@ -97,6 +97,9 @@ class NoArguments(_Args):
 
 class SearchArgs(_Args):
     query: Annotated[str, Meta(max_length=_MAX_QUERY, description="What to look for, in natural language.")]
+    min_score: Annotated[float | None, Meta(ge=0.0, le=100.0, description=(
+        "Leave out memories scoring under this. Default: the calibrated relevance floor; 0 returns the "
+        "closest anyway."))] = None
 
 
 class IdArgs(_Args):
@@ -238,6 +241,7 @@ class RetrievalOut(msgspec.Struct, kw_only=True):
     project: Annotated[str | None, Meta(description="The project the results were filtered to, if any.")]
     as_of_seq: Annotated[int | None, Meta(description="The event seq the answer reflects, when as_of was given.")]
     memories: list[RetrievedMemoryOut]
+    message: Annotated[str | None, Meta(description="Why there are no memories, when there are none.")] = None
 
 
 class ProjectSummaryOut(ProjectSummary, kw_only=True):

@@ -65,6 +65,8 @@ __all__ = ["build_mcp_server", "TOOL_NAMES", "READ_ONLY_TOOLS", "DESTRUCTIVE_TOO
 _T = TypeVar("_T")
 
 _SEARCH_LIMIT = 10
+_NOTHING_RELEVANT = ("No stored memory is relevant to this query (all scored under the relevance floor). "
+                     "Pass min_score: 0 to get the closest memories anyway.")
 
 INSTRUCTIONS = """\
 Long-term memory for the user, kept across conversations and assistants.
@@ -141,7 +143,9 @@ class _MemoryTools:
         Example: search({"query": "how does Sam like meeting notes"}).
         For filters (type, project, tags), whole texts and scores use retrieve_context instead.
         """
-        hits = await self._run(ctx, READ_SCOPE, self._service.search, arguments.query, _SEARCH_LIMIT)
+        hits = await self._run(ctx, READ_SCOPE, self._service.search, arguments.query, _SEARCH_LIMIT,
+                               arguments.min_score)
+        # ChatGPT's contract is `results` alone: an empty list is how nothing relevant is said here.
         return SearchResults(results=[SearchResult(id=h.id, title=h.title, url=self._url(h.id)) for h in hits])
 
     @tool("Fetch a memory", read_only=True)
@@ -192,6 +196,7 @@ class _MemoryTools:
                 )
                 for r in result.memories
             ],
+            message=None if result.memories or not result.query else _NOTHING_RELEVANT,
         )
 
     @tool("Set the active project", idempotent=True)

@@ -171,9 +171,12 @@ class MemoriesController(Controller):
                # `query` is Litestar's reserved name for the whole query string, hence the alias.
                text: Annotated[str, QueryParameter(name="query", description="What to look for.", max_length=4096)],
                limit: Annotated[int, Parameter(ge=1, le=100, description="How many hits, 1 to 100.")] = 10,
+               min_score: Annotated[float | None, Parameter(
+                   ge=0.0, le=100.0, description="Leave out memories scoring under this; default the relevance "
+                                                 "floor (a query about nothing stored finds none), 0 none.")] = None,
                ) -> SearchResponse:
         """Memories matching a query by meaning and words, best first: ids, titles and snippets."""
-        return SearchResponse(results=service.search(caller, text, limit))
+        return SearchResponse(results=service.search(caller, text, limit, min_score))
 
     @get("/memories/{memory_id:str}", operation_id="getMemory", summary="Get a memory", sync_to_thread=True,
          opt={"needs": READ_SCOPE})

@@ -294,7 +294,9 @@ def test_forget_erases_every_read_quoting_the_text_and_keeps_the_query_of_reads_
     distinctive = [MARKER, "hides", "spare", "under", "flowerpot"]
     for other in OTHERS:
         service.store(ALICE, StoreMemory(text=other, entity="acme"))
-    before = service.retrieve_context(ALICE, RetrieveQuery(query=f"Where does the {MARKER.upper()} hide things?"))
+    # min_score 0: a read that returned other memories (the relevance floor would return none).
+    before = service.retrieve_context(ALICE, RetrieveQuery(query=f"Where does the {MARKER.upper()} hide things?",
+                                                           min_score=0.0))
     assert before.memories  # it returned other memories, never the one it quotes
     memory = service.store(ALICE, StoreMemory(text=text))
     unrelated = {

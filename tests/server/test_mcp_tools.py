@@ -389,3 +389,48 @@ def test_lone_surrogates_and_deep_arguments_are_tool_errors_naming_the_field_and
     message = result["content"][0]["text"]
     assert says in message and "Traceback" not in message and "unexpected" not in message.lower()
     assert log_lengths(server.data_dir) == before
+
+
+# -- the relevance floor ---------------------------------------------------------------------
+
+_PREFERENCES = ("I take my coffee black, no sugar", "I dislike virtual reality games, they make me nauseous",
+                "I always pick the aisle seat on planes", "My sister Ana lives in Madrid")
+_UNRELATED = "What did Priyanka say about her thesis defence?"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_retrieve_context_finds_nothing_for_an_unrelated_query_and_says_so(connect, user, mode):
+    async with connect(user, mode) as client:
+        for text in _PREFERENCES:
+            await call(client, "store_memory", {"text": text, "memory_type": "core_identity"})
+        result = await client.call_tool("retrieve_context", {"query": _UNRELATED})
+        search = await call(client, "search", {"query": _UNRELATED})
+    assert not result.is_error
+    assert result.structured_content["memories"] == []
+    assert "No stored memory is relevant" in result.structured_content["message"]
+    assert text_json(result)["message"] == result.structured_content["message"]  # the text content says it too
+    assert search == {"results": []}
+
+
+async def test_min_score_0_returns_k_memories_for_any_query(connect, user):
+    async with connect(user) as client:
+        for text in _PREFERENCES:
+            await call(client, "store_memory", {"text": text, "memory_type": "core_identity"})
+        found = await call(client, "retrieve_context", {"query": _UNRELATED, "limit": 3, "min_score": 0})
+        hits = await call(client, "search", {"query": _UNRELATED, "min_score": 0})
+        error = await call_error(client, "retrieve_context", {"query": "coffee", "min_score": -1})
+    assert len(found["memories"]) == 3 and found["message"] is None
+    assert len(hits["results"]) == len(_PREFERENCES)
+    assert "min_score" in error
+
+
+async def test_a_relevant_query_without_shared_words_still_finds_its_memory(connect, user):
+    async with connect(user) as client:
+        stored = [await call(client, "store_memory", {"text": text, "memory_type": "core_identity"})
+                  for text in _PREFERENCES]
+        found = await call(client, "retrieve_context", {"query": "Suggest some immersive games for me"})
+        strict = await call(client, "retrieve_context", {"query": "Suggest some immersive games for me",
+                                                         "min_score": 5})
+    assert found["memories"][0]["id"] == stored[1]["id"]
+    assert found["message"] is None
+    assert strict["memories"] == [] and strict["message"]

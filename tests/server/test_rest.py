@@ -40,6 +40,18 @@ def test_search_finds_stored_memories_by_meaning(http, me):
     assert hit["id"] == memory["id"] and hit["title"] == "Owns a golden retriever named Rex"
 
 
+def test_search_finds_nothing_for_an_unrelated_query_unless_min_score_is_0(http, me):
+    store(http, me, text="Owns a golden retriever named Rex")
+    store(http, me, text="I take my coffee black, no sugar")
+    query = {"query": "What did Priyanka say about her thesis defence?"}
+    floored = http.get(f"{API}/memories/search", params=query, headers=me)
+    anyway = http.get(f"{API}/memories/search", params=query | {"min_score": 0}, headers=me)
+    bad = http.get(f"{API}/memories/search", params=query | {"min_score": -1}, headers=me)
+    assert floored.status_code == 200 and floored.json()["results"] == []
+    assert anyway.status_code == 200 and len(anyway.json()["results"]) == 2
+    assert bad.status_code == 400
+
+
 def test_get_answers_the_memory_and_404_for_an_unknown_id(http, me):
     memory = store(http, me)
     # The store's answer is the memory plus what the duplicate check found.
@@ -169,7 +181,7 @@ def test_the_openapi_document_has_the_oauth2_and_bearer_schemes_and_operation_id
                                "importMemories", "restoreMemory"}
     assert all(path.startswith("/api/v1/") for _, path in operations.values())
     search = document["paths"]["/api/v1/memories/search"]["get"]
-    assert {p["name"] for p in search["parameters"]} == {"query", "limit"}
+    assert {p["name"] for p in search["parameters"]} == {"query", "limit", "min_score"}
     assert search["security"] == [{"oauth2": ["memories:read", "memories:write"]}, {"bearer": []}]
 
 
