@@ -16,9 +16,8 @@ from pathlib import Path
 import msgspec
 
 from memory.audit import verify_user
-from memory.log import SqliteEventLog
+from memory.logs import SqliteLogDirectory, sqlite_logs as list_logs
 from memory.signing import KeyRing
-from memory.userstore import list_logs
 from memory.verify_export import ChainReport
 
 __all__ = ["BackupManifest", "BackupError", "backup", "restore", "backup_files", "read_manifest", "MANIFEST"]
@@ -136,9 +135,10 @@ def restore(backup_dir: str | Path, data_dir: str | Path, *, force: bool = False
             progress(1)
     _copy_keys(backup_dir / "keys", data_dir / "keys")
     keys = KeyRing(data_dir)
-    for folder, owner in list_logs(data_dir):
+    logs = SqliteLogDirectory(data_dir, keys)
+    for _, owner in list_logs(data_dir):
         # Each restored log gets its head anchored anew: the backup is what the operator trusts.
-        log = SqliteEventLog(folder / "events.sqlite", owner, keys)
+        log = logs.open(owner)
         try:
             log.anchor_head()
         finally:

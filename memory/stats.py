@@ -1,18 +1,18 @@
-"""What an operator watches, read from the logs on disk: users, who was active, how many memories,
+"""What an operator watches, read from the logs: users, who was active, how many memories,
 which operations. `memory stats` prints it; /metrics publishes the same numbers.
 
 Failed calls append no event: their counts come from what the server tallies in its store
 (`tool_calls`), written every 30 s and at shutdown.
 """
 
-import sqlite3
 import statistics
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
 
-from memory.userstore import list_logs
+from memory.identity import Identity
+from memory.logs import LogDirectory, SqliteLogDirectory
 
 __all__ = ["UserStats", "Stats", "collect_stats", "tool_calls", "TOOL_CALL_COUNTER"]
 
@@ -46,30 +46,23 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _user_stats(folder: Path, user: str, key: str, since: str, operations: bool) -> tuple[UserStats, bool]:
-    db = sqlite3.connect(f"file:{folder / 'events.sqlite'}?mode=ro", uri=True, timeout=10)
-    try:
-        events, last = db.execute("SELECT count(*), max(recorded_at) FROM events").fetchone()
-        by_type = dict(db.execute("SELECT type, count(*) FROM events GROUP BY type"))
-        # Which tool made each read is in its payload: reading them all is for the CLI, not every scrape.
-        reads = dict(db.execute(
-            "SELECT 'read:' || coalesce(json_extract(CAST(payload AS TEXT), '$.operation'), 'redacted'), count(*) "
-            "FROM events WHERE type = 'memories.read' GROUP BY 1")) if operations else {}
-        # recorded_at is indexed: the last day's events are found without a scan.
-        active = db.execute("SELECT 1 FROM events WHERE recorded_at >= ? LIMIT 1", (since,)).fetchone() is not None
-    finally:
-        db.close()
-    operations = {t: n for t, n in by_type.items() if t != "memories.read"} | reads
-    memories = by_type.get("memory.stored", 0) - by_type.get("memory.forgotten", 0)
-    return UserStats(user=user, key=key, events=events, memories=memories, reads=by_type.get("memories.read", 0),
-                     last_event_at=last, operations=operations), active
+def _user_stats(logs: LogDirectory, owner: Identity, since: str, operations: bool) -> tuple[UserStats, bool]:
+    tally = logs.tally(owner, since, operations)
+    ops = {t: n for t, n in tally.by_type.items() if t != "memories.read"} | tally.reads
+    memories = tally.by_type.get("memory.stored", 0) - tally.by_type.get("memory.forgotten", 0)
+    return UserStats(user=str(owner), key=owner.key, events=tally.events, memories=memories,
+                     reads=tally.by_type.get("memories.read", 0), last_event_at=tally.last_event_at,
+                     operations=ops), tally.active
 
 
-def collect_stats(data_dir: str | Path, now: datetime | None = None, operations: bool = True) -> Stats:
+def collect_stats(logs: LogDirectory | str | Path, now: datetime | None = None, operations: bool = True) -> Stats:
+    """Over every log of `logs` (a data dir's SQLite logs when given a path)."""
+    if isinstance(logs, str | Path):
+        logs = SqliteLogDirectory(logs, None)  # type: ignore[arg-type]  # tallies need no keys
     since = _iso((now or datetime.now(UTC)) - timedelta(days=1))
     per_user, active = [], 0
-    for folder, owner in list_logs(data_dir):
-        user, was_active = _user_stats(folder, str(owner), owner.key, since, operations)
+    for _, owner in logs.list_logs():
+        user, was_active = _user_stats(logs, owner, since, operations)
         per_user.append(user)
         active += was_active
     counts = [u.memories for u in per_user] or [0]

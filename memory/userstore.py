@@ -1,7 +1,9 @@
 """One user's log and projections kept in step, and the directory of all users' stores.
 
-Each user has a folder `<data_dir>/users/<hash of identity>/` holding `events.sqlite` (the log,
-the truth) and `projections.sqlite` (derived; deleted or corrupted, it is rebuilt on open).
+Each user has a folder `<data_dir>/users/<hash of identity>/` holding `projections.sqlite`
+(derived; deleted or corrupted, it is rebuilt on open) and, on the SQLite backend, `events.sqlite`
+(the log, the truth). On PostgreSQL the log is in the database and the folder is this process's
+cache of it, caught up by seq.
 Every user has a lock of their own, so one user's writes never hold up another user's reads.
 """
 
@@ -17,8 +19,8 @@ from pathlib import Path
 from memory.errors import StorageError
 from memory.events import MemoryStored, MemoryUpdated
 from memory.identity import Identity
-from memory.log import EventDraft, SqliteEventLog, StoredEvent, log_path
-from memory.signing import KeyRing
+from memory.log import EventDraft, EventStore, StoredEvent, user_folder
+from memory.logs import LogDirectory, sqlite_logs
 from projections.base import ProjectionSet, open_projection_db
 from projections.duplicates import TextKeysProjection
 from projections.embedder import Embedder
@@ -77,20 +79,22 @@ class UserStore:
     needs the vectors (`catch_up_embeddings`) waits for them. Without it every write embeds
     before it returns."""
 
-    def __init__(self, data_dir: Path, owner: Identity, keys: KeyRing, embedder: Embedder,
-                 background: Executor | None = None):
-        self.owner = owner
+    def __init__(self, data_dir: Path, log: EventStore, embedder: Embedder, background: Executor | None = None):
+        """Takes over `log` (closes it on close, and when opening fails)."""
+        self.owner = log.owner
         self.embedder = embedder
         self.lock = threading.RLock()
         self._background = background
         self._embedding = threading.Lock()
-        self.log = SqliteEventLog(log_path(data_dir, owner), owner, keys)
+        self.log = log
         try:
             self.log.check_chain()
         except BaseException:
             self.log.close()
             raise
-        self._projection_path = self.log.path.parent / "projections.sqlite"
+        folder = user_folder(data_dir, self.owner)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._projection_path = folder / "projections.sqlite"
         self.view = self._open_view()
         if self.view.checkpoint > self.log.last_seq():
             # Projections of a longer log (the log was restored from an older backup): they
@@ -216,23 +220,18 @@ class UserStore:
             self.log.close()
 
 
-def list_logs(data_dir: str | Path) -> Iterator[tuple[Path, Identity]]:
-    """Every user folder with a log, and its owner as the log itself records it."""
-    for path in sorted((Path(data_dir) / "users").glob("*/events.sqlite")):
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            meta = dict(db.execute("SELECT key, value FROM log_meta"))
-        finally:
-            db.close()
-        yield path.parent, Identity(meta["owner_iss"], meta["owner_sub"])
+#: Kept for callers of the SQLite layout; `LogDirectory.list_logs` is the backend-neutral one.
+list_logs = sqlite_logs
 
 
 class UserDirectory:
-    """Opens each user's store once and keeps it; finds every log on disk."""
+    """Opens each user's store once and keeps it: the log from `logs`, projections under `data_dir`."""
 
-    def __init__(self, data_dir: str | Path, keys: KeyRing, embedder: Embedder, background: Executor | None = None):
+    def __init__(self, data_dir: str | Path, logs: LogDirectory, embedder: Embedder,
+                 background: Executor | None = None):
         self.data_dir = Path(data_dir)
-        self.keys = keys
+        self.logs = logs
+        self.keys = logs.keys
         self.embedder = embedder
         self._background = background
         self._stores: dict[str, UserStore] = {}
@@ -249,7 +248,7 @@ class UserDirectory:
         with opening:
             store = self._stores.get(owner.key)
             if store is None:
-                store = UserStore(self.data_dir, owner, self.keys, self.embedder, self._background)
+                store = UserStore(self.data_dir, self.logs.open(owner), self.embedder, self._background)
                 self._stores[owner.key] = store
         return store
 
