@@ -1,6 +1,6 @@
 """The server's Ed25519 signing keys: created on first start, rotated on demand, published as JWKS.
 
-Files live in `<data_dir>/keys/`: one PKCS#8 PEM per key (mode 0600) and `keyring.json`, which
+Files live in `<data_dir>/keys/` (or the directory `--keys-dir` names, shared by replicas): one PKCS#8 PEM per key (mode 0600) and `keyring.json`, which
 records every key with when it was created, retired and (if it leaked) marked compromised, and
 which one signs now. Retired keys stay in the published JWKS so that old events and exports keep
 verifying; what a retired key may still vouch for is the verifier's to decide (`KeyStatus`).
@@ -80,8 +80,9 @@ class _Index(NamedTuple):
 
 
 class KeyRing:
-    def __init__(self, data_dir: str | Path):
-        self._dir = Path(data_dir) / "keys"
+    def __init__(self, data_dir: str | Path, *, keys_dir: str | Path | None = None):
+        """The keys in `keys_dir`, by default `<data_dir>/keys` (replicas share one, a mounted secret)."""
+        self._dir = Path(keys_dir) if keys_dir else Path(data_dir) / "keys"
         self._lock = threading.Lock()
         self._index = _Index("", (), {}, {}, None)
         self._checked_at = time.monotonic()
