@@ -334,6 +334,39 @@ def restore_command(backup_dir: Path, data_dir: Path, force: bool) -> None:
     click.echo(f"restored and verified {len(reports)} log(s) into {data_dir}")
 
 
+@cli.command("migrate")
+@_data_dir
+@click.option("--database-url", metavar="URL", envvar="MEMORY_DATABASE_URL", required=True,
+              help="postgresql://... : the database to copy every log into.")
+@_keys_dir
+def migrate_command(data_dir: Path, database_url: str, keys_dir: Path | None) -> None:
+    """Copy every SQLite log of --data-dir into PostgreSQL verbatim, then verify every chain there.
+
+    The signed bytes are copied unchanged (redactions included); running it again changes nothing.
+    """
+    from memory.logs import is_database_url
+    from memory.migrate import migrate, problems_of
+
+    if not is_database_url(database_url):
+        raise click.BadParameter("must be a postgresql:// URL", param_hint="--database-url")
+    with _logs(data_dir, database_url, keys_dir) as logs:
+        total = 0
+        results = migrate(data_dir, logs)
+        failed = 0
+        for result in results:
+            total += result.copied
+            if result.ok:
+                click.echo(f"ok {result.owner}: {result.events} events, {result.copied} copied now, "
+                           f"{result.redacted} redacted now, head {result.report.head_hash[:16]}")
+            else:
+                failed += 1
+                for problem in problems_of(result):
+                    click.echo(f"FAIL {result.owner}: {problem.message}", err=True)
+    if failed:
+        raise SystemExit(1)
+    click.echo(f"migrated and verified {len(results)} log(s) into {logs}: {total} event(s) copied")
+
+
 @cli.command("rotate-key")
 @_data_dir
 @_keys_dir

@@ -26,6 +26,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from memory.errors import LogIntegrityError, StorageError
 from memory.identity import Identity
 from memory.log import (
+    GENESIS_HASH,
     EventDraft,
     RawEvent,
     SignedHead,
@@ -193,6 +194,34 @@ class PostgresEventLog:
         if redact_seqs:
             self.checkpoint()
         return [event_from_raw(r) for r in rows]
+
+    def copy_in(self, rows: Sequence[RawEvent]) -> None:
+        """Append events sealed elsewhere (a SQLite log being migrated) byte for byte, redacted
+        ones as redacted. They must continue this log: the next seq, linked to its head."""
+        if not rows:
+            return
+        with self._connection() as conn, conn.transaction():
+            conn.execute("SELECT 1 FROM logs WHERE log_id = %s FOR UPDATE", (self._log_id,))
+            last = conn.execute("SELECT seq, entry_hash FROM events WHERE log_id = %s ORDER BY seq DESC LIMIT 1",
+                                (self._log_id,)).fetchone()
+            seq, prev = last if last else (0, GENESIS_HASH)
+            for row in rows:
+                if (row.seq, row.prev_hash) != (seq + 1, prev):
+                    raise LogIntegrityError(f"log {self._log_id}: seq {row.seq} does not continue the log at seq {seq}")
+                seq, prev = row.seq, row.entry_hash
+            with conn.cursor() as cur:
+                cur.executemany(_INSERT, [(self._log_id, *row[:-1], bool(row.redacted)) for row in rows])
+
+    def redact(self, seqs: Sequence[int]) -> int:
+        """Redact the payloads of `seqs` (a migrated log whose source was erased from since); how
+        many were not redacted yet."""
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute("UPDATE events SET payload = NULL, redacted = true "
+                        "WHERE log_id = %s AND seq = ANY(%s) AND NOT redacted", (self._log_id, list(seqs)))
+            changed = cur.rowcount
+        if changed:
+            self.checkpoint()
+        return changed
 
     def _store_head(self, conn: psycopg.Connection, anchor: SignedHead) -> None:
         conn.execute("UPDATE logs SET head_signed = %s, head_signature = %s WHERE log_id = %s",
