@@ -488,9 +488,14 @@ def serve(ctx: click.Context, config_file: Path | None, **params) -> None:
     if (settings.idp_issuer is None) != (settings.idp_jwks_url is None):
         raise click.UsageError("--idp-issuer and --idp-jwks-url go together")
     forwarded = settings.forwarded_allow_ips
+    try:
+        app = create_app(settings)
+    except MemoryServiceError as exc:  # the database cannot be reached, a log cannot be read
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(1) from None
     # log_config=None: the app's logging config (JSON lines by default) formats uvicorn's own lines too.
     # access_log=False: the app logs each request itself, without the query string (a search's words).
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
                             log_level=settings.log_level, lifespan="on", log_config=None, access_log=False,
                             proxy_headers=bool(forwarded), forwarded_allow_ips=forwarded or None,
                             server_header=False, timeout_graceful_shutdown=5)

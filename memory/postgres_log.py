@@ -303,6 +303,14 @@ class PostgresLogDirectory:
     def __init__(self, url: str, keys: KeyRing, *, pool_size: int = _POOL_MAX):
         self.keys = keys
         self._url = url
+        try:
+            # One plain connection first: a wrong URL or a server that is down fails here with
+            # PostgreSQL's own reason, not after the pool's retries with a vague one.
+            with psycopg.connect(url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_SECONDS) as conn:
+                self._create_schema(conn)
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StorageError(f"cannot use the database at {self}: {reason}") from None
         # Autocommit: a read is one round trip; writes open their transaction explicitly.
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, name="memory-logs",
                                     kwargs={"connect_timeout": _CONNECT_TIMEOUT_SECONDS, "autocommit": True})
@@ -311,15 +319,18 @@ class PostgresLogDirectory:
         except PoolTimeout as exc:
             self._pool.close()
             raise StorageError(f"cannot connect to the database at {self}: {exc}") from exc
-        self._create_schema()
 
     def __str__(self) -> str:
         # Never the password.
-        info = psycopg.conninfo.conninfo_to_dict(self._url)
+        try:
+            info = psycopg.conninfo.conninfo_to_dict(self._url)
+        except psycopg.Error:
+            return "the database (its URL cannot be parsed)"
         return f"postgresql://{info.get('host', '')}:{info.get('port', '5432')}/{info.get('dbname', '')}"
 
-    def _create_schema(self) -> None:
-        with self._pool.connection() as conn, conn.transaction():
+    @staticmethod
+    def _create_schema(conn: psycopg.Connection) -> None:
+        with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             conn.execute(SCHEMA)
 

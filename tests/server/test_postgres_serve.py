@@ -3,6 +3,7 @@ MCP SDK's client. Store, retrieve, forget; `memory verify`, `export` and `isolat
 against the database; a server started on an empty data dir (no projections) finds the memories,
 rebuilt from the database."""
 
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -81,3 +82,21 @@ async def test_a_server_on_postgres_stores_retrieves_forgets_and_rebuilds_from_t
         assert info["total_memories"] == 1
     finally:
         second.stop()
+
+
+def test_a_database_that_cannot_be_reached_stops_serve_and_commands_with_one_line(tmp_path):
+    unreachable = "postgresql://memory:hunter2@127.0.0.1:1/memory"
+    for command in (["serve", "--port", "1"], ["verify"], ["migrate"]):
+        result = memory(*command, "--data-dir", str(tmp_path / "data"), "--database-url", unreachable)
+        assert result.returncode == 1, f"{command}: {result.stdout}{result.stderr}"
+        assert "cannot use the database at postgresql://127.0.0.1:1/memory" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+
+
+def test_a_database_url_must_be_postgresql_and_config_show_masks_its_password(tmp_path):
+    wrong = memory("serve", "--data-dir", str(tmp_path), "--database-url", "mysql://db/memory")
+    assert wrong.returncode == 2 and "postgresql://" in wrong.stderr
+    shown = subprocess.run([str(MEMORY), "config", "show"], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "MEMORY_DATABASE_URL": "postgresql://memory:hunter2@db/memory"})
+    assert 'database_url = "postgresql://memory:********@db/memory"' in shown.stdout
+    assert "hunter2" not in shown.stdout
