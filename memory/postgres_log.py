@@ -16,6 +16,7 @@ psycopg is the optional `[postgres]` extra: only this module imports it, and onl
 """
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import msgspec
@@ -158,39 +159,43 @@ class PostgresEventLog:
     def owner(self) -> Identity:
         return self._owner
 
-    def _connection(self):
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection; the database being down or unreachable is a StorageError (the
+        caller is told to retry), never an unexpected error."""
         if self._closed:
             raise StorageError("this event log was closed")
         try:
-            return self._pool.connection(timeout=_CONNECT_TIMEOUT_SECONDS)
-        except PoolTimeout as exc:
-            raise StorageError(f"cannot reach the database, nothing was recorded: {exc}") from exc
+            with self._pool.connection(timeout=_CONNECT_TIMEOUT_SECONDS) as conn:
+                yield conn
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            # A write whose COMMIT was cut off may or may not be in: its event id makes the retry safe.
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StorageError(f"the database cannot be used right now ({reason}); retry, a retry with "
+                               "the same event_id records a write at most once") from exc
 
     def append_events(self, drafts: Sequence[EventDraft], *, redact_seqs: Sequence[int] = ()) -> list[StoredEvent]:
         ids = check_batch_ids(drafts)
-        try:
-            with self._connection() as conn, conn.transaction():
-                # Every writer of this log, in any process on any machine, queues here.
-                conn.execute("SELECT 1 FROM logs WHERE log_id = %s FOR UPDATE", (self._log_id,))
-                with conn.cursor(row_factory=class_row(RawEvent)) as cur:
-                    found = {r.event_id: r for r in cur.execute(
-                        f"SELECT {_COLUMNS} FROM events WHERE log_id = %s AND event_id = ANY(%s)", (self._log_id, ids))}
-                existing = existing_events(drafts, found)
-                if existing is not None:
-                    return existing
-                last = conn.execute("SELECT seq, entry_hash FROM events WHERE log_id = %s ORDER BY seq DESC LIMIT 1",
-                                    (self._log_id,)).fetchone()
-                rows = seal_events(self._owner, self._keys, tuple(last) if last else None, drafts)
-                with conn.cursor() as cur:
-                    cur.executemany(_INSERT, [(self._log_id, *row) for row in rows])
-                    if redact_seqs:
-                        cur.executemany("UPDATE events SET payload = NULL, redacted = true "
-                                        "WHERE log_id = %s AND seq = %s AND NOT redacted",
-                                        [(self._log_id, s) for s in redact_seqs])
-                # In the same transaction: the anchor can neither lead nor trail the log.
-                self._store_head(conn, sign_head(self._owner, self._keys, rows[-1].seq, rows[-1].entry_hash))
-        except psycopg.OperationalError as exc:
-            raise StorageError(f"cannot write the event log, nothing was recorded: {exc}") from exc
+        with self._connection() as conn, conn.transaction():
+            # Every writer of this log, in any process on any machine, queues here.
+            conn.execute("SELECT 1 FROM logs WHERE log_id = %s FOR UPDATE", (self._log_id,))
+            with conn.cursor(row_factory=class_row(RawEvent)) as cur:
+                found = {r.event_id: r for r in cur.execute(
+                    f"SELECT {_COLUMNS} FROM events WHERE log_id = %s AND event_id = ANY(%s)", (self._log_id, ids))}
+            existing = existing_events(drafts, found)
+            if existing is not None:
+                return existing
+            last = conn.execute("SELECT seq, entry_hash FROM events WHERE log_id = %s ORDER BY seq DESC LIMIT 1",
+                                (self._log_id,)).fetchone()
+            rows = seal_events(self._owner, self._keys, tuple(last) if last else None, drafts)
+            with conn.cursor() as cur:
+                cur.executemany(_INSERT, [(self._log_id, *row) for row in rows])
+                if redact_seqs:
+                    cur.executemany("UPDATE events SET payload = NULL, redacted = true "
+                                    "WHERE log_id = %s AND seq = %s AND NOT redacted",
+                                    [(self._log_id, s) for s in redact_seqs])
+            # In the same transaction: the anchor can neither lead nor trail the log.
+            self._store_head(conn, sign_head(self._owner, self._keys, rows[-1].seq, rows[-1].entry_hash))
         if redact_seqs:
             self.checkpoint()
         return [event_from_raw(r) for r in rows]
@@ -282,10 +287,7 @@ class PostgresEventLog:
                 self._store_head(conn, sign_head(self._owner, self._keys, *last))
 
     def check_chain(self) -> None:
-        try:
-            check_chain(self, self._keys, self._log_id)
-        except psycopg.OperationalError as exc:
-            raise StorageError(f"cannot read the event log {self._log_id}: {exc}") from exc
+        check_chain(self, self._keys, self._log_id)
 
     def checkpoint(self) -> None:
         """VACUUM the events: a redaction's UPDATE leaves the old row version (payload included)

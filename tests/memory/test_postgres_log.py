@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from memory.errors import StorageError
 from memory.events import MemoryForgotten, MemoryStored
 from memory.identity import LOCAL_ISSUER, Actor, Identity
 from memory.ids import new_uuid7
@@ -197,3 +198,20 @@ def test_two_processes_appending_to_one_person_never_fork_the_chain(directory, p
         assert queries == [f"{name}-{i}" for i in range(count)]  # each writer's appends in its order
     check_chain(log, directory.keys)
     assert log.head_anchor().head.seq == 2 * count
+
+
+def test_connections_cut_by_the_server_are_storage_errors_and_the_pool_recovers(postgres_url, alice_log):
+    with raw(postgres_url) as db:
+        cut = db.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                         "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()[0]
+    assert cut >= 1
+    outcomes = []
+    for _ in range(5):
+        try:
+            outcomes.append(alice_log.last_seq())
+        except StorageError as exc:  # a domain error (507 to a caller), never a driver error
+            assert "retry" in str(exc)
+            outcomes.append("storage error")
+    assert outcomes[-1] == 3, outcomes
+    [event] = alice_log.append_events([stored("after the cut")])
+    assert event.seq == 4
