@@ -175,16 +175,27 @@ class PostgresEventLog:
                                "the same event_id records a write at most once") from exc
 
     def append_events(self, drafts: Sequence[EventDraft], *, redact_seqs: Sequence[int] = ()) -> list[StoredEvent]:
-        ids = check_batch_ids(drafts)
-        with self._connection() as conn, conn.transaction():
-            # Every writer of this log, in any process on any machine, queues here.
+        check_batch_ids(drafts)
+        try:
+            rows = self._append(drafts, redact_seqs)
+        except psycopg.errors.UniqueViolation:
+            # An event id already in the log (a retry): answered from what is stored, or refused.
+            existing = self._existing(drafts)
+            if existing is None:
+                raise LogIntegrityError(f"log {self._log_id}: an append collided with a seq already there") from None
+            return existing
+        if redact_seqs:
+            self.checkpoint()
+        return [event_from_raw(r) for r in rows]
+
+    def _append(self, drafts: Sequence[EventDraft], redact_seqs: Sequence[int]) -> list[RawEvent]:
+        """Two round trips in a pipeline: BEGIN, the lock and the head; then the rows, the
+        redactions, the new head anchor and COMMIT. An event id already used fails the INSERT
+        (unique per log) and rolls everything back."""
+        with self._connection() as conn, conn.pipeline(), conn.transaction():
+            # Every writer of this log, in any process on any machine, queues here; the head is
+            # read after the lock is granted (READ COMMITTED: the latest committed append).
             conn.execute("SELECT 1 FROM logs WHERE log_id = %s FOR UPDATE", (self._log_id,))
-            with conn.cursor(row_factory=class_row(RawEvent)) as cur:
-                found = {r.event_id: r for r in cur.execute(
-                    f"SELECT {_COLUMNS} FROM events WHERE log_id = %s AND event_id = ANY(%s)", (self._log_id, ids))}
-            existing = existing_events(drafts, found)
-            if existing is not None:
-                return existing
             last = conn.execute("SELECT seq, entry_hash FROM events WHERE log_id = %s ORDER BY seq DESC LIMIT 1",
                                 (self._log_id,)).fetchone()
             rows = seal_events(self._owner, self._keys, tuple(last) if last else None, drafts)
@@ -196,9 +207,14 @@ class PostgresEventLog:
                                     [(self._log_id, s) for s in redact_seqs])
             # In the same transaction: the anchor can neither lead nor trail the log.
             self._store_head(conn, sign_head(self._owner, self._keys, rows[-1].seq, rows[-1].entry_hash))
-        if redact_seqs:
-            self.checkpoint()
-        return [event_from_raw(r) for r in rows]
+        return rows
+
+    def _existing(self, drafts: Sequence[EventDraft]) -> list[StoredEvent] | None:
+        with self._connection() as conn, conn.cursor(row_factory=class_row(RawEvent)) as cur:
+            found = {r.event_id: r for r in cur.execute(
+                f"SELECT {_COLUMNS} FROM events WHERE log_id = %s AND event_id = ANY(%s)",
+                (self._log_id, [d.event_id for d in drafts]))}
+        return existing_events(drafts, found)
 
     def copy_in(self, rows: Sequence[RawEvent]) -> None:
         """Append events sealed elsewhere (a SQLite log being migrated) byte for byte, redacted
