@@ -2,6 +2,7 @@
 copied into a real PostgreSQL verbatim, verified there; a second run changes nothing, and a run
 after more writes and an erasure in SQLite carries over exactly those."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,15 @@ def test_migrate_copies_every_log_verbatim_and_a_second_run_changes_nothing(data
         assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
     checked = memory("verify-export", str(data_dir.parent / "a.json"))
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    stats = memory("stats", "--json", "--data-dir", str(data_dir), "--database-url", postgres_url)
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["users"] == 2 and json.loads(stats.stdout)["operations"]["memory.forgotten"] == 1
+    replayed = memory("replay", "--user", "alice", "--data-dir", str(data_dir.parent / "replica"),
+                      "--database-url", postgres_url, "--keys-dir", str(data_dir / "keys"))
+    assert replayed.returncode == 0 and "projections rebuilt from" in replayed.stdout, replayed.stderr
+    added = subprocess.run([str(MEMORY), "user", "add", "carol", "--data-dir", str(data_dir), "--database-url",
+                            postgres_url], input="a long enough password\n", capture_output=True, text=True)
+    assert added.returncode == 0, added.stderr
 
 
 def test_migrate_again_carries_over_later_appends_and_erasures_only(data_dir, postgres_url, embedder):
