@@ -129,16 +129,23 @@ class UserStore:
                     raise StorageError(f"cannot update the indexes ({exc}); retry once the disk has room") from exc
                 raise
 
+    def _projected_head(self) -> int:
+        # How far the other projections got: every append catches them up to the log's head, so
+        # this is the head as this process knows it, without asking the log (on PostgreSQL a
+        # round trip, twice on every read). Catching up with other processes' appends is
+        # `catch_up`'s job.
+        return max(self.view.projections.checkpoints().values(), default=0)
+
     @property
     def embeddings_behind(self) -> bool:
-        return self.view.projections.checkpoints()["embeddings"] < self.log.last_seq()
+        return self.view.projections.checkpoints()["embeddings"] < self._projected_head()
 
     def catch_up_embeddings(self) -> None:
         """Bring the embeddings up to the log's head: the texts are embedded outside the lock,
         then applied inside it with their vectors ready. One catch-up per user at a time; a
         caller arriving during one waits for it instead of embedding the same texts again."""
         with self._embedding:
-            done, head = self.view.projections.checkpoints()["embeddings"], self.log.last_seq()
+            done, head = self.view.projections.checkpoints()["embeddings"], self._projected_head()
             if done >= head:
                 return
             texts = [_text_to_embed(event.payload) for event in self.log.read_events(done, head)]
