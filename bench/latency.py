@@ -2,7 +2,10 @@
 
     .venv/bin/python bench/latency.py [--sizes 1000 10000 100000] [--samples 200]
                                       [--concurrency 1 8 16 32] [--duration 10]
-                                      [--data-dir DIR] [--exact-seed] [--vocabulary small]
+                                      [--data-dir DIR] [--exact-seed] [--vocabulary small] [--database-url URL]
+
+With `--database-url postgresql://...` the log lives in that (empty) database, as with
+`memory serve --database-url`: the same calls, to compare with the SQLite default.
 
 For each size N (ascending; the data directory is reused, so each size only seeds the difference):
 
@@ -88,10 +91,16 @@ def memory_count(service: MemoryService, caller: Caller) -> int:
         "SELECT count(*) FROM memories WHERE deleted = 0").fetchone()[0]
 
 
-def seed_to(data_dir: Path, size: int, texts: list[str], exact: bool, embedder) -> tuple[int, float]:
+def seed_to(data_dir: Path, size: int, texts: list[str], exact: bool, embedder,
+            database_url: str | None = None) -> tuple[int, float]:
     """Top the user's log up to `size` memories; (memories added, seconds)."""
+    from memory.logs import open_log_directory
+    from memory.signing import KeyRing
+
     began = time.perf_counter()
-    service = MemoryService(data_dir, embedder if exact else ReusingEmbedder(embedder))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    logs = open_log_directory(data_dir, KeyRing(data_dir), database_url)
+    service = MemoryService(data_dir, embedder if exact else ReusingEmbedder(embedder), logs=logs)
     caller = Caller(Identity("local", USER), client_id="bench")
     try:
         have = memory_count(service, caller)
@@ -204,7 +213,9 @@ def main() -> None:
     parser.add_argument("--vocabulary", choices=["realistic", "small"], default="realistic",
                         help="memory and query text: LoCoMo turns, or 12 words of 20 (every word common)")
     parser.add_argument("--exact-seed", action="store_true", help="embed every seeded text (slow: ~170 texts/s)")
+    parser.add_argument("--database-url", metavar="URL", help="keep the log in this PostgreSQL database")
     args = parser.parse_args()
+    database = ["--database-url", args.database_url] if args.database_url else []
 
     texts = corpus(args.vocabulary)
     embedder = default_embedder()
@@ -217,11 +228,11 @@ def main() -> None:
     runs = []
     try:
         for size in sorted(args.sizes):
-            added, seed_s = seed_to(data_dir, size, texts, args.exact_seed, embedder)
+            added, seed_s = seed_to(data_dir, size, texts, args.exact_seed, embedder, args.database_url)
             print(f"[{time.strftime('%H:%M:%S')}] size {size:,}: seeded {added:,} in {seed_s:.1f} s; "
                   f"load {loadavg()}", file=sys.stderr, flush=True)
             log_file = data_dir.parent / f"server-{size}.log"
-            with ServerProcess(data_dir, log_file=log_file, extra_args=["--call-rate-limit", "1000000"]) as server:
+            with ServerProcess(data_dir, log_file=log_file, extra_args=["--call-rate-limit", "1000000", *database]) as server:
                 server.wait_ready(timeout=300)
                 pid = server._process.pid
                 token = server.token(USER)
@@ -243,7 +254,7 @@ def main() -> None:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"Host: {os.cpu_count()} CPUs, shared (load average before each size's calls in the table); "
+    print(f"Log: {'PostgreSQL' if args.database_url else 'SQLite'}. Host: {os.cpu_count()} CPUs, shared (load average before each size's calls in the table); "
           f"embedder threads={embedder.threads}; vocabulary {args.vocabulary}. Seeding: "
           + ("every text embedded." if args.exact_seed else
              "distinct corpus texts embedded once, '<text> (#i)' reuses the vector of '<text>' "

@@ -33,7 +33,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -1,6 +1,10 @@
 """Start-up: `memory serve` process start -> /healthz 200 -> first successful retrieve_context.
 
-    .venv/bin/python bench/startup.py [--memories 0 10000] [--repeats 3]
+    .venv/bin/python bench/startup.py [--memories 0 10000] [--repeats 3] [--database-url URL]
+
+With `--database-url postgresql://...` the memories are seeded into that (empty) database and
+every start is a cold replica: an empty data dir (its keys copied in, as a shared --keys-dir
+would give them), so the first call rebuilds the person's projections from PostgreSQL.
 
 For each data directory (empty, and one user with N memories seeded in-process beforehand as
 bench/latency.py seeds them), the server is started `--repeats` times as an operator would
@@ -48,10 +52,16 @@ async def first_call(url: str, token: str) -> float:
     return time.monotonic() - began
 
 
-def one_start(data_dir: Path) -> tuple[float, float, float, bool, int]:
+def one_start(data_dir: Path, database_url: str | None = None) -> tuple[float, float, float, bool, int]:
     """(healthz s, first call done s, first call's own duration s, readyz 200 when it returned,
     server VmRSS kB after it)."""
-    server = ServerProcess(data_dir, log_file=data_dir.parent / "startup-server.log")
+    if database_url:
+        # A cold replica: nothing on its disk but the shared keys.
+        cold = data_dir.parent / f"replica-{time.monotonic_ns()}"
+        shutil.copytree(data_dir / "keys", cold / "keys")
+        data_dir = cold
+    server = ServerProcess(data_dir, log_file=data_dir.parent / "startup-server.log",
+                           extra_args=["--database-url", database_url] if database_url else [])
     token = server.token(USER)  # signs with the data dir's key ring (created on first use), before t0
     began = time.monotonic()
     server.start(timeout=120)
@@ -70,6 +80,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--memories", type=int, nargs="+", default=[0, 10000])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--database-url", metavar="URL", help="seed into and serve from this PostgreSQL database "
+                                                              "(each start then a cold replica)")
     args = parser.parse_args()
     texts = corpus()
     embedder = default_embedder()
@@ -80,15 +92,16 @@ def main() -> None:
             data_dir = Path(tmp) / f"data-{count}"
             data_dir.mkdir(parents=True)
             if count:
-                seed_to(data_dir, count, texts, False, embedder)
+                seed_to(data_dir, count, texts, False, embedder, args.database_url)
             load = loadavg()
-            runs = [one_start(data_dir) for _ in range(args.repeats)]
+            runs = [one_start(data_dir, args.database_url) for _ in range(args.repeats)]
             rows.append((count, load, runs))
             print(f"[{time.strftime('%H:%M:%S')}] {count:,} memories: {runs}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"Host: {os.cpu_count()} CPUs, shared; {args.repeats} starts per data directory "
+    print(f"Log: {'PostgreSQL, each start a cold replica (empty data dir)' if args.database_url else 'SQLite'}. "
+          f"Host: {os.cpu_count()} CPUs, shared; {args.repeats} starts per data directory "
           "(first start's OS file cache may be cold); seconds from spawning `memory serve`.")
     print()
     print("| data dir | load avg | /healthz (median, min-max) | first retrieve_context answered (median, min-max) "

@@ -1,5 +1,9 @@
-"""Auditing a data directory: verify a user's log and projections, export a signed bundle, and
-check that no user's events or reads ever touch another user's log.
+"""Auditing the logs: verify a user's log and projections, export a signed bundle, and check that
+no user's events or reads ever touch another user's log.
+
+Each function reads the logs through a `LogDirectory` (`logs`; default: the SQLite files under
+`data_dir`), so it audits a PostgreSQL log of record the same way; projections are always the
+files under `data_dir`.
 
 The chain itself is checked by `memory.verify_export`, the same standalone code a third party
 runs on an export, so the service and the auditor cannot disagree about what "verifies" means.
@@ -16,9 +20,10 @@ import msgspec
 from memory.events import MemoriesLinked, MemoriesRead, decode_payload
 from memory.identity import Identity
 from memory.errors import LogIntegrityError
-from memory.log import GENESIS_HASH, SqliteEventLog, head_problem, log_path
+from memory.log import GENESIS_HASH, EventStore, head_problem, user_folder
+from memory.logs import LogDirectory, SqliteLogDirectory
 from memory.signing import KeyRing
-from memory.userstore import build_projections, list_logs
+from memory.userstore import build_projections
 from memory.verify_export import ChainReport, EventRecord, Problem, load_jwks, verify_events
 from projections.base import PROJECTIONS_FILE, open_projection_db, stored_checkpoints
 from projections.embedder import Embedder
@@ -26,26 +31,25 @@ from projections.embedder import Embedder
 __all__ = ["verify_user", "export_user", "isolation_check", "Violation"]
 
 
-def _records(log: SqliteEventLog, after_seq: int = 0) -> Iterator[EventRecord]:
+def _records(log: EventStore, after_seq: int = 0) -> Iterator[EventRecord]:
     for row in log.read_raw(after_seq):
-        (seq, event_id, type_, _v, _at, _sub, _client, _req, payload, _psha, _prev, entry_hash,
-         _kid, header, signature, redacted) = row
-        yield EventRecord(seq=seq, event_id=event_id, type=type_, header=header, entry_hash=entry_hash,
-                          signature=signature, payload=payload, redacted=bool(redacted))
+        yield EventRecord(seq=row.seq, event_id=row.event_id, type=row.type, header=row.header,
+                          entry_hash=row.entry_hash, signature=row.signature, payload=row.payload,
+                          redacted=bool(row.redacted))
 
 
-def _open_log(data_dir: Path, owner: Identity, keys: KeyRing) -> SqliteEventLog:
-    return SqliteEventLog(log_path(data_dir, owner), owner, keys)
+def _directory(data_dir: Path, keys: KeyRing, logs: LogDirectory | None) -> LogDirectory:
+    return logs if logs is not None else SqliteLogDirectory(data_dir, keys)
 
 
 def verify_user(data_dir: str | Path, owner: Identity, keys: KeyRing, embedder: Embedder | None,
                 progress: Callable[[int], None] | None = None,
-                after: tuple[int, str] | None = None) -> ChainReport:
+                after: tuple[int, str] | None = None, logs: LogDirectory | None = None) -> ChainReport:
     """Chain, signatures and seq contiguity, then: do the projections on disk equal a rebuild?
     Without an embedder only the chain is checked (what a page can afford on every view), and
     `after=(seq, entry_hash)` of an event verified before checks only what follows it."""
     data_dir = Path(data_dir)
-    log = _open_log(data_dir, owner, keys)
+    log = _directory(data_dir, keys, logs).open(owner)
     try:
         def counted() -> Iterator[EventRecord]:
             for i, record in enumerate(_records(log, after[0] if after else 0), 1):
@@ -62,14 +66,14 @@ def verify_user(data_dir: str | Path, owner: Identity, keys: KeyRing, embedder: 
         if cut is not None:
             report.problems.append(Problem(*cut))
         if report.ok and embedder is not None:
-            report.problems += _projection_problems(log, embedder)
+            report.problems += _projection_problems(user_folder(data_dir, owner) / PROJECTIONS_FILE, log,
+                                                    embedder)
         return report
     finally:
         log.close()
 
 
-def _projection_problems(log: SqliteEventLog, embedder: Embedder) -> list[Problem]:
-    path = log.path.parent / PROJECTIONS_FILE
+def _projection_problems(path: Path, log: EventStore, embedder: Embedder) -> list[Problem]:
     if not path.exists():
         return []  # nothing derived yet: the next open builds it
     disk = open_projection_db(path)
@@ -104,10 +108,9 @@ def _projection_problems(log: SqliteEventLog, embedder: Embedder) -> list[Proble
 
 
 def export_user(data_dir: str | Path, owner: Identity, keys: KeyRing, output: str | Path,
-                progress: Callable[[int], None] | None = None) -> dict:
+                progress: Callable[[int], None] | None = None, logs: LogDirectory | None = None) -> dict:
     """Write a self-contained bundle: signed manifest, events as stored, and public keys."""
-    data_dir = Path(data_dir)
-    log = _open_log(data_dir, owner, keys)
+    log = _directory(Path(data_dir), keys, logs).open(owner)
     # A signed manifest must not vouch for a log whose end was cut off.
     cut = head_problem(log, keys)
     if cut is not None:
@@ -160,18 +163,18 @@ class Violation(msgspec.Struct):
     message: str
 
 
-def isolation_check(data_dir: str | Path, keys: KeyRing) -> list[Violation]:
+def isolation_check(data_dir: str | Path, keys: KeyRing, logs: LogDirectory | None = None) -> list[Violation]:
     """Every event in every log names that log's owner, and no read or link ever returned an
     id that is not a memory of the same user."""
-    data_dir = Path(data_dir)
-    owners = list(list_logs(data_dir))
+    logs = _directory(Path(data_dir), keys, logs)
+    owners = list(logs.list_logs())
     ids_of: dict[str, set[str]] = {}
     violations: list[Violation] = []
-    for folder, owner in owners:
-        if folder.name != owner.key:
-            violations.append(Violation(str(owner), None, f"log folder {folder.name} is not the owner's key {owner.key}"))
+    for name, owner in owners:
+        if name != owner.key:
+            violations.append(Violation(str(owner), None, f"log {name} is not the owner's key {owner.key}"))
         ids_of[owner.key] = set()
-        log = _open_log(data_dir, owner, keys)
+        log = logs.open(owner)
         try:
             for record in _records(log):
                 h = json.loads(record.header)
@@ -188,10 +191,10 @@ def isolation_check(data_dir: str | Path, keys: KeyRing) -> list[Violation]:
         for i in ids:
             owners_of_id.setdefault(i, set()).add(key)
     for _, owner in owners:
-        log = _open_log(data_dir, owner, keys)
+        log = logs.open(owner)
         try:
             for row in log.read_raw():
-                seq, type_, version, payload = row[0], row[2], row[3], row[8]
+                seq, type_, version, payload = row.seq, row.type, row.schema_version, row.payload
                 if payload is None or type_ not in ("memories.read", "memories.linked"):
                     continue
                 event = decode_payload(payload, type_, version)

@@ -17,9 +17,9 @@ from pathlib import Path
 import msgspec
 
 from memory.audit import verify_user
-from memory.log import LOG_FILE, USERS_DIR, SqliteEventLog
+from memory.logs import SqliteLogDirectory, sqlite_logs as list_logs
+from memory.log import LOG_FILE, USERS_DIR
 from memory.signing import KEYRING_FILE, KEYS_DIR, KeyRing, key_files, keys_dir
-from memory.userstore import list_logs
 from memory.verify_export import ChainReport
 
 __all__ = ["BackupManifest", "BackupError", "backup", "restore", "backup_files", "read_manifest", "MANIFEST"]
@@ -139,9 +139,10 @@ def restore(backup_dir: str | Path, data_dir: str | Path, *, force: bool = False
             progress(1)
     _copy_keys(keys_dir(backup_dir), keys_dir(data_dir))
     keys = KeyRing(data_dir)
-    for folder, owner in list_logs(data_dir):
+    logs = SqliteLogDirectory(data_dir, keys)
+    for _, owner in list_logs(data_dir):
         # Each restored log gets its head anchored anew: the backup is what the operator trusts.
-        log = SqliteEventLog(folder / LOG_FILE, owner, keys)
+        log = logs.open(owner)
         try:
             log.anchor_head()
         finally:

@@ -4,13 +4,16 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from memory.errors import MemoryServiceError
 from memory.identity import Identity
-from memory.log import SqliteEventLog, log_path
+from memory.log import user_folder
+from memory.logs import LogDirectory
 from memory.signing import KeyRing
 
 __all__ = ["main", "cli"]
@@ -18,6 +21,14 @@ __all__ = ["main", "cli"]
 _data_dir = click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True,
     envvar="MEMORY_DATA_DIR", help="Where the logs, projections and keys live.",
+)
+_database_url = click.option(
+    "--database-url", metavar="URL", envvar="MEMORY_DATABASE_URL",
+    help="postgresql://... : the logs live in this database (default: SQLite files under --data-dir).",
+)
+_keys_dir = click.option(
+    "--keys-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MEMORY_KEYS_DIR",
+    help="The signing keys' directory (default: DATA_DIR/keys).",
 )
 _user = click.option(
     "--user", "user", metavar="USER",
@@ -33,19 +44,48 @@ def _embedder():
     return default_embedder()
 
 
-def _known_owner(data_dir: Path, user: str) -> Identity:
+def _keys(data_dir: Path, keys_dir: Path | None) -> KeyRing:
+    return KeyRing(data_dir, keys_dir=keys_dir)
+
+
+def _open_logs(data_dir: Path, database_url: str | None, keys_dir: Path | None) -> LogDirectory:
+    """The logs of record: the database `--database-url` names, else the SQLite files in `data_dir`."""
+    from memory.logs import open_log_directory
+
+    try:
+        return open_log_directory(data_dir, _keys(data_dir, keys_dir), database_url)
+    except (ValueError, MemoryServiceError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@contextmanager
+def _logs(data_dir: Path, database_url: str | None, keys_dir: Path | None) -> Iterator[LogDirectory]:
+    logs = _open_logs(data_dir, database_url, keys_dir)
+    try:
+        yield logs
+    finally:
+        logs.close()
+
+
+def _known_owner(logs: LogDirectory, user: str) -> Identity:
     owner = Identity.parse(user)
-    if not log_path(data_dir, owner).exists():
-        raise click.ClickException(f"no log for user {user!r} in {data_dir}")
+    if not logs.exists(owner):
+        raise click.ClickException(f"no log for user {user!r} in {logs}")
     return owner
 
 
-def _owners(data_dir: Path, user: str | None) -> list[Identity]:
-    from memory.userstore import list_logs
-
+def _owners(logs: LogDirectory, user: str | None) -> list[Identity]:
     if user:
-        return [_known_owner(data_dir, user)]
-    return [owner for _, owner in list_logs(data_dir)]
+        return [_known_owner(logs, user)]
+    return [owner for _, owner in logs.list_logs()]
+
+
+def _oauth_store(data_dir: Path, database_url: str | None):
+    """The one place the CLI picks the OAuth and account store: SQLite under the data dir, with
+    or without --database-url for now (its PostgreSQL store is another change)."""
+    from memory.server.oauth.store import OAuthStore
+
+    return OAuthStore(data_dir)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,25 +98,29 @@ def cli() -> None:
 
 @cli.command()
 @_data_dir
+@_database_url
+@_keys_dir
 @_user
 @click.option("--to", "to_seq", type=click.IntRange(min=0), help="Stop after this seq (point in time).")
-def replay(data_dir: Path, user: str, to_seq: int | None) -> None:
-    """Rebuild a user's projections from their log, optionally only up to --to SEQ."""
+def replay(data_dir: Path, database_url: str | None, keys_dir: Path | None, user: str, to_seq: int | None) -> None:
+    """Rebuild a user's projections (in --data-dir) from their log, optionally only up to --to SEQ."""
     from memory.userstore import build_projections
     from projections.base import PROJECTIONS_FILE, open_projection_db
 
     if not user:
         raise click.UsageError("--user is required")
-    owner = _known_owner(data_dir, user)
-    keys = KeyRing(data_dir)
-    log = SqliteEventLog(log_path(data_dir, owner), owner, keys)
-    view = build_projections(open_projection_db(log.path.parent / PROJECTIONS_FILE), _embedder())
-    total = min(to_seq, log.last_seq()) if to_seq is not None else log.last_seq()
-    with click.progressbar(length=total, label=f"replaying {owner}", file=sys.stderr) as bar:
-        applied = view.projections.rebuild(log, to_seq, bar.update)
-    click.echo(f"{owner}: projections rebuilt from {applied} events (now at seq {view.checkpoint})")
-    view.db.close()
-    log.close()
+    with _logs(data_dir, database_url, keys_dir) as logs:
+        owner = _known_owner(logs, user)
+        log = logs.open(owner)
+        folder = user_folder(data_dir, owner)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        view = build_projections(open_projection_db(folder / PROJECTIONS_FILE), _embedder())
+        total = min(to_seq, log.last_seq()) if to_seq is not None else log.last_seq()
+        with click.progressbar(length=total, label=f"replaying {owner}", file=sys.stderr) as bar:
+            applied = view.projections.rebuild(log, to_seq, bar.update)
+        click.echo(f"{owner}: projections rebuilt from {applied} events (now at seq {view.checkpoint})")
+        view.db.close()
+        log.close()
 
 
 def _echo_report(owner: Identity, report, detail: str = "") -> bool:
@@ -90,22 +134,29 @@ def _echo_report(owner: Identity, report, detail: str = "") -> bool:
 
 @cli.command()
 @_data_dir
+@_database_url
+@_keys_dir
 @_user
-def verify(data_dir: Path, user: str | None) -> None:
+def verify(data_dir: Path, database_url: str | None, keys_dir: Path | None, user: str | None) -> None:
     """Check every log's chain, signatures and seqs, and that projections agree with it.
 
     Says how many events each key signed; an event a key signed after it was marked compromised fails.
     """
+    with _logs(data_dir, database_url, keys_dir) as logs:
+        _verify_logs(data_dir, logs, user)
+
+
+def _verify_logs(data_dir: Path, logs: LogDirectory, user: str | None) -> None:
     from memory.audit import verify_user
 
-    keys = KeyRing(data_dir)
+    keys = logs.keys
     compromised = {r["kid"] for r in keys.records() if r["compromised_at"]}
-    owners = _owners(data_dir, user)
+    owners = _owners(logs, user)
     embedder = _embedder()
     failed = 0
     for owner in owners:
         try:
-            report = verify_user(data_dir, owner, keys, embedder)
+            report = verify_user(data_dir, owner, keys, embedder, logs=logs)
         except MemoryServiceError as exc:
             failed += 1
             click.echo(f"FAIL {owner}: {exc}", err=True)
@@ -122,32 +173,37 @@ def verify(data_dir: Path, user: str | None) -> None:
 
 @cli.command()
 @_data_dir
+@_database_url
+@_keys_dir
 @_user
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def export(data_dir: Path, user: str, output: Path) -> None:
+def export(data_dir: Path, database_url: str | None, keys_dir: Path | None, user: str, output: Path) -> None:
     """Write a user's self-contained, signed export bundle."""
     from memory.audit import export_user
 
     if not user:
         raise click.UsageError("--user is required")
-    owner = _known_owner(data_dir, user)
-    keys = KeyRing(data_dir)
-    log = SqliteEventLog(log_path(data_dir, owner), owner, keys)
-    total = log.last_seq()
-    log.close()
-    with click.progressbar(length=total, label=f"exporting {owner}", file=sys.stderr) as bar:
-        manifest = export_user(data_dir, owner, keys, output, bar.update)
+    with _logs(data_dir, database_url, keys_dir) as logs:
+        owner = _known_owner(logs, user)
+        log = logs.open(owner)
+        total = log.last_seq()
+        log.close()
+        with click.progressbar(length=total, label=f"exporting {owner}", file=sys.stderr) as bar:
+            manifest = export_user(data_dir, owner, logs.keys, output, bar.update, logs=logs)
     click.echo(f"exported {manifest['event_count']} events of {owner} to {output}")
 
 
 @cli.command("import")
 @_data_dir
+@_database_url
+@_keys_dir
 @_user
 @click.option("--format", "format_name", required=True,
               type=click.Choice(["server-memory", "mem0", "jsonl", "export"]),
               help="What wrote FILE: the MCP reference memory server, mem0, our JSON lines, or a bundle.")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-def import_command(data_dir: Path, user: str, format_name: str, file: Path) -> None:
+def import_command(data_dir: Path, database_url: str | None, keys_dir: Path | None, user: str, format_name: str,
+                   file: Path) -> None:
     """Import another tool's memories into a user's log (all of FILE, or nothing)."""
     from memory.importing import MAX_IMPORT_BYTES
     from memory.service import Caller, MemoryService
@@ -156,7 +212,7 @@ def import_command(data_dir: Path, user: str, format_name: str, file: Path) -> N
         raise click.UsageError("--user is required")
     if file.stat().st_size > MAX_IMPORT_BYTES:
         raise click.ClickException(f"{file} is larger than {MAX_IMPORT_BYTES} bytes")
-    service = MemoryService(data_dir, _embedder())
+    service = MemoryService(data_dir, _embedder(), logs=_open_logs(data_dir, database_url, keys_dir))
     try:
         report = service.import_memories(Caller(Identity.parse(user), client_id="memory-import"), format_name,
                                          file.read_bytes())
@@ -182,33 +238,38 @@ def verify_export(args: tuple[str, ...]) -> None:
 
 @cli.command("isolation-check")
 @_data_dir
-def isolation_check(data_dir: Path) -> None:
+@_database_url
+@_keys_dir
+def isolation_check(data_dir: Path, database_url: str | None, keys_dir: Path | None) -> None:
     """Every event belongs to its log's owner; no read returned another user's memory."""
     from memory.audit import isolation_check as check
-    from memory.userstore import list_logs
 
-    violations = check(data_dir, KeyRing(data_dir))
-    for v in violations:
-        click.echo(f"VIOLATION {v.user}: {v.message}", err=True)
-    if violations:
-        raise SystemExit(1)
-    click.echo(f"isolation holds across {sum(1 for _ in list_logs(data_dir))} log(s)")
+    with _logs(data_dir, database_url, keys_dir) as logs:
+        violations = check(data_dir, logs.keys, logs=logs)
+        for v in violations:
+            click.echo(f"VIOLATION {v.user}: {v.message}", err=True)
+        if violations:
+            raise SystemExit(1)
+        click.echo(f"isolation holds across {sum(1 for _ in logs.list_logs())} log(s)")
 
 
 @cli.command()
 @_data_dir
+@_database_url
+@_keys_dir
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def stats(data_dir: Path, as_json: bool) -> None:
+def stats(data_dir: Path, database_url: str | None, keys_dir: Path | None, as_json: bool) -> None:
     """Users, daily active users, memories and operations per user, OAuth flows."""
     import msgspec
 
-    from memory.server.oauth.store import OAuthStore, oauth_db_path
+    from memory.server.oauth.store import oauth_db_path
     from memory.stats import collect_stats, tool_calls
 
-    report = collect_stats(data_dir)
+    with _logs(data_dir, database_url, keys_dir) as logs:
+        report = collect_stats(logs)
     flows = None
     if oauth_db_path(data_dir).exists():
-        with OAuthStore(data_dir) as store:
+        with _oauth_store(data_dir, database_url) as store:
             flows = store.counts()
     if as_json:
         calls = tool_calls(flows or {})
@@ -276,18 +337,52 @@ def restore_command(backup_dir: Path, data_dir: Path, force: bool) -> None:
     click.echo(f"restored and verified {len(reports)} log(s) into {data_dir}")
 
 
+@cli.command("migrate")
+@_data_dir
+@click.option("--database-url", metavar="URL", envvar="MEMORY_DATABASE_URL", required=True,
+              help="postgresql://... : the database to copy every log into.")
+@_keys_dir
+def migrate_command(data_dir: Path, database_url: str, keys_dir: Path | None) -> None:
+    """Copy every SQLite log of --data-dir into PostgreSQL verbatim, then verify every chain there.
+
+    The signed bytes are copied unchanged (redactions included); running it again changes nothing.
+    """
+    from memory.logs import is_database_url
+    from memory.migrate import migrate, problems_of
+
+    if not is_database_url(database_url):
+        raise click.BadParameter("must be a postgresql:// URL", param_hint="--database-url")
+    with _logs(data_dir, database_url, keys_dir) as logs:
+        total = 0
+        results = migrate(data_dir, logs)
+        failed = 0
+        for result in results:
+            total += result.copied
+            if result.ok:
+                click.echo(f"ok {result.owner}: {result.events} events, {result.copied} copied now, "
+                           f"{result.redacted} redacted now, head {result.report.head_hash[:16]}")
+            else:
+                failed += 1
+                for problem in problems_of(result):
+                    click.echo(f"FAIL {result.owner}: {problem.message}", err=True)
+    if failed:
+        raise SystemExit(1)
+    click.echo(f"migrated and verified {len(results)} log(s) into {logs}: {total} event(s) copied")
+
+
 @cli.command("rotate-key")
 @_data_dir
+@_keys_dir
 @click.option("--compromised", is_flag=True,
               help="The old key leaked: refuse every token it signed at once (not only those issued after "
                    "the rotation) and flag events it signs from now on in `memory verify`.")
-def rotate_key(data_dir: Path, compromised: bool) -> None:
+def rotate_key(data_dir: Path, keys_dir: Path | None, compromised: bool) -> None:
     """Make a new signing key the active one; old keys stay published so old events verify.
 
     A running server notices within a second: it signs with the new key and accepts tokens of
     the old one only if they were issued before the rotation (none, with --compromised).
     """
-    keys = KeyRing(data_dir)
+    keys = _keys(data_dir, keys_dir)
     old = keys.active_key_id
     new = keys.rotate(compromised=compromised)
     click.echo(f"rotated signing key {old} -> {new}" + (f" ({old} marked compromised)" if compromised else ""))
@@ -295,9 +390,10 @@ def rotate_key(data_dir: Path, compromised: bool) -> None:
 
 @cli.command()
 @_data_dir
-def jwks(data_dir: Path) -> None:
+@_keys_dir
+def jwks(data_dir: Path, keys_dir: Path | None) -> None:
     """Print the public keys (JWKS) that verify this server's events, exports and tokens."""
-    click.echo(json.dumps(KeyRing(data_dir).jwks(), indent=2))
+    click.echo(json.dumps(_keys(data_dir, keys_dir).jwks(), indent=2))
 
 
 _config_file = click.option(
@@ -336,6 +432,8 @@ _SERVE_FLAGS = {"access_token_ttl": "access_token_ttl_seconds",
 @click.option("--host", help="Interface to listen on (default 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port to listen on (default 8000).")
 @_data_dir
+@_database_url
+@_keys_dir
 @_config_file
 @click.option("--public-url", metavar="URL",
               help="The URL clients reach this server at (default http://HOST:PORT): the base of metadata "
@@ -386,15 +484,21 @@ def serve(ctx: click.Context, config_file: Path | None, **params) -> None:
     for duration in ("access_token_ttl", "personal_token_max_ttl"):
         if params[duration] is not None:
             params[duration] = _duration(params[duration])
-    if params["data_dir"] is not None:
-        params["data_dir"] = str(params["data_dir"])
+    for path in ("data_dir", "keys_dir"):
+        if params[path] is not None:
+            params[path] = str(params[path])
     settings = _load_settings(_given(ctx, params, _SERVE_FLAGS), config_file).settings
     if (settings.idp_issuer is None) != (settings.idp_jwks_url is None):
         raise click.UsageError("--idp-issuer and --idp-jwks-url go together")
     forwarded = settings.forwarded_allow_ips
+    try:
+        app = create_app(settings)
+    except MemoryServiceError as exc:  # the database cannot be reached, a log cannot be read
+        click.echo(f"Error: {exc}", err=True)
+        raise SystemExit(1) from None
     # log_config=None: the app's logging config (JSON lines by default) formats uvicorn's own lines too.
     # access_log=False: the app logs each request itself, without the query string (a search's words).
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
                             log_level=settings.log_level, lifespan="on", log_config=None, access_log=False,
                             proxy_headers=bool(forwarded), forwarded_allow_ips=forwarded or None,
                             server_header=False, timeout_graceful_shutdown=5)
@@ -415,9 +519,7 @@ def _next_step(settings) -> tuple[int, str]:
     page = f"{settings.base_url}/"
     if settings.external_idp:
         return logging.INFO, f"Ready: assistants connect to {settings.resource_url} with tokens of {settings.idp_issuer}"
-    from memory.server.oauth.store import OAuthStore
-
-    with OAuthStore(settings.data_dir) as store:
+    with _oauth_store(Path(settings.data_dir), settings.database_url) as store:
         has_accounts = bool(store.users())
     if has_accounts:
         return logging.INFO, f"Ready at {page} (sign in there); assistants connect to {settings.resource_url}"
@@ -483,6 +585,8 @@ def _utc(seconds: float | None) -> str:
 
 @cli.group(invoke_without_command=True)
 @_data_dir
+@_database_url
+@_keys_dir
 @_user
 @click.option("--name", default="cli", show_default=True, metavar="NAME",
               help="What the token is for (claude-code, codex, a script): how it is listed and revoked, "
@@ -496,14 +600,13 @@ def _utc(seconds: float | None) -> str:
                    "$MEMORY_CONFIG, else the URL the server on --data-dir recorded when it started).")
 @_config_file
 @click.pass_context
-def token(ctx: click.Context, data_dir: Path, user: str | None, name: str, scopes: str, ttl: str,
-          public_url: str | None, config_file: Path | None) -> None:
+def token(ctx: click.Context, data_dir: Path, database_url: str | None, keys_dir: Path | None, user: str | None,
+          name: str, scopes: str, ttl: str, public_url: str | None, config_file: Path | None) -> None:
     """Print a named, revocable bearer token for a local account, signed with this data directory's key.
 
     `memory token list` and `memory token revoke` show and revoke them.
     """
     from memory.server.auth import ALL_SCOPES, issue_personal_token
-    from memory.server.oauth.store import OAuthStore
 
     if ctx.invoked_subcommand is not None:
         return
@@ -513,9 +616,9 @@ def token(ctx: click.Context, data_dir: Path, user: str | None, name: str, scope
         raise click.BadParameter(f"scopes must be among {' '.join(ALL_SCOPES)} (got {scopes!r})")
     settings = _public_settings(data_dir, public_url, config_file)
     cap = settings.personal_token_max_ttl_seconds
-    with OAuthStore(data_dir) as store:
+    with _oauth_store(data_dir, database_url) as store:
         try:
-            printed = issue_personal_token(KeyRing(data_dir), store, issuer=settings.base_url,
+            printed = issue_personal_token(_keys(data_dir, keys_dir), store, issuer=settings.base_url,
                                            audience=settings.resource_url, user=user, name=name,
                                            scopes=scopes.split(), ttl_seconds=_duration(ttl), max_ttl_seconds=cap)
         except ValueError as exc:
@@ -525,13 +628,12 @@ def token(ctx: click.Context, data_dir: Path, user: str | None, name: str, scope
 
 @token.command("list")
 @_data_dir
+@_database_url
 @_user
-def token_list(data_dir: Path, user: str | None) -> None:
+def token_list(data_dir: Path, database_url: str | None, user: str | None) -> None:
     """The live personal tokens of --user: name, created, expires, last used (UTC)."""
-    from memory.server.oauth.store import OAuthStore
-
     user = _local_user(user)
-    with OAuthStore(data_dir) as store:
+    with _oauth_store(data_dir, database_url) as store:
         tokens = store.personal_tokens_of(user)
     click.echo(f"{'name':<24} {'created':<17} {'expires':<17} last used")
     for t in tokens:
@@ -540,14 +642,13 @@ def token_list(data_dir: Path, user: str | None) -> None:
 
 @token.command("revoke")
 @_data_dir
+@_database_url
 @_user
 @click.argument("name")
-def token_revoke(data_dir: Path, user: str | None, name: str) -> None:
+def token_revoke(data_dir: Path, database_url: str | None, user: str | None, name: str) -> None:
     """Revoke every live personal token of --user named NAME (refused at once, also by a running server)."""
-    from memory.server.oauth.store import OAuthStore
-
     user = _local_user(user)
-    with OAuthStore(data_dir) as store:
+    with _oauth_store(data_dir, database_url) as store:
         revoked = store.revoke_personal_tokens(user, name)
     if not revoked:
         raise click.ClickException(f"{user} has no live token named {name!r} "
@@ -576,10 +677,12 @@ def _new_password() -> str:
 
 @user.command("add")
 @_data_dir
+@_database_url
+@_keys_dir
 @click.argument("name")
 @click.option("--reclaim", is_flag=True,
               help="Take over the memories of a removed account of the same name, on purpose.")
-def user_add(data_dir: Path, name: str, reclaim: bool) -> None:
+def user_add(data_dir: Path, database_url: str | None, keys_dir: Path | None, name: str, reclaim: bool) -> None:
     """Create account NAME; the password is read from stdin, or prompted for on a terminal.
 
     NAME's memories are those of `memory token --user NAME`: the same log. The log of a removed
@@ -587,14 +690,15 @@ def user_add(data_dir: Path, name: str, reclaim: bool) -> None:
     """
     from memory.identity import LOCAL_ISSUER
     from memory.server.oauth.passwords import hash_password
-    from memory.server.oauth.store import OAuthStore, RemovedAccount, valid_username
+    from memory.server.oauth.store import RemovedAccount, valid_username
 
     if not valid_username(name):
         raise click.BadParameter(f"{name!r}: use letters, digits, '.', '_', '@' or '-' (at most 64)")
     password = _new_password()
     # A removed account's name without memories left on disk holds nothing to take over.
-    orphaned = log_path(data_dir, Identity(LOCAL_ISSUER, name)).exists()
-    with OAuthStore(data_dir) as store:
+    with _logs(data_dir, database_url, keys_dir) as logs:
+        orphaned = logs.exists(Identity(LOCAL_ISSUER, name))
+    with _oauth_store(data_dir, database_url) as store:
         try:
             store.add_user(name, hash_password(password), reclaim=reclaim or not orphaned)
         except RemovedAccount:
@@ -609,14 +713,14 @@ def user_add(data_dir: Path, name: str, reclaim: bool) -> None:
 
 @user.command("passwd")
 @_data_dir
+@_database_url
 @click.argument("name")
-def user_passwd(data_dir: Path, name: str) -> None:
+def user_passwd(data_dir: Path, database_url: str | None, name: str) -> None:
     """Set account NAME's password (read like `user add` does) and sign it out of every web session."""
     from memory.server.oauth.passwords import hash_password
-    from memory.server.oauth.store import OAuthStore
 
     password = _new_password()
-    with OAuthStore(data_dir) as store:
+    with _oauth_store(data_dir, database_url) as store:
         if not store.set_password(name, hash_password(password)):
             raise click.ClickException(f"no account {name!r}")
     click.echo(f"changed the password of {name}; its web sessions are ended")
@@ -624,23 +728,21 @@ def user_passwd(data_dir: Path, name: str) -> None:
 
 @user.command("list")
 @_data_dir
-def user_list(data_dir: Path) -> None:
+@_database_url
+def user_list(data_dir: Path, database_url: str | None) -> None:
     """The accounts, one a line."""
-    from memory.server.oauth.store import OAuthStore
-
-    with OAuthStore(data_dir) as store:
+    with _oauth_store(data_dir, database_url) as store:
         for name in store.users():
             click.echo(name)
 
 
 @user.command("remove")
 @_data_dir
+@_database_url
 @click.argument("name")
-def user_remove(data_dir: Path, name: str) -> None:
+def user_remove(data_dir: Path, database_url: str | None, name: str) -> None:
     """Remove account NAME: end its sessions, revoke its grants and personal tokens (its memories stay in its log)."""
-    from memory.server.oauth.store import OAuthStore
-
-    with OAuthStore(data_dir) as store:
+    with _oauth_store(data_dir, database_url) as store:
         if not store.remove_user(name):
             raise click.ClickException(f"no account {name!r}")
     click.echo(f"removed account {name}")

@@ -100,9 +100,9 @@ class RetrieveQuery(MemoryFilter):
                                                         "8601 time: '2026-05-01T00:00:00Z'.")] = None
 
     #: Leave out memories scoring under this; None: the calibrated relevance floor, 0: none.
-    min_score: Annotated[float | None, Meta(ge=0.0, le=100.0, description=(
+    min_score: Annotated[float, Meta(ge=0.0, le=100.0, description=(
         "Leave out memories scoring under this (scores are about 0 to 1.5). Default: the calibrated "
-        "relevance floor, so a query about nothing stored returns none; 0 returns the closest anyway."))] = None
+        "relevance floor, so a query about nothing stored returns none; 0 returns the closest anyway."))] | None = None
 
     @property
     def filter(self) -> MemoryFilter:

@@ -38,6 +38,7 @@ from memory.importing import imported_memory_id, import_source, parse_import
 from memory.ids import is_uuid, new_uuid7
 from memory.identity import Actor, Identity
 from memory.log import EventDraft
+from memory.logs import LogDirectory, SqliteLogDirectory
 from memory.model import Entity, Link, LinkType, Memory, MemoryFields, MemoryType, Scope, Status, initial_status
 from memory.results import (
     ChainStatus,
@@ -116,14 +117,18 @@ def _now() -> datetime:
 
 
 class MemoryService:
-    def __init__(self, data_dir: str | Path, embedder: Embedder, keys: KeyRing | None = None):
+    def __init__(self, data_dir: str | Path, embedder: Embedder, keys: KeyRing | None = None,
+                 logs: LogDirectory | None = None):
+        """`logs`: where the logs of record are (default: SQLite files under `data_dir`); the
+        service closes it. Projections are kept under `data_dir` whatever the backend."""
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.keys = keys or KeyRing(self.data_dir)
+        self.keys = keys or (logs.keys if logs is not None else KeyRing(self.data_dir))
+        self.logs = logs or SqliteLogDirectory(self.data_dir, self.keys)
         self.embedder = embedder
         # New memories are embedded here after their store has been answered (UserStore.append).
         self._embed_later = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="embed-later")
-        self.users = UserDirectory(self.data_dir, self.keys, embedder, self._embed_later)
+        self.users = UserDirectory(self.data_dir, self.logs, embedder, self._embed_later)
         # user key -> (seq, entry hash, events) of the last event verify_chain found sound.
         self._verified_chains: dict[str, tuple[int, str, int]] = {}
         self._query_embeddings = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
@@ -136,6 +141,7 @@ class MemoryService:
         # What is still queued is embedded now; anything left is caught up at the next start.
         self._embed_later.shutdown(wait=True)
         self.users.close()
+        self.logs.close()
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -540,7 +546,7 @@ class MemoryService:
         store = self._store(caller)
         with store.lock:
             self._audit_read(caller, "export", None, [])
-            return export_user(self.data_dir, caller.identity, self.keys, output)
+            return export_user(self.data_dir, caller.identity, self.keys, output, logs=self.logs)
 
     def context_info(self, caller: Caller) -> ContextInfo:
         store = self._store(caller)
@@ -597,7 +603,7 @@ class MemoryService:
         verified = self._verified_chains.get(key)
         # Its own connection and one read transaction: appends go on while it runs.
         report = verify_user(self.data_dir, caller.identity, self.keys, None,
-                             after=verified[:2] if verified else None)
+                             after=verified[:2] if verified else None, logs=self.logs)
         count = report.event_count + (verified[2] if verified else 0)
         if report.ok and report.event_count:
             self._verified_chains[key] = (report.last_seq, report.head_hash, count)

@@ -1,6 +1,6 @@
 """The server's Ed25519 signing keys: created on first start, rotated on demand, published as JWKS.
 
-Files live in `<data_dir>/keys/`: one PKCS#8 PEM per key (mode 0600) and `keyring.json`, which
+Files live in `<data_dir>/keys/` (or the directory `--keys-dir` names, shared by replicas): one PKCS#8 PEM per key (mode 0600) and `keyring.json`, which
 records every key with when it was created, retired and (if it leaked) marked compromised, and
 which one signs now. Retired keys stay in the published JWKS so that old events and exports keep
 verifying; what a retired key may still vouch for is the verifier's to decide (`KeyStatus`).
@@ -93,8 +93,9 @@ def key_files(directory: Path) -> list[str]:
 
 
 class KeyRing:
-    def __init__(self, data_dir: str | Path):
-        self._dir = keys_dir(data_dir)
+    def __init__(self, data_dir: str | Path, *, keys_dir: str | Path | None = None):
+        """The keys in `keys_dir`, by default `<data_dir>/keys` (replicas share one, a mounted secret)."""
+        self._dir = Path(keys_dir) if keys_dir else Path(data_dir) / KEYS_DIR
         self._lock = threading.Lock()
         self._index = _Index("", (), {}, {}, None)
         self._checked_at = time.monotonic()

@@ -1,4 +1,4 @@
-"""What an operator watches, read from the logs on disk: users, who was active, how many memories,
+"""What an operator watches, read from the logs: users, who was active, how many memories,
 which operations. `memory stats` prints it; /metrics publishes the same numbers.
 
 Failed calls append no event: their counts come from what the server tallies in its store
@@ -11,9 +11,8 @@ from pathlib import Path
 
 import msgspec
 
-from memory.log import LOG_FILE
-from memory.log_reports import tally_log
-from memory.userstore import list_logs
+from memory.identity import Identity
+from memory.logs import LogDirectory, SqliteLogDirectory
 
 __all__ = ["UserStats", "Stats", "collect_stats", "tool_calls", "TOOL_CALL_COUNTER"]
 
@@ -47,23 +46,23 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _user_stats(folder: Path, user: str, key: str, since: str, operations: bool) -> tuple[UserStats, bool]:
-    # Which tool made each read is in its payload: reading them all is for the CLI, not every scrape.
-    tally = tally_log(folder / LOG_FILE, since, reads_by_operation=operations)
-    by_type = tally.by_type
-    reads = {f"read:{operation}": n for operation, n in tally.reads_by_operation.items()}
-    operations = {t: n for t, n in by_type.items() if t != "memories.read"} | reads
-    memories = by_type.get("memory.stored", 0) - by_type.get("memory.forgotten", 0)
-    return UserStats(user=user, key=key, events=tally.events, memories=memories,
-                     reads=by_type.get("memories.read", 0), last_event_at=tally.last_event_at,
-                     operations=operations), tally.active_since
+def _user_stats(logs: LogDirectory, owner: Identity, since: str, operations: bool) -> tuple[UserStats, bool]:
+    tally = logs.tally(owner, since, operations)
+    ops = {t: n for t, n in tally.by_type.items() if t != "memories.read"} | tally.reads
+    memories = tally.by_type.get("memory.stored", 0) - tally.by_type.get("memory.forgotten", 0)
+    return UserStats(user=str(owner), key=owner.key, events=tally.events, memories=memories,
+                     reads=tally.by_type.get("memories.read", 0), last_event_at=tally.last_event_at,
+                     operations=ops), tally.active
 
 
-def collect_stats(data_dir: str | Path, now: datetime | None = None, operations: bool = True) -> Stats:
+def collect_stats(logs: LogDirectory | str | Path, now: datetime | None = None, operations: bool = True) -> Stats:
+    """Over every log of `logs` (a data dir's SQLite logs when given a path)."""
+    if isinstance(logs, str | Path):
+        logs = SqliteLogDirectory(logs, None)  # type: ignore[arg-type]  # tallies need no keys
     since = _iso((now or datetime.now(UTC)) - timedelta(days=1))
     per_user, active = [], 0
-    for folder, owner in list_logs(data_dir):
-        user, was_active = _user_stats(folder, str(owner), owner.key, since, operations)
+    for _, owner in logs.list_logs():
+        user, was_active = _user_stats(logs, owner, since, operations)
         per_user.append(user)
         active += was_active
     counts = [u.memories for u in per_user] or [0]

@@ -1,7 +1,9 @@
 """One user's log and projections kept in step, and the directory of all users' stores.
 
-Each user has a folder `<data_dir>/users/<hash of identity>/` holding `events.sqlite` (the log,
-the truth) and `projections.sqlite` (derived; deleted or corrupted, it is rebuilt on open).
+Each user has a folder `<data_dir>/users/<hash of identity>/` holding `projections.sqlite`
+(derived; deleted or corrupted, it is rebuilt on open) and, on the SQLite backend, `events.sqlite`
+(the log, the truth). On PostgreSQL the log is in the database and the folder is this process's
+cache of it, caught up by seq.
 Every user has a lock of their own, so one user's writes never hold up another user's reads.
 """
 
@@ -17,9 +19,8 @@ from pathlib import Path
 from memory.errors import StorageError
 from memory.events import MemoryStored, MemoryUpdated
 from memory.identity import Identity
-from memory.log import LOG_FILE, USERS_DIR, EventDraft, SqliteEventLog, StoredEvent, log_path
-from memory.log_reports import log_owner
-from memory.signing import KeyRing
+from memory.log import EventDraft, EventStore, StoredEvent, user_folder
+from memory.logs import LogDirectory, sqlite_logs
 from projections.base import PROJECTIONS_FILE, ProjectionSet, open_projection_db, passes_quick_check
 from projections.duplicates import TextKeysProjection
 from projections.embedder import Embedder
@@ -78,20 +79,22 @@ class UserStore:
     needs the vectors (`catch_up_embeddings`) waits for them. Without it every write embeds
     before it returns."""
 
-    def __init__(self, data_dir: Path, owner: Identity, keys: KeyRing, embedder: Embedder,
-                 background: Executor | None = None):
-        self.owner = owner
+    def __init__(self, data_dir: Path, log: EventStore, embedder: Embedder, background: Executor | None = None):
+        """Takes over `log` (closes it on close, and when opening fails)."""
+        self.owner = log.owner
         self.embedder = embedder
         self.lock = threading.RLock()
         self._background = background
         self._embedding = threading.Lock()
-        self.log = SqliteEventLog(log_path(data_dir, owner), owner, keys)
+        self.log = log
         try:
             self.log.check_chain()
         except BaseException:
             self.log.close()
             raise
-        self._projection_path = self.log.path.parent / PROJECTIONS_FILE
+        folder = user_folder(data_dir, self.owner)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._projection_path = folder / PROJECTIONS_FILE
         self.view = self._open_view()
         if self.view.checkpoint > self.log.last_seq():
             # Projections of a longer log (the log was restored from an older backup): they
@@ -126,16 +129,23 @@ class UserStore:
                     raise StorageError(f"cannot update the indexes ({exc}); retry once the disk has room") from exc
                 raise
 
+    def _projected_head(self) -> int:
+        # How far the other projections got: every append catches them up to the log's head, so
+        # this is the head as this process knows it, without asking the log (on PostgreSQL a
+        # round trip, twice on every read). Catching up with other processes' appends is
+        # `catch_up`'s job.
+        return max(self.view.projections.checkpoints().values(), default=0)
+
     @property
     def embeddings_behind(self) -> bool:
-        return self.view.projections.checkpoints()["embeddings"] < self.log.last_seq()
+        return self.view.projections.checkpoints()["embeddings"] < self._projected_head()
 
     def catch_up_embeddings(self) -> None:
         """Bring the embeddings up to the log's head: the texts are embedded outside the lock,
         then applied inside it with their vectors ready. One catch-up per user at a time; a
         caller arriving during one waits for it instead of embedding the same texts again."""
         with self._embedding:
-            done, head = self.view.projections.checkpoints()["embeddings"], self.log.last_seq()
+            done, head = self.view.projections.checkpoints()["embeddings"], self._projected_head()
             if done >= head:
                 return
             texts = [_text_to_embed(event.payload) for event in self.log.read_events(done, head)]
@@ -217,18 +227,18 @@ class UserStore:
             self.log.close()
 
 
-def list_logs(data_dir: str | Path) -> Iterator[tuple[Path, Identity]]:
-    """Every user folder with a log, and its owner as the log itself records it."""
-    for path in sorted((Path(data_dir) / USERS_DIR).glob(f"*/{LOG_FILE}")):
-        yield path.parent, log_owner(path)
+#: Kept for callers of the SQLite layout; `LogDirectory.list_logs` is the backend-neutral one.
+list_logs = sqlite_logs
 
 
 class UserDirectory:
-    """Opens each user's store once and keeps it; finds every log on disk."""
+    """Opens each user's store once and keeps it: the log from `logs`, projections under `data_dir`."""
 
-    def __init__(self, data_dir: str | Path, keys: KeyRing, embedder: Embedder, background: Executor | None = None):
+    def __init__(self, data_dir: str | Path, logs: LogDirectory, embedder: Embedder,
+                 background: Executor | None = None):
         self.data_dir = Path(data_dir)
-        self.keys = keys
+        self.logs = logs
+        self.keys = logs.keys
         self.embedder = embedder
         self._background = background
         self._stores: dict[str, UserStore] = {}
@@ -245,7 +255,7 @@ class UserDirectory:
         with opening:
             store = self._stores.get(owner.key)
             if store is None:
-                store = UserStore(self.data_dir, owner, self.keys, self.embedder, self._background)
+                store = UserStore(self.data_dir, self.logs.open(owner), self.embedder, self._background)
                 self._stores[owner.key] = store
         return store
 

@@ -67,7 +67,8 @@ def fuse(bm25: Mapping[str, float], dense: Mapping[str, float], bm25_weight: flo
 def coverage(bm25: Mapping[str, float], counts: Mapping[str, int], total: int) -> dict[str, float]:
     """BM25 over the sum of the query words' IDF (FTS5's own IDF): 1.0 for a memory that holds every
     word of the query once at average length; comparable across queries, unlike the raw score."""
-    idf = sum(max(1e-6, math.log((total - n + 0.5) / (n + 0.5))) for n in counts.values())
+    # `total` is the vector index's size, which an embedding on its way may leave under a count.
+    idf = sum(max(1e-6, math.log((max(total - n, 0) + 0.5) / (n + 0.5))) for n in counts.values())
     if idf <= 0:
         return {}
     return {m: s / idf for m, s in bm25.items()}

@@ -176,13 +176,28 @@ def _openapi(settings: ServerSettings) -> OpenAPIConfig:
     )
 
 
+def open_service(settings: ServerSettings) -> MemoryService:
+    """The service over the logs of record `settings` names: PostgreSQL with `database_url`,
+    else SQLite files under `data_dir`; the keys from `keys_dir` (default `<data_dir>/keys`)."""
+    from memory.logs import open_log_directory
+    from projections.embedder import default_embedder
+
+    keys = KeyRing(settings.data_dir, keys_dir=settings.keys_dir)
+    return MemoryService(settings.data_dir, default_embedder(),
+                         logs=open_log_directory(settings.data_dir, keys, settings.database_url))
+
+
+def open_oauth_store(settings: ServerSettings) -> OAuthStore:
+    """The one place the OAuth and account store is chosen: SQLite under `data_dir`, with or
+    without `database_url` for now (its PostgreSQL store is another change)."""
+    return OAuthStore(settings.data_dir)
+
+
 def create_app(settings: ServerSettings, *, service: MemoryService | None = None,
                verifier: TokenVerifier | None = None) -> Litestar:
     if service is None:
-        from projections.embedder import default_embedder
-
-        service = MemoryService(settings.data_dir, default_embedder())
-    oauth_store = OAuthStore(settings.data_dir)
+        service = open_service(settings)
+    oauth_store = open_oauth_store(settings)
     if verifier is None:
         verifier = _verifier(settings, service.keys, oauth_store)
     auth = DefineMiddleware(BearerAuthMiddleware, verifier=verifier,

@@ -137,6 +137,8 @@ def render(loaded: LoadedSettings) -> str:
         value = getattr(loaded.settings, name)
         if value is not None and is_secret(name):
             value = "********"
+        elif name == "database_url" and value is not None:
+            value = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1********@", value)  # the password, not the rest
         line = f"# {name} is unset" if value is None else f"{name} = {_toml_value(value)}"
         lines.append(f"{line:<60} # {loaded.sources[name]}")
     return "\n".join(lines)

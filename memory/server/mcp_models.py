@@ -97,9 +97,9 @@ class NoArguments(_Args):
 
 class SearchArgs(_Args):
     query: Annotated[str, Meta(max_length=_MAX_QUERY, description="What to look for, in natural language.")]
-    min_score: Annotated[float | None, Meta(ge=0.0, le=100.0, description=(
+    min_score: Annotated[float, Meta(ge=0.0, le=100.0, description=(
         "Leave out memories scoring under this. Default: the calibrated relevance floor; 0 returns the "
-        "closest anyway."))] = None
+        "closest anyway."))] | None = None
 
 
 class IdArgs(_Args):

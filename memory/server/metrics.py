@@ -132,7 +132,7 @@ class _DataDirCollector(Collector):
         yield from self._lag()
 
     def _families(self) -> list:
-        stats = collect_stats(self._service.data_dir, operations=False)
+        stats = collect_stats(self._service.logs, operations=False)
         users = GaugeMetricFamily("memory_users", "People with a log.", value=stats.users)
         active = GaugeMetricFamily("memory_daily_active_users", "People whose log grew in the last 24 hours.",
                                    value=stats.daily_active_users)

@@ -28,6 +28,11 @@ def server_version() -> str:
 
 class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: str = "data"
+    #: postgresql://... : every person's log lives in this database (replicas share it); unset,
+    #: each log is a SQLite file under data_dir. Projections are per-process caches in data_dir.
+    database_url: str | None = None
+    #: The signing keys (default <data_dir>/keys): one key ring for every replica, a mounted secret.
+    keys_dir: str | None = None
     host: str = "127.0.0.1"
     port: Port = 8000
     #: The URL clients reach this server at; every metadata document, token audience and fetch
@@ -73,6 +78,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     widget: bool = True
 
     def __post_init__(self) -> None:
+        if self.database_url is not None and self.database_url.split(":", 1)[0] not in ("postgresql", "postgres"):
+            raise ValueError("database_url must be a postgresql:// URL")
         if self.public_url is not None:
             parts = urlsplit(self.public_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -1,6 +1,7 @@
 """Child process of test_crash.py: writes to alice's memory through MemoryService until killed.
 
-Usage: python _crash_writer.py DATA_DIR SEED. Prints `ready`, then `ack SEQ EVENT_ID` after every
+Usage: python _crash_writer.py DATA_DIR SEED [DATABASE_URL]: the log on SQLite in DATA_DIR, or in
+PostgreSQL when a URL is given (projections stay in DATA_DIR). Prints `ready`, then `ack SEQ EVENT_ID` after every
 operation the service has acknowledged (appended, fsynced, projected), flushing each line.
 """
 
@@ -9,15 +10,19 @@ import sys
 
 from memory.commands import StoreMemory, UpdateMemory
 from memory.identity import LOCAL_ISSUER, Identity
+from memory.logs import open_log_directory
 from memory.model import LinkType
 from memory.service import Caller, MemoryService
+from memory.signing import KeyRing
 from projections.embedder import default_embedder
 
 
 def main() -> None:
     data_dir, seed = sys.argv[1], int(sys.argv[2])
+    database_url = sys.argv[3] if len(sys.argv) > 3 else None
     rng = random.Random(seed)
-    service = MemoryService(data_dir, default_embedder())
+    logs = open_log_directory(data_dir, KeyRing(data_dir), database_url)
+    service = MemoryService(data_dir, default_embedder(), logs=logs)
     caller = Caller(Identity(LOCAL_ISSUER, "alice"), client_id="crash-writer")
     log = service.users.get(caller.identity).log
     live: list[str] = []

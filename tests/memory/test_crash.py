@@ -4,7 +4,8 @@ A child process (`_crash_writer.py`) writes through MemoryService, so projection
 too, and prints each acknowledged seq and event id. The parent kills it with SIGKILL after a
 random number of acks plus a random few milliseconds (so most kills land inside a write), twenty
 times over the same data dir, and after every kill checks the log, the files, verification and the
-projections' catch-up; `memory verify` runs on the result at the end.
+projections' catch-up; `memory verify` runs on the result at the end. Both backends: the log in
+SQLite, and in a real PostgreSQL (a killed client's open transaction is rolled back by the server).
 """
 
 import os
@@ -21,7 +22,8 @@ import pytest
 
 from memory.audit import verify_user
 from memory.identity import LOCAL_ISSUER, Identity
-from memory.log import LOG_FILE, SqliteEventLog, log_path
+from memory.log import log_path, user_folder
+from memory.logs import open_log_directory
 from memory.service import MemoryService
 from memory.signing import KeyRing
 from projections.base import PROJECTIONS_FILE
@@ -33,11 +35,13 @@ ROUNDS = 20
 pytestmark = pytest.mark.slow
 
 
-def run_writer_until_killed(data_dir: Path, seed: int, kill_after: int, delay: float = 0.0) -> list[tuple[int, str]]:
+def run_writer_until_killed(data_dir: Path, seed: int, kill_after: int, delay: float = 0.0,
+                            database_url: str | None = None) -> list[tuple[int, str]]:
     """Start a writer, SIGKILL it `delay` seconds after its `kill_after`th ack, return every ack it printed."""
     errors = data_dir.parent / f"writer-{seed}.stderr"  # a file: an undrained pipe could block the child
     with errors.open("w") as stderr:
-        child = subprocess.Popen([sys.executable, WRITER, data_dir, str(seed)], stdout=subprocess.PIPE,
+        child = subprocess.Popen([sys.executable, WRITER, data_dir, str(seed), *([database_url] if database_url else [])],
+                                 stdout=subprocess.PIPE,
                                  stderr=stderr, text=True)
     lines = []
     try:
@@ -69,7 +73,12 @@ def integrity(path: Path) -> str:
         return db.execute("PRAGMA integrity_check").fetchone()[0]
 
 
-def test_a_writer_killed_at_random_points_loses_no_acknowledged_event(data_dir: Path, embedder):
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request) -> str | None:
+    return request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+
+
+def test_a_writer_killed_at_random_points_loses_no_acknowledged_event(data_dir: Path, embedder, database_url):
     rng = random.Random()
     seed = rng.randrange(2**32)
     rng.seed(seed)
@@ -77,16 +86,17 @@ def test_a_writer_killed_at_random_points_loses_no_acknowledged_event(data_dir: 
     for round_ in range(ROUNDS):
         kill_after, delay = rng.randint(1, 25), rng.uniform(0, 0.02)
         where = f"seed {seed}, round {round_}, killed {delay * 1000:.1f} ms after {kill_after} acks"
-        acks = run_writer_until_killed(data_dir, seed + round_, kill_after, delay)
+        acks = run_writer_until_killed(data_dir, seed + round_, kill_after, delay, database_url)
         assert len(acks) >= kill_after, where
         acknowledged += acks
 
-        folder = log_path(data_dir, ALICE).parent
-        assert integrity(folder / LOG_FILE) == "ok", where
-        assert integrity(folder / PROJECTIONS_FILE) == "ok", where
+        if database_url is None:
+            assert integrity(log_path(data_dir, ALICE)) == "ok", where
+        assert integrity(user_folder(data_dir, ALICE) / PROJECTIONS_FILE) == "ok", where
 
         keys = KeyRing(data_dir)
-        log = SqliteEventLog(log_path(data_dir, ALICE), ALICE, keys)
+        logs = open_log_directory(data_dir, keys, database_url)
+        log = logs.open(ALICE)
         try:
             for seq, event_id in acknowledged:
                 event = log.get_event(seq)
@@ -98,11 +108,12 @@ def test_a_writer_killed_at_random_points_loses_no_acknowledged_event(data_dir: 
             log.close()
         assert last_seq >= acknowledged[-1][0], where
 
-        report = verify_user(data_dir, ALICE, keys, embedder)
+        report = verify_user(data_dir, ALICE, keys, embedder, logs=logs)
         assert report.ok, f"{where}: {report.problems}"
         assert report.event_count == last_seq
+        logs.close()
 
-        service = MemoryService(data_dir, embedder)
+        service = MemoryService(data_dir, embedder, logs=open_log_directory(data_dir, keys, database_url))
         try:
             store = service.users.get(ALICE)
             assert store.view.checkpoint == last_seq, where
@@ -114,5 +125,6 @@ def test_a_writer_killed_at_random_points_loses_no_acknowledged_event(data_dir: 
             service.close()
 
     memory = Path(sys.executable).parent / "memory"
-    verified = subprocess.run([str(memory), "verify", "--data-dir", str(data_dir)], capture_output=True, text=True)
+    verified = subprocess.run([str(memory), "verify", "--data-dir", str(data_dir),
+                               *(["--database-url", database_url] if database_url else [])], capture_output=True, text=True)
     assert verified.returncode == 0, f"seed {seed}: {verified.stdout}{verified.stderr}"

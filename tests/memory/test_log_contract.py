@@ -1,8 +1,9 @@
-"""The `EventStore` contract, run against every implementation, then SQLite-only guarantees.
+"""The `EventStore` contract, run against every implementation, then each backend's own guarantees.
 
 Add an implementation by appending a factory to `STORE_FACTORIES`: a class whose instances open
-stores (`open(owner, slot=...)`) over one fresh place (a data dir, a database schema) and close
-them all in `close()`. Every contract test then runs against it unchanged.
+stores (`open(owner, slot=...)`) over one fresh place (a data dir, a database) and close them all
+in `close()`. Every contract test then runs against it unchanged. The PostgreSQL factory gets a
+fresh database on the suite's own server (tests/postgres_server.py).
 """
 
 import hashlib
@@ -59,12 +60,34 @@ class SqliteStores:
                 pass  # a test closed it already
 
 
-STORE_FACTORIES = [pytest.param(SqliteStores, id="sqlite")]
+class PostgresStores:
+    """Opens `PostgresEventLog`s in one fresh database, through one pool as the service does."""
+
+    needs_database = True
+
+    def __init__(self, root: Path, url: str):
+        from memory.postgres_log import PostgresLogDirectory
+
+        self.keys = KeyRing(root)
+        self.directory = PostgresLogDirectory(url, self.keys)
+
+    def open(self, owner: Identity, *, slot: Identity | None = None) -> EventStore:
+        """`owner`'s log; with `slot`, the log that belongs to `slot` opened as `owner`."""
+        return self.directory.open(owner, log_id=(slot or owner).key)
+
+    def close(self) -> None:
+        self.directory.close()
+
+
+STORE_FACTORIES = [pytest.param(SqliteStores, id="sqlite"), pytest.param(PostgresStores, id="postgres")]
 
 
 @pytest.fixture(params=STORE_FACTORIES)
-def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqliteStores]:
-    factory = request.param(tmp_path / "data")
+def stores(request: pytest.FixtureRequest, tmp_path: Path):
+    if getattr(request.param, "needs_database", False):
+        factory = request.param(tmp_path / "data", request.getfixturevalue("postgres_url"))
+    else:
+        factory = request.param(tmp_path / "data")
     yield factory
     factory.close()
 

@@ -1,0 +1,108 @@
+"""Where every person's log lives: the `LogDirectory` seam and its SQLite implementation.
+
+A `LogDirectory` opens (creating on first use) the log of an owner, says whether one exists, lists
+every log with its owner as the log itself records it, and tallies a log for `memory stats`.
+`SqliteLogDirectory` keeps one file per person under `<data_dir>/users/`; `PostgresLogDirectory`
+(memory/postgres_log.py) keeps every log in one database. `open_log_directory` picks one from a
+database URL: the one place the backend is chosen.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+from memory.identity import Identity
+from memory.log import LOG_FILE, USERS_DIR, EventStore, SqliteEventLog, log_path
+from memory.log_reports import log_owner, tally_log
+from memory.signing import KeyRing
+
+__all__ = ["LogDirectory", "LogTally", "SqliteLogDirectory", "open_log_directory", "sqlite_logs",
+           "is_database_url"]
+
+
+class LogTally(msgspec.Struct, kw_only=True):
+    """What `memory stats` and /metrics count in one log, without decoding it."""
+
+    events: int
+    last_event_at: str | None
+    #: event type -> count
+    by_type: dict[str, int]
+    #: "read:<tool>" -> count of reads that tool made (redacted reads count as "read:redacted")
+    reads: dict[str, int]
+    #: whether the log has an event recorded at or after the `since` asked about
+    active: bool
+
+
+class LogDirectory(Protocol):
+    keys: KeyRing
+
+    def open(self, owner: Identity) -> EventStore:
+        """`owner`'s log, created empty when there is none; the caller closes it."""
+        ...
+
+    def exists(self, owner: Identity) -> bool: ...
+
+    def list_logs(self) -> Iterator[tuple[str, Identity]]:
+        """(the name the log is stored under, its owner as the log records it) for every log, in
+        name order. The name should be the owner's key; isolation-check reports any that is not."""
+        ...
+
+    def tally(self, owner: Identity, since: str, operations: bool) -> LogTally:
+        """Counts of `owner`'s log; `operations` also counts reads by tool (reads every read's payload)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def is_database_url(url: str | None) -> bool:
+    return bool(url) and url.split(":", 1)[0] in ("postgresql", "postgres")
+
+
+def open_log_directory(data_dir: str | Path, keys: KeyRing, database_url: str | None = None) -> LogDirectory:
+    """PostgreSQL when a database URL is given, else the SQLite files under `data_dir`."""
+    if database_url:
+        if not is_database_url(database_url):
+            raise ValueError(f"the database URL must start with postgresql:// (got {database_url.split(':', 1)[0]!r})")
+        # Imported here: psycopg is the optional [postgres] extra, not needed by the default install.
+        from memory.postgres_log import PostgresLogDirectory
+
+        return PostgresLogDirectory(database_url, keys)
+    return SqliteLogDirectory(data_dir, keys)
+
+
+def sqlite_logs(data_dir: str | Path) -> Iterator[tuple[Path, Identity]]:
+    """Every user folder under `data_dir` with a log, and its owner as the log itself records it."""
+    for path in sorted((Path(data_dir) / USERS_DIR).glob(f"*/{LOG_FILE}")):
+        yield path.parent, log_owner(path)
+
+
+class SqliteLogDirectory:
+    """One SQLite file per person: `<data_dir>/users/<owner key>/events.sqlite`."""
+
+    def __init__(self, data_dir: str | Path, keys: KeyRing):
+        self.data_dir = Path(data_dir)
+        self.keys = keys
+
+    def __str__(self) -> str:
+        return str(self.data_dir)
+
+    def open(self, owner: Identity) -> SqliteEventLog:
+        return SqliteEventLog(log_path(self.data_dir, owner), owner, self.keys)
+
+    def exists(self, owner: Identity) -> bool:
+        return log_path(self.data_dir, owner).exists()
+
+    def list_logs(self) -> Iterator[tuple[str, Identity]]:
+        for folder, owner in sqlite_logs(self.data_dir):
+            yield folder.name, owner
+
+    def tally(self, owner: Identity, since: str, operations: bool) -> LogTally:
+        counted = tally_log(log_path(self.data_dir, owner), since, reads_by_operation=operations)
+        return LogTally(events=counted.events, last_event_at=counted.last_event_at, by_type=counted.by_type,
+                        reads={f"read:{op}": n for op, n in counted.reads_by_operation.items()},
+                        active=counted.active_since)
+
+    def close(self) -> None:
+        pass  # each log is a file of its own, closed with its store
