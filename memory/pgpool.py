@@ -1,0 +1,31 @@
+"""One psycopg connection pool per process for the stores replicas share in PostgreSQL (accounts and
+grants, rate limits, the embedding cache). psycopg is the optional `[postgres]` extra: it is imported
+here, when a database URL is given, never by the default SQLite install."""
+
+from typing import Any
+
+__all__ = ["open_pool", "create_schema"]
+
+# A server's threads (request handlers, background embedding) each hold a connection only for one
+# short transaction: a few are enough, and N replicas must stay well under max_connections.
+_MIN_CONNECTIONS = 1
+_MAX_CONNECTIONS = 8
+
+
+def open_pool(url: str, *, max_size: int = _MAX_CONNECTIONS) -> Any:
+    """An open `psycopg_pool.ConnectionPool` on `url`; fails at once when the database is unreachable."""
+    from psycopg_pool import ConnectionPool
+
+    pool = ConnectionPool(url, min_size=_MIN_CONNECTIONS, max_size=max_size, open=False,
+                          kwargs={"autocommit": False}, name="memory")
+    pool.open(wait=True, timeout=30)
+    return pool
+
+
+def create_schema(pool: Any, lock_name: str, statements: str) -> None:
+    """Run CREATE ... IF NOT EXISTS statements once, however many processes start at the same time:
+    PostgreSQL's IF NOT EXISTS is not safe against a concurrent creator, so each schema takes an
+    advisory lock of its own for the transaction."""
+    with pool.connection() as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock_name,))
+        conn.execute(statements)
