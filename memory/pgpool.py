@@ -13,9 +13,15 @@ _MAX_CONNECTIONS = 8
 
 
 def open_pool(url: str, *, max_size: int = _MAX_CONNECTIONS) -> Any:
-    """An open `psycopg_pool.ConnectionPool` on `url`; fails at once when the database is unreachable."""
+    """An open `psycopg_pool.ConnectionPool` on `url`. An unreachable database fails here, with
+    PostgreSQL's own reason (a pool would only report a timeout, 30 s later)."""
+    import psycopg
     from psycopg_pool import ConnectionPool
 
+    try:
+        psycopg.connect(url, connect_timeout=10).close()
+    except psycopg.Error as exc:
+        raise ConnectionError(f"cannot connect to the database: {exc}".strip()) from exc
     pool = ConnectionPool(url, min_size=_MIN_CONNECTIONS, max_size=max_size, open=False,
                           kwargs={"autocommit": False}, name="memory")
     pool.open(wait=True, timeout=30)

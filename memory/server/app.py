@@ -39,10 +39,11 @@ from memory.server.metrics import ERRORS, ToolCallTally, http_metrics, metrics_h
 from memory.server.oauth.endpoints import build_oauth_controllers
 from memory.server.oauth.external import ExternalTokenVerifier, IssuerRoutingVerifier
 from memory.server.oauth.ratelimit import oauth_rate_limit, principal_rate_limit
-from memory.server.oauth.store import OAuthStore
+from memory.server.oauth.storage import AuthStore
 from memory.server.rest import build_rest_controller, domain_error_response
 from memory.server.security_headers import add_security_headers
 from memory.server.settings import ServerSettings, server_version
+from memory.server.shared import shared_stores
 from memory.server.web import build_web_controllers, web_template_config
 from memory.server.wellknown import RESOURCE_METADATA_PATH, WellKnownController
 from memory.service import MemoryService
@@ -112,7 +113,7 @@ def _log_failure(exc: Exception, scope: Scope) -> None:
         logger.error("unexpected error on %s", path, exc_info=exc)
 
 
-async def _keep_flushing(tally: ToolCallTally, store: OAuthStore) -> None:
+async def _keep_flushing(tally: ToolCallTally, store: AuthStore) -> None:
     while True:
         await anyio.sleep(_TALLY_FLUSH_SECONDS)
         try:
@@ -121,7 +122,7 @@ async def _keep_flushing(tally: ToolCallTally, store: OAuthStore) -> None:
             logger.exception("could not save the tool-call counts")
 
 
-def _verifier(settings: ServerSettings, keys: KeyRing, oauth_store: OAuthStore) -> TokenVerifier:
+def _verifier(settings: ServerSettings, keys: KeyRing, oauth_store: AuthStore) -> TokenVerifier:
     local = LocalTokenVerifier(keys, issuer=settings.base_url, audience=settings.resource_url,
                                leeway_seconds=settings.token_leeway_seconds,
                                grant_revoked=oauth_store.grant_revoked, personal_tokens=oauth_store,
@@ -181,7 +182,9 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
         from projections.embedder import default_embedder
 
         service = MemoryService(settings.data_dir, default_embedder())
-    oauth_store = OAuthStore(settings.data_dir)
+    # Accounts, grants and tokens: in PostgreSQL with a database URL (shared by every replica), else SQLite.
+    shared = shared_stores(settings)
+    oauth_store = shared.auth
     if verifier is None:
         verifier = _verifier(settings, service.keys, oauth_store)
     auth = DefineMiddleware(BearerAuthMiddleware, verifier=verifier,

@@ -28,6 +28,9 @@ def server_version() -> str:
 
 class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: str = "data"
+    #: postgresql://... : what replicas share (accounts and grants, rate limits, the embedding cache)
+    #: lives in this database; none keeps everything in SQLite under data_dir.
+    database_url: str | None = None
     host: str = "127.0.0.1"
     port: Port = 8000
     #: The URL clients reach this server at; every metadata document, token audience and fetch
