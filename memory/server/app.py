@@ -240,6 +240,7 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
         before_send=[add_security_headers],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=_openapi(settings),
+        stores=shared.rate_limits or None,
         logging_config=logging_config(settings),
         debug=False,
     )

@@ -1,6 +1,7 @@
 """What every replica of one deployment must share, chosen in one place: with a database URL
 (`database_url`, `MEMORY_DATABASE_URL`) it all lives in that PostgreSQL database, so a flow started
-on one replica finishes on another, a revocation holds everywhere and a rate limit is one budget;
+on one replica finishes on another, a revocation holds everywhere and a rate limit is one budget
+across them;
 without one, the SQLite stores under the data directory that one server has always used.
 
 `shared_stores(settings)` is what `create_app` calls; `auth_store(data_dir, database_url)` is the
@@ -21,6 +22,9 @@ class SharedStores:
     """`auth`: accounts, sessions, clients, codes, grants, personal tokens and the tallies."""
 
     auth: AuthStore
+    #: Litestar stores by name (`Litestar(stores=...)`): the rate limits' budgets. Empty on SQLite,
+    #: where Litestar's default (in memory, per process) is what one server needs.
+    rate_limits: dict[str, Any] = field(default_factory=dict)
     #: The psycopg pool the PostgreSQL stores share; None on SQLite.
     pool: Any = None
     _closed: bool = field(default=False, repr=False)
@@ -56,8 +60,12 @@ def shared_stores(settings: ServerSettings) -> SharedStores:
         return SharedStores(auth=OAuthStore(settings.data_dir))
     from memory.server.oauth.pgstore import PostgresOAuthStore
 
+    from memory.server.kvstore import PostgresStore
+    from memory.server.oauth.ratelimit import CALLS_STORE, OAUTH_STORE
+
     pool = _postgres_pool(settings.database_url)
-    return SharedStores(auth=PostgresOAuthStore(pool), pool=pool)
+    return SharedStores(auth=PostgresOAuthStore(pool), pool=pool,
+                        rate_limits={name: PostgresStore(pool, name) for name in (OAUTH_STORE, CALLS_STORE)})
 
 
 def auth_store(data_dir: str, database_url: str | None = None) -> AuthStore:

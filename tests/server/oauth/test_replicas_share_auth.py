@@ -6,8 +6,6 @@ sign-ins, codes, grants and personal tokens are the database's, so it makes no d
 import base64
 import hashlib
 import secrets
-import shutil
-import time
 from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
@@ -15,64 +13,16 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx2
 import pytest
+from pg_replicas import PASSWORD, Replicas, running_replicas
 from web_calls import _HIDDEN, csrf_token
 
-from memory.pgpool import open_pool
-from memory.server.auth import ALL_SCOPES, issue_personal_token
-from memory.server.oauth.passwords import hash_password
-from memory.server.oauth.pgstore import PostgresOAuthStore
-from memory.server.process import ServerProcess, free_port
-from memory.server.web.session import session_key
-from memory.signing import KeyRing
-
 CALLBACK = "https://chatgpt.com/connector_platform_oauth_redirect"
-PASSWORD = "alice-replica-password"
-
-
-class Replicas:
-    def __init__(self, first: ServerProcess, second: ServerProcess, public_url: str, database_url: str):
-        self.first, self.second = first, second
-        self.public_url = public_url
-        self.database_url = database_url
-
-    @staticmethod
-    def direct(server: ServerProcess) -> str:
-        """The replica's own address (its settings' URL is the shared public one)."""
-        return f"http://127.0.0.1:{server.port}"
 
 
 @pytest.fixture()
 def replicas(tmp_path: Path, postgres_url: str) -> Iterator[Replicas]:
-    first_dir, second_dir = tmp_path / "a" / "data", tmp_path / "b" / "data"
-    first_dir.mkdir(parents=True)
-    second_dir.mkdir(parents=True)
-    # One key ring for both, as a deployment mounts one secret into every replica.
-    KeyRing(first_dir)
-    session_key(first_dir)
-    shutil.copytree(first_dir / "keys", second_dir / "keys")
-    with PostgresOAuthStore(open_pool(postgres_url), owns_pool=True) as store:
-        store.add_user("alice", hash_password(PASSWORD))  # what `memory user add` does with --database-url
-    port = free_port()
-    public_url = f"http://127.0.0.1:{port}"
-    env = {"MEMORY_DATABASE_URL": postgres_url}
-    first = ServerProcess(first_dir, port=port, public_url=public_url, env=env)
-    second = ServerProcess(second_dir, public_url=public_url, env=env)
-    with first, second:
-        # `start` waited on the public URL, which is the first replica's: wait for the second's own.
-        _wait_healthy(Replicas.direct(second), second)
-        yield Replicas(first, second, public_url, postgres_url)
-
-
-def _wait_healthy(url: str, server: ServerProcess, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx2.TransportError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} did not come up:\n{server.log_tail()}")
+    with running_replicas(tmp_path, postgres_url) as running:
+        yield running
 
 
 def _pkce() -> tuple[str, str]:
@@ -126,11 +76,7 @@ def test_an_authorization_code_flow_hops_between_replicas_and_a_replayed_code_re
 
 def test_a_personal_token_revoked_on_one_replica_is_refused_by_the_other(replicas: Replicas):
     a, b = Replicas.direct(replicas.first), Replicas.direct(replicas.second)
-    with PostgresOAuthStore(open_pool(replicas.database_url), owns_pool=True) as store:
-        token = issue_personal_token(KeyRing(replicas.first.data_dir), store, issuer=replicas.public_url,
-                                     audience=f"{replicas.public_url}/mcp", user="alice", name="script",
-                                     scopes=ALL_SCOPES, ttl_seconds=3600, max_ttl_seconds=86400)
-    bearer = {"Authorization": f"Bearer {token}"}
+    bearer = {"Authorization": f"Bearer {replicas.personal_token('script')}"}
     with httpx2.Client(timeout=30, follow_redirects=False) as browser:
         assert browser.get(f"{b}/api/v1/memories", headers=bearer).status_code == 200
         assert browser.get(f"{a}/api/v1/memories", headers=bearer).status_code == 200
