@@ -72,6 +72,7 @@ from memory.results import (
 from memory.signing import KeyRing
 from memory.userstore import ProjectionView, UserDirectory, UserStore
 from projections.embedder import Embedder
+from projections.embedding_cache import EmbeddingCache
 from projections.ranking import Filters, rank_memories
 from projections.vectors import VectorIndex
 
@@ -118,14 +119,16 @@ def _now() -> datetime:
 
 
 class MemoryService:
-    def __init__(self, data_dir: str | Path, embedder: Embedder, keys: KeyRing | None = None):
+    def __init__(self, data_dir: str | Path, embedder: Embedder, keys: KeyRing | None = None,
+                 embedding_caches: Callable[[str], EmbeddingCache] | None = None):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.keys = keys or KeyRing(self.data_dir)
         self.embedder = embedder
         # New memories are embedded here after their store has been answered (UserStore.append).
         self._embed_later = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="embed-later")
-        self.users = UserDirectory(self.data_dir, self.keys, embedder, self._embed_later)
+        # `embedding_caches`: each person's vector cache elsewhere than their projections file (PostgreSQL).
+        self.users = UserDirectory(self.data_dir, self.keys, embedder, self._embed_later, embedding_caches)
         # user key -> (seq, entry hash, events) of the last event verify_chain found sound.
         self._verified_chains: dict[str, tuple[int, str, int]] = {}
         self._query_embeddings = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,

@@ -22,6 +22,7 @@ from memory.signing import KeyRing
 from projections.base import ProjectionSet, open_projection_db
 from projections.duplicates import TextKeysProjection
 from projections.embedder import Embedder
+from projections.embedding_cache import EmbeddingCache, SqliteEmbeddingCache
 from projections.embeddings import EmbeddingsProjection
 from projections.entities import EntitiesProjection
 from projections.fulltext import FullTextProjection
@@ -61,9 +62,14 @@ class ProjectionView:
 
 
 def build_projections(
-    db: sqlite3.Connection, embedder: Embedder, cache_db: sqlite3.Connection | None = None
+    db: sqlite3.Connection, embedder: Embedder, cache_db: sqlite3.Connection | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> ProjectionView:
-    embeddings = EmbeddingsProjection(embedder, cache_db)
+    """`cache` keeps the vectors (a shared one: PostgreSQL); else `cache_db`'s table (another
+    projections file's); else `db`'s own."""
+    if cache is None and cache_db is not None:
+        cache = SqliteEmbeddingCache(cache_db)
+    embeddings = EmbeddingsProjection(embedder, cache)
     projections = ProjectionSet(
         db, [MemoriesProjection(), FullTextProjection(), EntitiesProjection(), LinksProjection(), TextKeysProjection(),
             embeddings]
@@ -78,8 +84,11 @@ class UserStore:
     before it returns."""
 
     def __init__(self, data_dir: Path, owner: Identity, keys: KeyRing, embedder: Embedder,
-                 background: Executor | None = None):
+                 background: Executor | None = None, embedding_cache: EmbeddingCache | None = None):
+        """`embedding_cache`: where this person's vectors are kept when not in their projections
+        file (PostgreSQL, shared by replicas)."""
         self.owner = owner
+        self._embedding_cache = embedding_cache
         self.embedder = embedder
         self.lock = threading.RLock()
         self._background = background
@@ -105,12 +114,13 @@ class UserStore:
             db = open_projection_db(self._projection_path)
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("quick_check failed")
-            return build_projections(db, self.embedder)
+            return build_projections(db, self.embedder, cache=self._embedding_cache)
         except sqlite3.DatabaseError:
             # Derived data only: set the damaged file aside and rebuild from the log.
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{self._projection_path}{suffix}").unlink(missing_ok=True)
-            return build_projections(open_projection_db(self._projection_path), self.embedder)
+            return build_projections(open_projection_db(self._projection_path), self.embedder,
+                                     cache=self._embedding_cache)
 
     def catch_up(self, to_seq: int | None = None, progress: Callable[[int], None] | None = None,
                  skip: frozenset[str] = frozenset()) -> int:
@@ -204,7 +214,8 @@ class UserStore:
     def view_as_of(self, seq: int) -> ProjectionView:
         """The projections as they were after `seq`, rebuilt in memory from the log."""
         with self.lock:
-            view = build_projections(open_projection_db(":memory:"), self.embedder, cache_db=self.view.db)
+            view = build_projections(open_projection_db(":memory:"), self.embedder, cache_db=self.view.db,
+                                     cache=self.view.embeddings.cache)
             view.projections.catch_up(self.log, to_seq=seq)
             return view
 
@@ -230,8 +241,12 @@ def list_logs(data_dir: str | Path) -> Iterator[tuple[Path, Identity]]:
 class UserDirectory:
     """Opens each user's store once and keeps it; finds every log on disk."""
 
-    def __init__(self, data_dir: str | Path, keys: KeyRing, embedder: Embedder, background: Executor | None = None):
+    def __init__(self, data_dir: str | Path, keys: KeyRing, embedder: Embedder, background: Executor | None = None,
+                 embedding_caches: Callable[[str], EmbeddingCache] | None = None):
+        """`embedding_caches`: a person's key -> their embedding cache, when it is not kept in
+        their projections file (PostgreSQL: `projections.pg_embedding_cache`)."""
         self.data_dir = Path(data_dir)
+        self._embedding_caches = embedding_caches
         self.keys = keys
         self.embedder = embedder
         self._background = background
@@ -249,7 +264,8 @@ class UserDirectory:
         with opening:
             store = self._stores.get(owner.key)
             if store is None:
-                store = UserStore(self.data_dir, owner, self.keys, self.embedder, self._background)
+                cache = None if self._embedding_caches is None else self._embedding_caches(owner.key)
+                store = UserStore(self.data_dir, owner, self.keys, self.embedder, self._background, cache)
                 self._stores[owner.key] = store
         return store
 

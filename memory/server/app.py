@@ -178,13 +178,14 @@ def _openapi(settings: ServerSettings) -> OpenAPIConfig:
 
 def create_app(settings: ServerSettings, *, service: MemoryService | None = None,
                verifier: TokenVerifier | None = None) -> Litestar:
+    # What replicas share (accounts, grants, tokens, rate limits, embedding cache): in PostgreSQL
+    # with a database URL, else SQLite and memory as one server has always kept them.
+    shared = shared_stores(settings)
+    oauth_store = shared.auth
     if service is None:
         from projections.embedder import default_embedder
 
-        service = MemoryService(settings.data_dir, default_embedder())
-    # Accounts, grants and tokens: in PostgreSQL with a database URL (shared by every replica), else SQLite.
-    shared = shared_stores(settings)
-    oauth_store = shared.auth
+        service = MemoryService(settings.data_dir, default_embedder(), embedding_caches=shared.embedding_caches)
     if verifier is None:
         verifier = _verifier(settings, service.keys, oauth_store)
     auth = DefineMiddleware(BearerAuthMiddleware, verifier=verifier,
