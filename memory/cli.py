@@ -391,7 +391,13 @@ def serve(ctx: click.Context, config_file: Path | None, **params) -> None:
     forwarded = settings.forwarded_allow_ips
     # log_config=None: the app's logging config (JSON lines by default) formats uvicorn's own lines too.
     # access_log=False: the app logs each request itself, without the query string (a search's words).
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+    from memory.pgpool import DatabaseUnavailable
+
+    try:
+        app = create_app(settings)
+    except DatabaseUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
                             log_level=settings.log_level, lifespan="on", log_config=None, access_log=False,
                             proxy_headers=bool(forwarded), forwarded_allow_ips=forwarded or None,
                             server_header=False, timeout_graceful_shutdown=5)
@@ -412,9 +418,9 @@ def _next_step(settings) -> tuple[int, str]:
     page = f"{settings.base_url}/"
     if settings.external_idp:
         return logging.INFO, f"Ready: assistants connect to {settings.resource_url} with tokens of {settings.idp_issuer}"
-    from memory.server.oauth.store import OAuthStore
+    from memory.server.shared import auth_store
 
-    with OAuthStore(settings.data_dir) as store:
+    with auth_store(settings.data_dir, settings.database_url) as store:
         has_accounts = bool(store.users())
     if has_accounts:
         return logging.INFO, f"Ready at {page} (sign in there); assistants connect to {settings.resource_url}"

@@ -4,7 +4,7 @@ here, when a database URL is given, never by the default SQLite install."""
 
 from typing import Any
 
-__all__ = ["open_pool", "create_schema"]
+__all__ = ["open_pool", "create_schema", "DatabaseUnavailable"]
 
 # A server's threads (request handlers, background embedding) each hold a connection only for one
 # short transaction: a few are enough, and N replicas must stay well under max_connections.
@@ -12,16 +12,22 @@ _MIN_CONNECTIONS = 1
 _MAX_CONNECTIONS = 8
 
 
+class DatabaseUnavailable(ConnectionError):
+    """The database URL names no PostgreSQL server this process can use (the message says why)."""
+
+
 def open_pool(url: str, *, max_size: int = _MAX_CONNECTIONS) -> Any:
     """An open `psycopg_pool.ConnectionPool` on `url`. An unreachable database fails here, with
     PostgreSQL's own reason (a pool would only report a timeout, 30 s later)."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise DatabaseUnavailable(f"the database URL must start with postgresql://, got {url.split(':', 1)[0]!r}")
     import psycopg
     from psycopg_pool import ConnectionPool
 
     try:
         psycopg.connect(url, connect_timeout=10).close()
     except psycopg.Error as exc:
-        raise ConnectionError(f"cannot connect to the database: {exc}".strip()) from exc
+        raise DatabaseUnavailable(f"cannot connect to the database: {exc}".strip()) from exc
     pool = ConnectionPool(url, min_size=_MIN_CONNECTIONS, max_size=max_size, open=False,
                           kwargs={"autocommit": False}, name="memory")
     pool.open(wait=True, timeout=30)

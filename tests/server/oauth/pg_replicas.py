@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx2
 
 from memory.pgpool import open_pool
-from memory.server.auth import ALL_SCOPES, issue_personal_token
 from memory.server.oauth.passwords import hash_password
 from memory.server.oauth.pgstore import PostgresOAuthStore
 from memory.server.process import ServerProcess, free_port
@@ -37,10 +36,7 @@ class Replicas:
     def personal_token(self, name: str, user: str = "alice") -> str:
         """What `memory token --name NAME` makes for the deployment: signed with the shared keys,
         registered in the database."""
-        with PostgresOAuthStore(open_pool(self.database_url), owns_pool=True) as store:
-            return issue_personal_token(KeyRing(self.first.data_dir), store, issuer=self.public_url,
-                                        audience=f"{self.public_url}/mcp", user=user, name=name,
-                                        scopes=ALL_SCOPES, ttl_seconds=3600, max_ttl_seconds=86400)
+        return self.first.token(user, client_id=name)
 
 
 @contextmanager
