@@ -50,6 +50,9 @@ class PostgresEmbeddingCache:
         # In key order: two replicas caching overlapping texts never wait on each other in a cycle.
         rows = [(self.owner, model_id, h, vectors[h].astype(np.float32).tobytes()) for h in sorted(vectors)]
         with self._pool.connection() as conn:
+            # A cache: a vector lost to a crash of the database is embedded again, so the commit
+            # need not wait for the disk. (Deletes, which erasure relies on, do wait.)
+            conn.execute("SET LOCAL synchronous_commit = off")
             conn.cursor().executemany(
                 "INSERT INTO embedding_cache VALUES (%s, %s, %s, %s) ON CONFLICT (owner, model_id, text_hash) "
                 "DO UPDATE SET vector = excluded.vector", rows)
