@@ -128,7 +128,28 @@ class EmbeddingsProjection:
         else:
             rows = db.execute("SELECT memory_id, text_hash FROM embeddings").fetchall()
             vectors = self.cache.get(self.embedder.model_id, {h for _, h in rows})
+            missing = [(m, h) for m, h in rows if h not in vectors]
+            if missing:
+                vectors.update(self._backfill(db, missing))
             self.index.load(((m, vectors[h]) for m, h in rows if h in vectors), capacity=len(rows))
+
+    def _backfill(self, db: sqlite3.Connection, missing: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+        """Vectors the cache in use lacks for memories the projection has: projections made before
+        the cache moved (a data directory that starts using PostgreSQL keeps its files). They come
+        from the file's own table, else the model, and go into the cache, once."""
+        model = self.embedder.model_id
+        found = SqliteEmbeddingCache(db).get(model, {h for _, h in missing})
+        texts: dict[str, str] = {}
+        for memory_id, digest in missing:
+            if digest not in found and digest not in texts:
+                row = db.execute("SELECT text FROM memories WHERE id = ?", (memory_id,)).fetchone()
+                if row is not None and text_hash(row[0]) == digest:
+                    texts[digest] = row[0]
+        if texts:
+            found.update(zip(texts, self.embedder.embed_documents(list(texts.values())), strict=True))
+        if found:
+            self.cache.put(model, found)
+        return found
 
     def apply(self, db: sqlite3.Connection, events: Sequence[StoredEvent]) -> None:
         cache = self._cache_for(db)

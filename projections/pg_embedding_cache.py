@@ -38,6 +38,8 @@ class PostgresEmbeddingCache:
     def get(self, model_id: str, hashes: Collection[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         ordered = sorted(hashes)
+        if not ordered:
+            return found
         with self._pool.connection() as conn:
             for i in range(0, len(ordered), CHUNK):
                 rows = conn.execute(
@@ -47,6 +49,8 @@ class PostgresEmbeddingCache:
         return found
 
     def put(self, model_id: str, vectors: Mapping[str, np.ndarray]) -> None:
+        if not vectors:
+            return
         # In key order: two replicas caching overlapping texts never wait on each other in a cycle.
         rows = [(self.owner, model_id, h, vectors[h].astype(np.float32).tobytes()) for h in sorted(vectors)]
         with self._pool.connection() as conn:
@@ -58,6 +62,8 @@ class PostgresEmbeddingCache:
                 "DO UPDATE SET vector = excluded.vector", rows)
 
     def delete(self, hashes: Collection[str]) -> None:
+        if not hashes:
+            return
         with self._pool.connection() as conn:
             conn.execute("DELETE FROM embedding_cache WHERE owner = %s AND text_hash = ANY(%s)",
                          (self.owner, sorted(hashes)))

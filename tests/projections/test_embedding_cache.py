@@ -139,3 +139,20 @@ def test_a_cold_replica_embeds_nothing_another_did_and_forgetting_deletes_the_ve
         assert not any(b"flowerpot" in v for v in left.values())
     finally:
         second.close()
+
+
+def test_a_data_directory_that_moves_to_the_shared_cache_keeps_every_vector_without_the_model(tmp_path, embedder,
+                                                                                              pool):
+    before = MemoryService(tmp_path, embedder)  # SQLite: the vectors are in the projections file
+    ids = [before.store(ALICE, StoreMemory(text=f"Moved memory number {i} about {word}")).id
+           for i, word in enumerate(("otters", "kettles", "lanterns"))]
+    before.close()
+
+    model = CountingEmbedder(embedder)
+    after = MemoryService(tmp_path, model, embedding_caches=postgres_embedding_caches(pool))
+    try:
+        index = after.users.get(ALICE.identity).view.embeddings.index
+        assert all(memory_id in index for memory_id in ids) and model.embedded == []
+        assert len(_rows(pool, ALICE.identity.key)) == 3  # copied into the shared cache, once
+    finally:
+        after.close()
