@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
 import pytest
 
 from memory.pgpool import open_pool
@@ -37,6 +38,20 @@ def opener(request, tmp_path) -> Iterator[Opener]:
     yield open_store
     for store in opened:
         store.close()
+
+
+@pytest.fixture()
+def stored_bytes(request, tmp_path) -> Callable[[], bytes]:
+    """Everything the backend holds, as bytes: the SQLite file with its WAL, or every row of the
+    PostgreSQL tables as text."""
+    def read() -> bytes:
+        if request.node.callspec.params["opener"] == "sqlite":
+            return b"".join(p.read_bytes() for p in sorted(tmp_path.glob("oauth.sqlite*")))
+        with psycopg.connect(request.getfixturevalue("postgres_url")) as conn:
+            tables = [t for (t,) in conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'oauth_%'")]
+            return "".join(str(conn.execute(f"SELECT * FROM {t}").fetchall()) for t in tables).encode()
+
+    return read
 
 
 @pytest.fixture()
@@ -299,3 +314,20 @@ def test_counters_add_up_across_stores(store: AuthStore, second: AuthStore):
     second.add_counts({"calls": 3})
 
     assert store.counts() == {FLOWS_STARTED: 0, FLOWS_COMPLETED: 0, "calls": 5, "errors": 1}
+
+
+def test_no_session_code_refresh_token_or_personal_token_id_is_stored_in_the_clear(store: AuthStore, stored_bytes):
+    store.add_user("alice", "scrypt$hash")
+    session = store.start_session("alice", 60)
+    store.save_code("code-in-the-clear-0123456789", grant("f", "alice"), 60)
+    store.save_refresh("refresh-in-the-clear-0123456789", grant("f", "alice"), 60)
+    store.register_personal_token("token-id-in-the-clear-0123456789", user="alice", name="cli", scopes=[],
+                                  created_at=time.time(), expires_at=time.time() + 60)
+    store.save_client("confidential", {}, "client-secret-in-the-clear-0123")
+
+    held = stored_bytes()
+
+    assert b"scrypt$hash" in held  # the dump does show what is stored
+    for secret in (session, "code-in-the-clear-0123456789", "refresh-in-the-clear-0123456789",
+                   "token-id-in-the-clear-0123456789", "client-secret-in-the-clear-0123"):
+        assert secret.encode() not in held, secret
