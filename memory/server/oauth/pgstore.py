@@ -48,7 +48,9 @@ CREATE TABLE IF NOT EXISTS oauth_pending (
 CREATE TABLE IF NOT EXISTS oauth_codes (
     hash TEXT PRIMARY KEY, family TEXT NOT NULL, client_id TEXT NOT NULL, redirect_uri TEXT NOT NULL,
     challenge TEXT NOT NULL, username TEXT NOT NULL, scopes TEXT NOT NULL, resource TEXT NOT NULL,
-    expires_at DOUBLE PRECISION NOT NULL, used BOOLEAN NOT NULL DEFAULT false);
+    expires_at DOUBLE PRECISION NOT NULL, used BOOLEAN NOT NULL DEFAULT false,
+    replayed BOOLEAN NOT NULL DEFAULT false);
+CREATE INDEX IF NOT EXISTS oauth_codes_family ON oauth_codes (family);
 CREATE TABLE IF NOT EXISTS oauth_refresh (
     hash TEXT PRIMARY KEY, family TEXT NOT NULL, client_id TEXT NOT NULL, username TEXT NOT NULL,
     scopes TEXT NOT NULL, resource TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL,
@@ -229,7 +231,7 @@ class PostgresOAuthStore:
         now = time.time()
         with self._pool.connection() as conn:
             conn.execute("DELETE FROM oauth_codes WHERE expires_at < %s", (now - 3600,))
-            conn.execute("INSERT INTO oauth_codes VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, false)",
+            conn.execute("INSERT INTO oauth_codes VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, false, false)",
                          (_digest(code), grant.family, grant.client_id, grant.redirect_uri, grant.challenge,
                           grant.user, " ".join(grant.scopes), grant.resource, now + ttl))
             conn.execute("UPDATE oauth_clients SET used = true WHERE client_id = %s AND NOT used", (grant.client_id,))
@@ -249,7 +251,9 @@ class PostgresOAuthStore:
             grant = Grant(family=family, client_id=client_id, redirect_uri=redirect_uri, challenge=challenge,
                           user=user, scopes=scopes.split(), resource=resource)
             if not first:
-                # A second use: whatever the first one issued is revoked.
+                # A second use: whatever the first one issued is revoked, and what it has yet to save
+                # is born revoked (`save_refresh` reads `replayed` under this row's lock).
+                conn.execute("UPDATE oauth_codes SET replayed = true WHERE hash = %s", (_digest(code),))
                 conn.execute("UPDATE oauth_refresh SET revoked = true WHERE family = %s", (family,))
                 return grant, False
             fresh = expires_at >= time.time()
@@ -263,9 +267,14 @@ class PostgresOAuthStore:
         now = time.time()
         with self._pool.connection() as conn:
             conn.execute("DELETE FROM oauth_refresh WHERE expires_at < %s", (now - 86400,))
-            conn.execute("INSERT INTO oauth_refresh VALUES (%s, %s, %s, %s, %s, %s, %s, false, false)",
+            # FOR SHARE waits for a replay of the family's code that is under way: either it
+            # committed first and this token is born revoked, or its revocation comes after and
+            # finds this token.
+            replayed = conn.execute("SELECT replayed FROM oauth_codes WHERE family = %s FOR SHARE",
+                                    (grant.family,)).fetchall()
+            conn.execute("INSERT INTO oauth_refresh VALUES (%s, %s, %s, %s, %s, %s, %s, false, %s)",
                          (_digest(token), grant.family, grant.client_id, grant.user, " ".join(grant.scopes),
-                          grant.resource, now + ttl))
+                          grant.resource, now + ttl, any(r[0] for r in replayed)))
 
     def use_refresh(self, token: str) -> tuple[Grant, str] | None:
         columns = "family, client_id, username, scopes, resource, expires_at"

@@ -363,6 +363,8 @@ class OAuthStore:
             grant = Grant(family=family, client_id=client_id, redirect_uri=redirect_uri, challenge=challenge,
                           user=user, scopes=scopes.split(), resource=resource)
             if used:
+                # used = 2 marks the code replayed: a token the first use saves after this is born revoked.
+                self._db.execute("UPDATE codes SET used = 2 WHERE hash = ?", (_digest(code),))
                 self._db.execute("UPDATE refresh SET revoked = 1 WHERE family = ?", (family,))
                 return grant, False
             self._db.execute("UPDATE codes SET used = 1 WHERE hash = ?", (_digest(code),))
@@ -375,9 +377,12 @@ class OAuthStore:
 
     def save_refresh(self, token: str, grant: Grant, ttl: float) -> None:
         self._run("DELETE FROM refresh WHERE expires_at < ?", (time.time() - 86400,))
-        self._run("INSERT INTO refresh VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0)",
+        # Revoked from the start when the family's code was replayed while its first use was still
+        # on its way here: the replay's revocation found nothing to revoke yet.
+        self._run("INSERT INTO refresh VALUES (?, ?, ?, ?, ?, ?, ?, 0, "
+                  "EXISTS (SELECT 1 FROM codes WHERE family = ? AND used = 2))",
                   (_digest(token), grant.family, grant.client_id, grant.user, " ".join(grant.scopes), grant.resource,
-                   time.time() + ttl))
+                   time.time() + ttl, grant.family))
 
     def use_refresh(self, token: str) -> tuple[Grant, str] | None:
         """(grant, "ok" | "expired" | "revoked" | "reused"); a reused token revokes its whole family."""

@@ -205,6 +205,20 @@ def test_a_code_is_good_once_and_its_second_use_revokes_what_the_first_issued(st
     assert store.counts()[FLOWS_COMPLETED] == 1
 
 
+def test_a_code_replayed_before_its_first_use_saved_its_refresh_token_still_revokes_it(
+        store: AuthStore, second: AuthStore):
+    issued = grant("f-late", "alice")
+    store.save_code("code", issued, 60)
+    assert store.use_code("code") == (issued, True)  # the first use, on one replica...
+    assert second.use_code("code") == (issued, False)  # ...replayed on another before it saved its tokens
+
+    store.save_refresh("late", issued, 3600)
+
+    assert store.grant_revoked("f-late") and second.use_refresh("late")[1] == "revoked"
+    store.save_refresh("other-family", grant("f-other", "alice"), 3600)
+    assert not store.grant_revoked("f-other")
+
+
 def test_of_many_redemptions_of_one_code_at_once_across_two_stores_exactly_one_is_fresh(
         store: AuthStore, second: AuthStore):
     store.save_code("race", grant("f-race", "alice"), 60)
