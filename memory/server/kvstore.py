@@ -73,6 +73,7 @@ class PostgresStore(Store):
         self._hits += 1
         if self._hits % _SWEEP_EVERY == 0:
             await self._run("DELETE FROM rate_limit_windows WHERE reset_at <= %s", (now,))
+            await self._run("DELETE FROM kv_store WHERE expires_at <= %s", (time.time(),))
         rows = await self._run(_HIT, {"ns": self.namespace, "key": key, "now": now, "reset": now + window_seconds})
         return int(rows[0][0]), int(rows[0][1])
 

@@ -89,3 +89,22 @@ async def test_hits_from_two_stores_at_once_are_each_counted_once_and_a_window_s
     finally:
         for p in pools:
             p.close()
+
+
+async def test_windows_and_entries_that_are_over_are_swept_as_hits_go_on(pool, monkeypatch):
+    import memory.server.kvstore as kvstore
+
+    monkeypatch.setattr(kvstore, "_SWEEP_EVERY", 3)
+    store = PostgresStore(pool, "sweep")
+    await store.set("gone", "x", expires_in=1)
+    await store.set("kept", "x")
+    await store.hit("old", 1)
+    await anyio.sleep(1.1)
+
+    await store.hit("new", 60)
+    await store.hit("new", 60)  # the third hit of this process sweeps
+
+    with pool.connection() as conn:
+        keys = {k for (k,) in conn.execute("SELECT key FROM kv_store WHERE namespace = 'sweep' "
+                                           "UNION ALL SELECT key FROM rate_limit_windows WHERE namespace = 'sweep'")}
+    assert keys == {"kept", "new"}
