@@ -1,8 +1,8 @@
 """What every replica of one deployment must share, chosen in one place: with a database URL
 (`database_url`, `MEMORY_DATABASE_URL`) it all lives in that PostgreSQL database, so a flow started
 on one replica finishes on another, a revocation holds everywhere, a rate limit is one budget
-across them and no replica embeds a text another already did;
-without one, the SQLite stores under the data directory that one server has always used.
+across them and no replica embeds a text another already did; without one, the SQLite stores
+under the data directory (and Litestar's in-memory rate limits) that one server has always used.
 
 `shared_stores(settings)` is what `create_app` calls; `auth_store(data_dir, database_url)` is the
 same choice for a CLI command that only needs accounts and tokens.
@@ -48,13 +48,13 @@ class SharedStores:
 
 
 def _postgres_pool(database_url: str) -> Any:
-    from memory.pgpool import open_pool
+    from memory.pgpool import DatabaseUnavailable, open_pool
 
     try:
         return open_pool(database_url)
     except ImportError as exc:
-        raise RuntimeError("a database URL needs the PostgreSQL driver: pip install 'memory-service[postgres]'") \
-            from exc
+        raise DatabaseUnavailable("a database URL needs the PostgreSQL driver: "
+                                  "pip install 'memory-service[postgres]'") from exc
 
 
 def shared_stores(settings: ServerSettings) -> SharedStores:
@@ -63,11 +63,9 @@ def shared_stores(settings: ServerSettings) -> SharedStores:
         from memory.server.oauth.store import OAuthStore
 
         return SharedStores(auth=OAuthStore(settings.data_dir))
-    from memory.server.oauth.pgstore import PostgresOAuthStore
-
     from memory.server.kvstore import PostgresStore
+    from memory.server.oauth.pgstore import PostgresOAuthStore
     from memory.server.oauth.ratelimit import CALLS_STORE, OAUTH_STORE
-
     from projections.pg_embedding_cache import postgres_embedding_caches
 
     pool = _postgres_pool(settings.database_url)
