@@ -81,11 +81,11 @@ def _owners(logs: LogDirectory, user: str | None) -> list[Identity]:
 
 
 def _oauth_store(data_dir: Path, database_url: str | None):
-    """The one place the CLI picks the OAuth and account store: SQLite under the data dir, with
-    or without --database-url for now (its PostgreSQL store is another change)."""
-    from memory.server.oauth.store import OAuthStore
+    """The one place the CLI picks the OAuth and account store: PostgreSQL with --database-url
+    (shared by every replica), else SQLite under the data dir."""
+    from memory.server.shared import auth_store
 
-    return OAuthStore(data_dir)
+    return auth_store(str(data_dir), database_url)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -491,9 +491,11 @@ def serve(ctx: click.Context, config_file: Path | None, **params) -> None:
     if (settings.idp_issuer is None) != (settings.idp_jwks_url is None):
         raise click.UsageError("--idp-issuer and --idp-jwks-url go together")
     forwarded = settings.forwarded_allow_ips
+    from memory.pgpool import DatabaseUnavailable
+
     try:
         app = create_app(settings)
-    except MemoryServiceError as exc:  # the database cannot be reached, a log cannot be read
+    except (MemoryServiceError, DatabaseUnavailable) as exc:  # the database cannot be reached or used
         click.echo(f"Error: {exc}", err=True)
         raise SystemExit(1) from None
     # log_config=None: the app's logging config (JSON lines by default) formats uvicorn's own lines too.

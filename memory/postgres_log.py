@@ -42,6 +42,7 @@ from memory.log import (
     sign_head,
 )
 from memory.logs import LogTally
+from memory.pgpool import describe_url
 from memory.signing import KeyRing
 
 __all__ = ["PostgresEventLog", "PostgresLogDirectory", "SCHEMA"]
@@ -339,12 +340,7 @@ class PostgresLogDirectory:
             raise StorageError(f"cannot connect to the database at {self}: {exc}") from exc
 
     def __str__(self) -> str:
-        # Never the password.
-        try:
-            info = psycopg.conninfo.conninfo_to_dict(self._url)
-        except psycopg.Error:
-            return "the database (its URL cannot be parsed)"
-        return f"postgresql://{info.get('host', '')}:{info.get('port', '5432')}/{info.get('dbname', '')}"
+        return describe_url(self._url)  # never the password
 
     @staticmethod
     def _create_schema(conn: psycopg.Connection) -> None:

@@ -75,6 +75,7 @@ from memory.validation import (
 from projections import entities as entity_reads
 from projections import memories as memory_reads
 from projections.embedder import Embedder
+from projections.embedding_cache import EmbeddingCache
 from projections.links import linked_ids
 from projections.query_vectors import QueryVectorCache
 from projections.ranking import rank_memories
@@ -118,9 +119,11 @@ def _now() -> datetime:
 
 class MemoryService:
     def __init__(self, data_dir: str | Path, embedder: Embedder, keys: KeyRing | None = None,
-                 logs: LogDirectory | None = None):
+                 logs: LogDirectory | None = None,
+                 embedding_caches: Callable[[str], EmbeddingCache] | None = None):
         """`logs`: where the logs of record are (default: SQLite files under `data_dir`); the
-        service closes it. Projections are kept under `data_dir` whatever the backend."""
+        service closes it. `embedding_caches`: each person's vector cache
+        elsewhere than their projections file (PostgreSQL, shared by replicas). Projections are kept under `data_dir` whatever the backend."""
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.keys = keys or (logs.keys if logs is not None else KeyRing(self.data_dir))
@@ -128,7 +131,7 @@ class MemoryService:
         self.embedder = embedder
         # New memories are embedded here after their store has been answered (UserStore.append).
         self._embed_later = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="embed-later")
-        self.users = UserDirectory(self.data_dir, self.logs, embedder, self._embed_later)
+        self.users = UserDirectory(self.data_dir, self.logs, embedder, self._embed_later, embedding_caches)
         # user key -> (seq, entry hash, events) of the last event verify_chain found sound.
         self._verified_chains: dict[str, tuple[int, str, int]] = {}
         self._query_embeddings = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,

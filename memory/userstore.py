@@ -24,6 +24,7 @@ from memory.logs import LogDirectory, sqlite_logs
 from projections.base import PROJECTIONS_FILE, ProjectionSet, open_projection_db, passes_quick_check
 from projections.duplicates import TextKeysProjection
 from projections.embedder import Embedder
+from projections.embedding_cache import EmbeddingCache, SqliteEmbeddingCache
 from projections.embeddings import EmbeddingsProjection
 from projections.entities import EntitiesProjection
 from projections.fulltext import FullTextProjection
@@ -63,9 +64,14 @@ class ProjectionView:
 
 
 def build_projections(
-    db: sqlite3.Connection, embedder: Embedder, cache_db: sqlite3.Connection | None = None
+    db: sqlite3.Connection, embedder: Embedder, cache_db: sqlite3.Connection | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> ProjectionView:
-    embeddings = EmbeddingsProjection(embedder, cache_db)
+    """`cache` keeps the vectors (a shared one: PostgreSQL); else `cache_db`'s table (another
+    projections file's); else `db`'s own."""
+    if cache is None and cache_db is not None:
+        cache = SqliteEmbeddingCache(cache_db)
+    embeddings = EmbeddingsProjection(embedder, cache)
     projections = ProjectionSet(
         db, [MemoriesProjection(), FullTextProjection(), EntitiesProjection(), LinksProjection(), TextKeysProjection(),
             embeddings]
@@ -79,9 +85,12 @@ class UserStore:
     needs the vectors (`catch_up_embeddings`) waits for them. Without it every write embeds
     before it returns."""
 
-    def __init__(self, data_dir: Path, log: EventStore, embedder: Embedder, background: Executor | None = None):
-        """Takes over `log` (closes it on close, and when opening fails)."""
+    def __init__(self, data_dir: Path, log: EventStore, embedder: Embedder, background: Executor | None = None,
+                 embedding_cache: EmbeddingCache | None = None):
+        """Takes over `log` (closes it on close, and when opening fails). `embedding_cache`: where
+        this person's vectors are kept when not in their projections file (PostgreSQL, shared by replicas)."""
         self.owner = log.owner
+        self._embedding_cache = embedding_cache
         self.embedder = embedder
         self.lock = threading.RLock()
         self._background = background
@@ -109,12 +118,13 @@ class UserStore:
             db = open_projection_db(self._projection_path)
             if not passes_quick_check(db):
                 raise sqlite3.DatabaseError("quick_check failed")
-            return build_projections(db, self.embedder)
+            return build_projections(db, self.embedder, cache=self._embedding_cache)
         except sqlite3.DatabaseError:
             # Derived data only: set the damaged file aside and rebuild from the log.
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{self._projection_path}{suffix}").unlink(missing_ok=True)
-            return build_projections(open_projection_db(self._projection_path), self.embedder)
+            return build_projections(open_projection_db(self._projection_path), self.embedder,
+                                     cache=self._embedding_cache)
 
     def catch_up(self, to_seq: int | None = None, progress: Callable[[int], None] | None = None,
                  skip: frozenset[str] = frozenset()) -> int:
@@ -215,7 +225,8 @@ class UserStore:
     def view_as_of(self, seq: int) -> ProjectionView:
         """The projections as they were after `seq`, rebuilt in memory from the log."""
         with self.lock:
-            view = build_projections(open_projection_db(":memory:"), self.embedder, cache_db=self.view.db)
+            view = build_projections(open_projection_db(":memory:"), self.embedder, cache_db=self.view.db,
+                                     cache=self.view.embeddings.cache)
             view.projections.catch_up(self.log, to_seq=seq)
             return view
 
@@ -235,8 +246,12 @@ class UserDirectory:
     """Opens each user's store once and keeps it: the log from `logs`, projections under `data_dir`."""
 
     def __init__(self, data_dir: str | Path, logs: LogDirectory, embedder: Embedder,
-                 background: Executor | None = None):
+                 background: Executor | None = None,
+                 embedding_caches: Callable[[str], EmbeddingCache] | None = None):
+        """`embedding_caches`: a person's key -> their embedding cache, when it is not kept in
+        their projections file (PostgreSQL: `projections.pg_embedding_cache`)."""
         self.data_dir = Path(data_dir)
+        self._embedding_caches = embedding_caches
         self.logs = logs
         self.keys = logs.keys
         self.embedder = embedder
@@ -255,7 +270,8 @@ class UserDirectory:
         with opening:
             store = self._stores.get(owner.key)
             if store is None:
-                store = UserStore(self.data_dir, self.logs.open(owner), self.embedder, self._background)
+                cache = None if self._embedding_caches is None else self._embedding_caches(owner.key)
+                store = UserStore(self.data_dir, self.logs.open(owner), self.embedder, self._background, cache)
                 self._stores[owner.key] = store
         return store
 

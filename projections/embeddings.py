@@ -1,6 +1,7 @@
 """Embeddings of memory texts, with a cache keyed by (model id, text hash).
 
-The cache table survives rebuilds, so replaying a log does not embed unchanged text again; it
+The cache (`projections.embedding_cache`: a table of the projections file, or one PostgreSQL table
+every replica shares) survives rebuilds, so replaying a log does not embed unchanged text again; it
 holds vectors, not text, and forgetting a memory deletes its vector. Vectors also live in a
 `VectorIndex` in memory, published only after the batch that produced them commits.
 """
@@ -17,6 +18,7 @@ from memory.events import MemoryDeleted, MemoryForgotten, MemoryRestored, Memory
 from memory.log import StoredEvent
 from projections.base import execute_script
 from projections.embedder import Embedder
+from projections.embedding_cache import EmbeddingCache, SqliteEmbeddingCache
 from projections.vectors import VectorIndex
 
 __all__ = ["EmbeddingsProjection", "text_hash"]
@@ -32,12 +34,13 @@ def text_hash(text: str) -> str:
 class EmbeddingsProjection:
     name = "embeddings"
 
-    def __init__(self, embedder: Embedder, cache_db: sqlite3.Connection | None = None):
-        """`cache_db` holds the vector cache when the projection itself lives elsewhere (a
-        point-in-time view in memory borrows the user's cache on disk)."""
+    def __init__(self, embedder: Embedder, cache: EmbeddingCache | None = None):
+        """`cache` holds the vectors when they are not kept beside the projection, in its own
+        file's table: a point-in-time view in memory borrows the user's cache on disk, and replicas
+        share one in PostgreSQL."""
         self.embedder = embedder
         self.index = VectorIndex(embedder.dimensions)
-        self._cache_db = cache_db
+        self.cache = cache
         self._pending: list[tuple[str, np.ndarray | None]] = []
         self._primed: OrderedDict[str, np.ndarray] = OrderedDict()
         self._primed_lock = threading.Lock()
@@ -99,7 +102,7 @@ class EmbeddingsProjection:
             primed = self._primed.get(digest)
         if primed is not None:
             return primed
-        cached = self._cached(self._cache_db or db, {digest}).get(digest)
+        cached = self._cache_for(db).get(self.embedder.model_id, {digest}).get(digest)
         if cached is not None:
             return cached
         self.prime([text])
@@ -114,7 +117,7 @@ class EmbeddingsProjection:
     def load_index(self, db: sqlite3.Connection) -> None:
         """Fill the in-memory index from the table (once, when a user's projections open)."""
         self.index.clear()
-        if self._cache_db is None:
+        if self.cache is None:
             # Streamed row by row into a matrix sized up front: collecting 100k vectors first
             # left ~230 MB of freed heap that the process never gave back.
             count = db.execute("SELECT count(*) FROM embeddings").fetchone()[0]
@@ -124,11 +127,32 @@ class EmbeddingsProjection:
             self.index.load(((m, np.frombuffer(v, dtype=np.float32)) for m, v in rows), capacity=count)
         else:
             rows = db.execute("SELECT memory_id, text_hash FROM embeddings").fetchall()
-            vectors = self._cached(self._cache_db, {h for _, h in rows})
+            vectors = self.cache.get(self.embedder.model_id, {h for _, h in rows})
+            missing = [(m, h) for m, h in rows if h not in vectors]
+            if missing:
+                vectors.update(self._backfill(db, missing))
             self.index.load(((m, vectors[h]) for m, h in rows if h in vectors), capacity=len(rows))
 
+    def _backfill(self, db: sqlite3.Connection, missing: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+        """Vectors the cache in use lacks for memories the projection has: projections made before
+        the cache moved (a data directory that starts using PostgreSQL keeps its files). They come
+        from the file's own table, else the model, and go into the cache, once."""
+        model = self.embedder.model_id
+        found = SqliteEmbeddingCache(db).get(model, {h for _, h in missing})
+        texts: dict[str, str] = {}
+        for memory_id, digest in missing:
+            if digest not in found and digest not in texts:
+                row = db.execute("SELECT text FROM memories WHERE id = ?", (memory_id,)).fetchone()
+                if row is not None and text_hash(row[0]) == digest:
+                    texts[digest] = row[0]
+        if texts:
+            found.update(zip(texts, self.embedder.embed_documents(list(texts.values())), strict=True))
+        if found:
+            self.cache.put(model, found)
+        return found
+
     def apply(self, db: sqlite3.Connection, events: Sequence[StoredEvent]) -> None:
-        cache = self._cache_db or db
+        cache = self._cache_for(db)
         wanted: dict[str, str] = {}  # memory_id -> text, in event order, last write wins
         seen: set[str] = set()  # the hash of every text in the batch
         for event in events:
@@ -153,22 +177,20 @@ class EmbeddingsProjection:
         # replaced within it included: a past view (`as_of`) needs them, and the model already paid.
         fresh = self._take_primed(seen)
         hashes = {memory_id: text_hash(text) for memory_id, text in wanted.items()}
-        vectors = self._cached(cache, set(hashes.values()) - fresh.keys())
+        vectors = cache.get(self.embedder.model_id, set(hashes.values()) - fresh.keys())
         missing = {h: wanted[m] for m, h in hashes.items() if h not in vectors and h not in fresh}
         if missing:
             fresh.update(zip(missing, self.embedder.embed_documents(list(missing.values())), strict=True))
         # A text forgotten within the batch has no embedded_texts row left: its vector is not kept.
         kept = [h for h in fresh if h in missing or db.execute(
             "SELECT 1 FROM embedded_texts WHERE text_hash = ?", (h,)).fetchone()]
-        cache.executemany(
-            "INSERT OR REPLACE INTO embedding_cache VALUES (?, ?, ?)",
-            [(self.embedder.model_id, h, fresh[h].astype(np.float32).tobytes()) for h in kept],
-        )
+        if kept:
+            cache.put(self.embedder.model_id, {h: fresh[h] for h in kept})
         vectors.update(fresh)
         db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?)", list(hashes.items()))
         self._pending.extend((m, vectors[h]) for m, h in hashes.items())
 
-    def _remove(self, db: sqlite3.Connection, cache: sqlite3.Connection, memory_id: str, forget: bool) -> None:
+    def _remove(self, db: sqlite3.Connection, cache: EmbeddingCache, memory_id: str, forget: bool) -> None:
         db.execute("DELETE FROM embeddings WHERE memory_id = ?", (memory_id,))
         self._pending.append((memory_id, None))
         if not forget:
@@ -177,21 +199,12 @@ class EmbeddingsProjection:
         # unless another memory still has the same text.
         hashes = [r[0] for r in db.execute("SELECT text_hash FROM embedded_texts WHERE memory_id = ?", (memory_id,))]
         db.execute("DELETE FROM embedded_texts WHERE memory_id = ?", (memory_id,))
-        for h in hashes:
-            if not db.execute("SELECT 1 FROM embedded_texts WHERE text_hash = ?", (h,)).fetchone():
-                cache.execute("DELETE FROM embedding_cache WHERE text_hash = ?", (h,))
+        gone = [h for h in hashes if not db.execute("SELECT 1 FROM embedded_texts WHERE text_hash = ?", (h,)).fetchone()]
+        if gone:
+            cache.delete(gone)
 
-    def _cached(self, cache: sqlite3.Connection, hashes: set[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
-        ordered = sorted(hashes)
-        for i in range(0, len(ordered), 500):
-            chunk = ordered[i : i + 500]
-            rows = cache.execute(
-                f"SELECT text_hash, vector FROM embedding_cache WHERE model_id = ? AND text_hash IN ({', '.join('?' * len(chunk))})",
-                (self.embedder.model_id, *chunk),
-            )
-            found.update((h, np.frombuffer(v, dtype=np.float32)) for h, v in rows)
-        return found
+    def _cache_for(self, db: sqlite3.Connection) -> EmbeddingCache:
+        return self.cache if self.cache is not None else SqliteEmbeddingCache(db)
 
     def snapshot(self, db: sqlite3.Connection) -> list[tuple]:
         return (

@@ -40,10 +40,11 @@ from memory.server.metrics import ERRORS, ToolCallTally, http_metrics, metrics_h
 from memory.server.oauth.endpoints import build_oauth_controllers
 from memory.server.oauth.external import ExternalTokenVerifier, IssuerRoutingVerifier
 from memory.server.oauth.ratelimit import oauth_rate_limit, principal_rate_limit
-from memory.server.oauth.store import OAuthStore
+from memory.server.oauth.storage import AuthStore
 from memory.server.rest import build_rest_controller, domain_error_response
 from memory.server.security_headers import add_security_headers
 from memory.server.settings import ServerSettings, server_version
+from memory.server.shared import shared_stores
 from memory.server.web import build_web_controllers, web_template_config
 from memory.server.wellknown import RESOURCE_METADATA_PATH, WellKnownController
 from memory.service import MemoryService
@@ -113,7 +114,7 @@ def _log_failure(exc: Exception, scope: Scope) -> None:
         logger.error("unexpected error on %s", path, exc_info=exc)
 
 
-async def _keep_flushing(tally: ToolCallTally, store: OAuthStore) -> None:
+async def _keep_flushing(tally: ToolCallTally, store: AuthStore) -> None:
     while True:
         await anyio.sleep(_TALLY_FLUSH_SECONDS)
         try:
@@ -122,7 +123,7 @@ async def _keep_flushing(tally: ToolCallTally, store: OAuthStore) -> None:
             logger.exception("could not save the tool-call counts")
 
 
-def _verifier(settings: ServerSettings, keys: KeyRing, oauth_store: OAuthStore) -> TokenVerifier:
+def _verifier(settings: ServerSettings, keys: KeyRing, oauth_store: AuthStore) -> TokenVerifier:
     local = LocalTokenVerifier(keys, issuer=settings.base_url, audience=settings.resource_url,
                                leeway_seconds=settings.token_leeway_seconds,
                                grant_revoked=oauth_store.grant_revoked, personal_tokens=oauth_store,
@@ -176,7 +177,7 @@ def _openapi(settings: ServerSettings) -> OpenAPIConfig:
     )
 
 
-def open_service(settings: ServerSettings) -> MemoryService:
+def open_service(settings: ServerSettings, embedding_caches=None) -> MemoryService:
     """The service over the logs of record `settings` names: PostgreSQL with `database_url`,
     else SQLite files under `data_dir`; the keys from `keys_dir` (default `<data_dir>/keys`)."""
     from memory.logs import open_log_directory
@@ -184,20 +185,18 @@ def open_service(settings: ServerSettings) -> MemoryService:
 
     keys = KeyRing(settings.data_dir, keys_dir=settings.keys_dir)
     return MemoryService(settings.data_dir, default_embedder(),
-                         logs=open_log_directory(settings.data_dir, keys, settings.database_url))
-
-
-def open_oauth_store(settings: ServerSettings) -> OAuthStore:
-    """The one place the OAuth and account store is chosen: SQLite under `data_dir`, with or
-    without `database_url` for now (its PostgreSQL store is another change)."""
-    return OAuthStore(settings.data_dir)
+                         logs=open_log_directory(settings.data_dir, keys, settings.database_url),
+                         embedding_caches=embedding_caches)
 
 
 def create_app(settings: ServerSettings, *, service: MemoryService | None = None,
                verifier: TokenVerifier | None = None) -> Litestar:
+    # What replicas share (accounts, grants, tokens, rate limits, embedding cache): in PostgreSQL
+    # with a database URL, else SQLite and memory as one server has always kept them.
+    shared = shared_stores(settings)
+    oauth_store = shared.auth
     if service is None:
-        service = open_service(settings)
-    oauth_store = open_oauth_store(settings)
+        service = open_service(settings, shared.embedding_caches)
     if verifier is None:
         verifier = _verifier(settings, service.keys, oauth_store)
     auth = DefineMiddleware(BearerAuthMiddleware, verifier=verifier,
@@ -254,6 +253,7 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
         before_send=[add_security_headers],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=_openapi(settings),
+        stores=shared.rate_limits or None,
         logging_config=logging_config(settings),
         debug=False,
     )

@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 from msgspec import inspect
@@ -130,6 +131,15 @@ def _toml_value(value: Any) -> str:
     return json.dumps(value)
 
 
+def _password_masked(url: str) -> str:
+    """A database URL with its password (if it carries one) replaced by asterisks."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":********@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def render(loaded: LoadedSettings) -> str:
     """TOML a `--config` file accepts, each line saying where its value came from; secrets masked."""
     lines = []
@@ -138,7 +148,7 @@ def render(loaded: LoadedSettings) -> str:
         if value is not None and is_secret(name):
             value = "********"
         elif name == "database_url" and value is not None:
-            value = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1********@", value)  # the password, not the rest
+            value = _password_masked(value)
         line = f"# {name} is unset" if value is None else f"{name} = {_toml_value(value)}"
         lines.append(f"{line:<60} # {loaded.sources[name]}")
     return "\n".join(lines)

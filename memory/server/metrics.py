@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 from memory.log import LOG_FILE, USERS_DIR
 from memory.server.auth import PRINCIPAL_SCOPE_KEY, Principal
 from memory.server.logs import log_fields
-from memory.server.oauth.store import OAuthStore
+from memory.server.oauth.storage import AuthStore
 from memory.server.request_ids import request_id_of
 from memory.service import MemoryService
 from memory.stats import TOOL_CALL_COUNTER, collect_stats
@@ -61,7 +61,7 @@ class ToolCallTally:
         with self._lock:
             self._counts[key] = self._counts.get(key, 0) + 1
 
-    def flush(self, store: OAuthStore) -> None:
+    def flush(self, store: AuthStore) -> None:
         with self._lock:
             counts, self._counts = self._counts, {}
         if not counts:
@@ -105,7 +105,7 @@ def instrument_tool(name: str, tool: Callable[..., Any], tally: ToolCallTally | 
 
 
 class _DataDirCollector(Collector):
-    def __init__(self, service: MemoryService, oauth_store: OAuthStore | None):
+    def __init__(self, service: MemoryService, oauth_store: AuthStore | None):
         self._service = service
         self._oauth = oauth_store
         self._lock = threading.Lock()
@@ -166,7 +166,7 @@ def http_metrics() -> PrometheusConfig:
     return PrometheusConfig(app_name="memory", prefix="memory_http", group_path=True, exclude=["/metrics"])
 
 
-def metrics_handler(service: MemoryService, oauth_store: OAuthStore | None, token: str | None) -> Any:
+def metrics_handler(service: MemoryService, oauth_store: AuthStore | None, token: str | None) -> Any:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_DataDirCollector(service, oauth_store))
 

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from memory.server.auth import ALL_SCOPES, DEFAULT_TOKEN_NAME, issue_personal_token
-from memory.server.oauth.store import OAuthStore
 from memory.server.settings import ServerSettings
 from memory.signing import KeyRing
 
@@ -125,8 +124,10 @@ class ServerProcess:
     def token(self, user: str, scopes: Iterable[str] = ALL_SCOPES, ttl_seconds: int = 3600,
               client_id: str = DEFAULT_TOKEN_NAME) -> str:
         """What `memory token --name CLIENT_ID` would print for this server (made and registered
-        in-process, to save a subprocess)."""
-        with OAuthStore(self.data_dir) as store:
+        in-process, to save a subprocess): in its database when it was given one (MEMORY_DATABASE_URL)."""
+        from memory.server.shared import auth_store
+
+        with auth_store(str(self.data_dir), (self._env or {}).get("MEMORY_DATABASE_URL")) as store:
             return issue_personal_token(KeyRing(self.data_dir), store, issuer=self.settings.base_url,
                                         audience=self.settings.resource_url, user=user, name=client_id,
                                         scopes=scopes, ttl_seconds=ttl_seconds,

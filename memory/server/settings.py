@@ -28,7 +28,8 @@ def server_version() -> str:
 
 class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: str = "data"
-    #: postgresql://... : every person's log lives in this database (replicas share it); unset,
+    #: postgresql://... : every person's log, and what replicas share (accounts and grants, rate
+    #: limits, the embedding cache), live in this database; unset,
     #: each log is a SQLite file under data_dir. Projections are per-process caches in data_dir.
     database_url: str | None = None
     #: The signing keys (default <data_dir>/keys): one key ring for every replica, a mounted secret.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from memory.server.config import ConfigError, load_settings
+from memory.server.config import ConfigError, load_settings, render
 
 MEMORY = str(Path(sys.executable).parent / "memory")
 
@@ -81,3 +81,13 @@ def test_config_show_prints_each_value_with_its_source_and_masks_secrets(tmp_pat
     assert lines["host"].startswith('host = "127.0.0.1"') and lines["host"].endswith("# default")
     # What it prints is itself a config file.
     assert tomllib.loads(result.stdout)["port"] == 8123
+
+
+def test_config_show_masks_the_password_of_a_database_url_and_keeps_the_rest():
+    loaded = load_settings(environ={"MEMORY_DATABASE_URL": "postgresql://memory:s3cr%40t@db.internal:5432/memory"})
+    shown = {line.split(" ")[0]: line for line in render(loaded).splitlines()}["database_url"]
+
+    assert "s3cr" not in shown and "env MEMORY_DATABASE_URL" in shown
+    assert shown.startswith('database_url = "postgresql://memory:********@db.internal:5432/memory"')
+    no_password = load_settings(environ={"MEMORY_DATABASE_URL": "postgresql:///memory?host=/run/postgresql"})
+    assert "postgresql:///memory?host=/run/postgresql" in render(no_password)

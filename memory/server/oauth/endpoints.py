@@ -40,7 +40,8 @@ from memory.server.oauth.clients import (
 from memory.server.oauth.metadata import authorization_server_metadata
 from memory.server.oauth.pages import consent_page, error_page, login_page
 from memory.server.oauth.passwords import password_matches
-from memory.server.oauth.store import Grant, OAuthStore, PendingRequest
+from memory.server.oauth.storage import AuthStore
+from memory.server.oauth.store import Grant, PendingRequest
 from memory.server.oauth.uris import parse_strict_url
 from memory.server.settings import ServerSettings
 from memory.signing import KeyRing
@@ -114,7 +115,7 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
 class _AuthorizationServer:
     """The state behind the endpoints: settings, keys, store and the metadata-document fetcher."""
 
-    def __init__(self, settings: ServerSettings, keys: KeyRing, store: OAuthStore, documents: MetadataDocuments):
+    def __init__(self, settings: ServerSettings, keys: KeyRing, store: AuthStore, documents: MetadataDocuments):
         self.settings = settings
         self.keys = keys
         self.store = store
@@ -204,7 +205,7 @@ def _pending_fields(pending: PendingRequest) -> dict[str, str]:
     return {"request_id": pending.id, "csrf": pending.csrf}
 
 
-def build_oauth_controllers(settings: ServerSettings, keys: KeyRing, store: OAuthStore,
+def build_oauth_controllers(settings: ServerSettings, keys: KeyRing, store: AuthStore,
                             rate_limit: DefineMiddleware) -> list[type[Controller]]:
     server = _AuthorizationServer(settings, keys, store,
                                   MetadataDocuments(allow_loopback_http=settings.allow_loopback_client_metadata))

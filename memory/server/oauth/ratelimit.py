@@ -1,19 +1,60 @@
 """Litestar's rate limiter answering 429 with a Retry-After header: keyed by client address for
 the OAuth endpoints (nobody is signed in yet), by principal for tool and API calls (a client
-address says little behind a proxy or for ChatGPT, whose calls all come from its servers)."""
+address says little behind a proxy or for ChatGPT, whose calls all come from its servers).
 
-from typing import Any
+The budget lives in the app's store of that name: in memory for one server, in PostgreSQL
+(`memory.server.kvstore.PostgresStore`) when replicas share a database, where a request is counted
+with one atomic `hit` instead of Litestar's read-then-write, so replicas share one budget exactly."""
+
+from typing import Any, Protocol, runtime_checkable
 
 from litestar import Request
 from litestar.middleware import DefineMiddleware
 from litestar.datastructures import MutableScopeHeaders
-from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware
-from litestar.types import Message, Send
+from litestar.middleware.rate_limit import DURATION_VALUES, CacheObject, RateLimitConfig, RateLimitMiddleware
+from litestar.stores.base import Store
+from litestar.exceptions import TooManyRequestsException
+from litestar.types import Message, Receive, Scope, Send
 
-__all__ = ["oauth_rate_limit", "principal_rate_limit"]
+__all__ = ["oauth_rate_limit", "principal_rate_limit", "WindowCounter", "OAUTH_STORE", "CALLS_STORE"]
+
+#: The app's store names for the two budgets (`Litestar(stores=...)` may put them elsewhere).
+OAUTH_STORE = "oauth_rate_limit"
+CALLS_STORE = "call_rate_limit"
+
+
+@runtime_checkable
+class WindowCounter(Protocol):
+    async def hit(self, key: str, window_seconds: int) -> tuple[int, int]:
+        """Count one request: (requests in the current window with this one, when the window ends)."""
+        ...
 
 
 class _RetryAfterRateLimit(RateLimitMiddleware):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = scope["litestar_app"]
+        store = self.config.get_store_from_app(app)
+        if not isinstance(store, WindowCounter):
+            await super().__call__(scope, receive, send)
+            return
+        # Litestar's own path holds a process-wide lock around its read-then-write; a `hit` is
+        # atomic in the database, so requests need not queue behind each other's round trip.
+        request: Request[Any, Any, Any] = app.request_class(scope)
+        if await self.should_check_request(request=request):
+            cache_object = await self.retrieve_cached_history(self.cache_key_from_request(request), store)
+            if len(cache_object.history) >= self.max_requests:
+                raise TooManyRequestsException(headers=self.create_response_headers(cache_object))
+            cache_object.history.append(cache_object.reset)  # this request, for the headers
+            send = self.create_send_wrapper(send, cache_object)
+        await self.app(scope, receive, send)
+
+    async def retrieve_cached_history(self, key: str, store: Store) -> CacheObject:
+        if not isinstance(store, WindowCounter):
+            return await super().retrieve_cached_history(key, store)
+        hits, reset = await store.hit(key, DURATION_VALUES[self.unit])
+        # The requests before this one, as Litestar's check counts them (capped: a flood's count can be huge).
+        return CacheObject(history=[reset] * min(hits - 1, self.max_requests), reset=reset)
+
     def create_response_headers(self, cache_object: CacheObject) -> dict[str, str]:
         headers = super().create_response_headers(cache_object)
         # RFC 9110 §10.2.3: the one header every client knows how to wait on.
@@ -38,7 +79,7 @@ class _RetryAfterRateLimit(RateLimitMiddleware):
 
 def oauth_rate_limit(per_minute: int) -> DefineMiddleware:
     return RateLimitConfig(rate_limit=("minute", per_minute), middleware_class=_RetryAfterRateLimit,
-                           store="oauth_rate_limit").middleware
+                           store=OAUTH_STORE).middleware
 
 
 def _principal_key(request: Request[Any, Any, Any]) -> str:
@@ -50,4 +91,4 @@ def _principal_key(request: Request[Any, Any, Any]) -> str:
 def principal_rate_limit(per_minute: int) -> DefineMiddleware:
     """Goes after the bearer middleware, which puts the principal in the scope."""
     return RateLimitConfig(rate_limit=("minute", per_minute), middleware_class=_RetryAfterRateLimit,
-                           store="call_rate_limit", identifier_for_request=_principal_key).middleware
+                           store=CALLS_STORE, identifier_for_request=_principal_key).middleware

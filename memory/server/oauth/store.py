@@ -14,6 +14,8 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +158,20 @@ class OAuthStore:
         with self._lock:
             self._db.close()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction, taken up front (BEGIN IMMEDIATE): the lock keeps this process's
+        threads apart, the database lock other processes (the CLI, more workers), so a check and
+        the write that depends on it (a name is free; a code is unused) see no one in between."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
@@ -171,7 +187,7 @@ class OAuthStore:
         return {FLOWS_STARTED: 0, FLOWS_COMPLETED: 0} | dict(self._run("SELECT name, value FROM counters"))
 
     def add_counts(self, increments: dict[str, int]) -> None:
-        with self._lock, self._db:
+        with self._transaction():
             self._db.executemany(
                 "INSERT INTO counters VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
                 list(increments.items()))
@@ -200,7 +216,7 @@ class OAuthStore:
         `reclaim` (its memories become the new account's); otherwise `RemovedAccount`."""
         if not valid_username(name):
             raise ValueError(f"{name!r} is not a valid account name (letters, digits, . _ @ -; at most 64)")
-        with self._lock, self._db:
+        with self._transaction():
             rows = self._db.execute("SELECT removed_at FROM users WHERE name = ?", (name,)).fetchall()
             if rows and rows[0][0] is None:
                 raise ValueError(f"account {name!r} already exists")
@@ -215,7 +231,7 @@ class OAuthStore:
     def remove_user(self, name: str) -> bool:
         """Remove the account and end everything issued to it: sessions, pending sign-ins, codes,
         grants and personal tokens, in one transaction."""
-        with self._lock, self._db:
+        with self._transaction():
             rows = self._db.execute("SELECT id FROM users WHERE name = ? AND removed_at IS NULL", (name,)).fetchall()
             if not rows:
                 return False
@@ -241,7 +257,7 @@ class OAuthStore:
 
     def set_password(self, name: str, password_hash: str) -> bool:
         """A new password; every web session of the account ends with the old one."""
-        with self._lock, self._db:
+        with self._transaction():
             rows = self._db.execute("UPDATE users SET password_hash = ? WHERE name = ? AND removed_at IS NULL "
                                     "RETURNING id", (password_hash, name)).fetchall()
             if rows:
@@ -254,7 +270,7 @@ class OAuthStore:
         """A new session of the live account `name`: the secret for its cookie (only its hash is kept)."""
         session = secrets.token_urlsafe(32)
         now = time.time()
-        with self._lock, self._db:
+        with self._transaction():
             self._db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
             rows = self._db.execute("SELECT id FROM users WHERE name = ? AND removed_at IS NULL", (name,)).fetchall()
             if not rows:
@@ -285,7 +301,7 @@ class OAuthStore:
 
     def save_client(self, client_id: str, metadata: dict[str, Any], secret: str | None) -> None:
         now = time.time()
-        with self._lock, self._db:
+        with self._transaction():
             # Cleaning up here, on the one path that adds clients, keeps their number bounded without a timer.
             self._db.execute("DELETE FROM clients WHERE used = 0 AND created_at < ?", (now - UNUSED_CLIENT_SECONDS,))
             self._db.execute("INSERT OR REPLACE INTO clients (client_id, metadata, secret_hash, created_at, used) "
@@ -306,7 +322,7 @@ class OAuthStore:
 
     def save_pending(self, request: PendingRequest, ttl: float) -> None:
         now = time.time()
-        with self._lock:
+        with self._transaction():
             self._db.execute("DELETE FROM pending WHERE expires_at < ?", (now,))
             self._db.execute("INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?)",
                              (request.id, json.dumps(request.params), request.browser, request.csrf, request.user,
@@ -339,7 +355,7 @@ class OAuthStore:
 
     def use_code(self, code: str) -> tuple[Grant, bool] | None:
         """The code's grant and whether it was fresh; a second use revokes what the first one issued."""
-        with self._lock, self._db:
+        with self._transaction():
             rows = self._db.execute(
                 "SELECT family, client_id, redirect_uri, challenge, user, scopes, resource, expires_at, used "
                 "FROM codes WHERE hash = ?", (_digest(code),)).fetchall()
@@ -349,6 +365,8 @@ class OAuthStore:
             grant = Grant(family=family, client_id=client_id, redirect_uri=redirect_uri, challenge=challenge,
                           user=user, scopes=scopes.split(), resource=resource)
             if used:
+                # used = 2 marks the code replayed: a token the first use saves after this is born revoked.
+                self._db.execute("UPDATE codes SET used = 2 WHERE hash = ?", (_digest(code),))
                 self._db.execute("UPDATE refresh SET revoked = 1 WHERE family = ?", (family,))
                 return grant, False
             self._db.execute("UPDATE codes SET used = 1 WHERE hash = ?", (_digest(code),))
@@ -361,13 +379,16 @@ class OAuthStore:
 
     def save_refresh(self, token: str, grant: Grant, ttl: float) -> None:
         self._run("DELETE FROM refresh WHERE expires_at < ?", (time.time() - 86400,))
-        self._run("INSERT INTO refresh VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0)",
+        # Revoked from the start when the family's code was replayed while its first use was still
+        # on its way here: the replay's revocation found nothing to revoke yet.
+        self._run("INSERT INTO refresh VALUES (?, ?, ?, ?, ?, ?, ?, 0, "
+                  "EXISTS (SELECT 1 FROM codes WHERE family = ? AND used = 2))",
                   (_digest(token), grant.family, grant.client_id, grant.user, " ".join(grant.scopes), grant.resource,
-                   time.time() + ttl))
+                   time.time() + ttl, grant.family))
 
     def use_refresh(self, token: str) -> tuple[Grant, str] | None:
         """(grant, "ok" | "expired" | "revoked" | "reused"); a reused token revokes its whole family."""
-        with self._lock, self._db:
+        with self._transaction():
             rows = self._db.execute(
                 "SELECT family, client_id, user, scopes, resource, expires_at, used, revoked FROM refresh "
                 "WHERE hash = ?", (_digest(token),)).fetchall()
@@ -387,7 +408,7 @@ class OAuthStore:
         return bool(self._run("SELECT 1 FROM refresh WHERE family = ? AND revoked = 1 LIMIT 1", (family,)))
 
     def revoke_refresh(self, token: str, client_id: str | None) -> None:
-        with self._lock, self._db:
+        with self._transaction():
             rows = self._db.execute("SELECT family, client_id FROM refresh WHERE hash = ?",
                                     (_digest(token),)).fetchall()
             # RFC 7009 §2.1: a client may only revoke its own tokens (and learns nothing either way).
@@ -412,7 +433,7 @@ class OAuthStore:
 
     def revoke_grant(self, user: str, family: str) -> bool:
         """Revoke one of `user`'s grants: its refresh tokens, and through `grant_revoked` its access tokens."""
-        with self._lock, self._db:
+        with self._transaction():
             return bool(self._db.execute("UPDATE refresh SET revoked = 1 WHERE user = ? AND family = ?",
                                          (user, family)).rowcount)
 
@@ -420,7 +441,7 @@ class OAuthStore:
 
     def register_personal_token(self, token_id: str, *, user: str, name: str, scopes: list[str],
                                 created_at: float, expires_at: float) -> None:
-        with self._lock, self._db:
+        with self._transaction():
             self._db.execute("DELETE FROM personal_tokens WHERE expires_at < ?",
                              (time.time() - _PERSONAL_TOKEN_KEPT_AFTER_EXPIRY,))
             self._db.execute("INSERT INTO personal_tokens VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
@@ -445,7 +466,7 @@ class OAuthStore:
     def revoke_personal_tokens(self, user: str, name: str | None = None) -> int:
         """Revoke `user`'s live tokens named `name` (all of them without a name); how many."""
         now = time.time()
-        with self._lock, self._db:
+        with self._transaction():
             return self._db.execute(
                 "UPDATE personal_tokens SET revoked_at = ? WHERE user = ? AND revoked_at IS NULL "
                 "AND expires_at >= ? AND (? IS NULL OR name = ?)", (now, user, now, name, name)).rowcount

@@ -11,7 +11,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from memory.server.oauth.store import OAuthStore
+from memory.server.oauth.storage import AuthStore
 from memory.server.settings import ServerSettings
 from memory.server.web.pages import WEB_CLIENT_ID, build_external_idp_page, build_pages
 from memory.server.web.session import csrf_config, session_config, session_key
@@ -26,7 +26,7 @@ def web_template_config() -> TemplateConfig:
     return TemplateConfig(directory=_TEMPLATES, engine=JinjaTemplateEngine)
 
 
-def build_web_controllers(settings: ServerSettings, service: MemoryService, oauth_store: OAuthStore,
+def build_web_controllers(settings: ServerSettings, service: MemoryService, oauth_store: AuthStore,
                           login_rate_limit: DefineMiddleware) -> list[type[Controller] | Router]:
     # A file, not a <style> element: the pages' Content-Security-Policy allows no inline style.
     assets = create_static_files_router(path="/assets", directories=[Path(__file__).parent / "static"],

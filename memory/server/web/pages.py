@@ -29,7 +29,7 @@ from memory.model import Memory, MemoryType, Scope
 from memory.results import HistoryEntry
 from memory.server.logs import account_hash, log_fields
 from memory.server.oauth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password, password_matches
-from memory.server.oauth.store import OAuthStore
+from memory.server.oauth.storage import AuthStore
 from memory.server.request_ids import request_id_of
 from memory.server.settings import ServerSettings
 from memory.server.web.session import sign_in, sign_out, signed_in
@@ -194,7 +194,7 @@ def _html_errors(root: str):
     return {_SignInRequired: sign_in_required, MemoryServiceError: domain, HTTPException: http}
 
 
-def build_pages(settings: ServerSettings, service: MemoryService, store: OAuthStore,
+def build_pages(settings: ServerSettings, service: MemoryService, store: AuthStore,
                 layers: list[DefineMiddleware], login_rate_limit: DefineMiddleware) -> type[Controller]:
     root = urlsplit(settings.base_url).path.rstrip("/")
 

@@ -15,7 +15,7 @@ from litestar.config.csrf import CSRFConfig
 from litestar.connection import ASGIConnection
 from litestar.middleware.session.client_side import CookieBackendConfig
 
-from memory.server.oauth.store import OAuthStore
+from memory.server.oauth.storage import AuthStore
 from memory.signing import KEYS_DIR
 
 __all__ = ["SESSION_SECONDS", "session_key", "session_config", "csrf_config", "signed_in", "sign_in", "sign_out"]
@@ -75,13 +75,13 @@ def _session_id(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     return sid if isinstance(sid, str) and 0 < len(sid) <= 128 else None
 
 
-def signed_in(connection: ASGIConnection[Any, Any, Any, Any], store: OAuthStore) -> str | None:
+def signed_in(connection: ASGIConnection[Any, Any, Any, Any], store: AuthStore) -> str | None:
     """The account name of the session, while the server still holds it."""
     sid = _session_id(connection)
     return store.session_user(sid) if sid else None
 
 
-def sign_in(connection: ASGIConnection[Any, Any, Any, Any], store: OAuthStore, user: str) -> bool:
+def sign_in(connection: ASGIConnection[Any, Any, Any, Any], store: AuthStore, user: str) -> bool:
     """A whole new session (nothing a visitor set before signing in carries over); False when the
     account is gone."""
     sid = store.start_session(user, SESSION_SECONDS)
@@ -92,7 +92,7 @@ def sign_in(connection: ASGIConnection[Any, Any, Any, Any], store: OAuthStore, u
     return True
 
 
-def sign_out(connection: ASGIConnection[Any, Any, Any, Any], store: OAuthStore) -> None:
+def sign_out(connection: ASGIConnection[Any, Any, Any, Any], store: AuthStore) -> None:
     sid = _session_id(connection)
     if sid:
         store.end_session(sid)

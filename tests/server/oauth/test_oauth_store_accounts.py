@@ -1,13 +1,11 @@
-"""OAuthStore's accounts and web sessions on a real file: ids, removal, reclaiming, and a store made
-before accounts had ids."""
+"""OAuthStore's accounts on a real SQLite file: a store made before accounts had ids, and what the file
+holds. What every backend does with accounts and sessions: test_store_contract.py."""
 
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
-from memory.server.oauth.store import OAuthStore, RemovedAccount, oauth_db_path
+from memory.server.oauth.store import OAuthStore, oauth_db_path
 
 
 def test_a_store_made_before_accounts_had_ids_keeps_its_accounts_and_gains_sessions(tmp_path: Path):
@@ -27,34 +25,10 @@ def test_a_store_made_before_accounts_had_ids_keeps_its_accounts_and_gains_sessi
         store.close()
 
 
-def test_a_session_names_its_account_until_it_ends_or_expires(tmp_path: Path):
+def test_the_file_holds_a_hash_of_each_session_never_the_session_itself(tmp_path: Path):
     store = OAuthStore(tmp_path)
     store.add_user("alice", "h")
-    kept, ended, expired = (store.start_session("alice", ttl) for ttl in (60, 60, -1))
-
-    store.end_session(ended)
-
-    assert store.session_user(kept) == "alice"
-    assert store.session_user(ended) is None and store.session_user(expired) is None
-    assert store.session_user("made-up") is None and store.start_session("nobody", 60) is None
-    assert kept.encode() not in oauth_db_path(tmp_path).read_bytes()  # only its hash is stored
+    session = store.start_session("alice", 60)
     store.close()
 
-
-def test_a_removed_name_comes_back_only_on_purpose_and_as_a_new_account(tmp_path: Path):
-    store = OAuthStore(tmp_path)
-    store.add_user("carol", "h1")
-    old_session = store.start_session("carol", 60)
-    assert store.remove_user("carol") and not store.remove_user("carol")
-
-    with pytest.raises(RemovedAccount):
-        store.add_user("carol", "h2")
-    assert store.users() == [] and store.password_hash("carol") is None and store.was_removed("carol")
-
-    store.add_user("carol", "h3", reclaim=True)
-
-    assert store.users() == ["carol"] and store.password_hash("carol") == "h3" and not store.was_removed("carol")
-    assert store.session_user(old_session) is None
-    with pytest.raises(ValueError, match="already exists"):
-        store.add_user("carol", "h4", reclaim=True)
-    store.close()
+    assert session and session.encode() not in oauth_db_path(tmp_path).read_bytes()
