@@ -5,8 +5,10 @@ method appends its event â€” reads included, so a person can see who read what â
 projections that are caught up to that event.
 """
 
+import logging
 import os
 import sqlite3
+import threading
 from itertools import chain
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -83,6 +85,8 @@ from projections.vectors import VectorIndex
 
 __all__ = ["Caller", "MemoryService"]
 
+logger = logging.getLogger("memory.service")
+
 _MAX_RELATED = 5
 _MAX_SEQ = 2**63 - 1  # SQLite's largest integer: a cursor beyond it is no seq at all
 _QUERY_IN_HISTORY = 200
@@ -138,8 +142,40 @@ class MemoryService:
                                                     thread_name_prefix="embed-query")
         # A query asked again skips the model; erasure empties the person's entries (forget).
         self.query_vectors = QueryVectorCache(embedder)
+        self._following: tuple[threading.Thread, threading.Event] | None = None
+
+    def follow_others(self, interval: float = 0.5) -> None:
+        """For replicas over one PostgreSQL database: before every call, apply what other servers
+        appended to that person's log (read your writes across replicas), and every `interval`
+        seconds do the same for every log this server has open, so an erasure made through
+        another replica leaves this one's files (and its query cache) within about `interval`."""
+        if self._following is not None:
+            return
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.wait(interval):
+                for store in self.users.open_stores():
+                    try:
+                        self._follow(store)
+                        store.erase_leftovers()
+                    except Exception:  # noqa: BLE001 - logged; the next round tries again
+                        logger.exception("following the log of %s failed", store.owner.key[:12])
+
+        thread = threading.Thread(target=poll, name="follow-logs", daemon=True)
+        self._following = (thread, stop)
+        thread.start()
+
+    def _follow(self, store: UserStore) -> None:
+        if store.follow():
+            self.query_vectors.forget_owner(store.owner.key)
 
     def close(self) -> None:
+        if self._following is not None:
+            thread, stop = self._following
+            stop.set()
+            thread.join()
+            self._following = None
         self._query_embeddings.shutdown(wait=True, cancel_futures=True)
         # What is still queued is embedded now; anything left is caught up at the next start.
         self._embed_later.shutdown(wait=True)
@@ -149,7 +185,10 @@ class MemoryService:
     # -- plumbing -------------------------------------------------------------------------
 
     def _store(self, caller: Caller) -> UserStore:
-        return self.users.get(caller.identity)
+        store = self.users.get(caller.identity)
+        if self._following is not None:
+            self._follow(store)  # other replicas may have appended since: one look at the head
+        return store
 
     def _append(self, caller: Caller, payloads: list[EventPayload], *, redact_seqs: list[int] | None = None,
                 embed_now: bool = False):

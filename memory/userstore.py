@@ -112,6 +112,8 @@ class UserStore:
         self.view.embeddings.load_index(self.view.db)
         self.catch_up()
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        # Set when `follow` applied an erasure made by another server (`erase_leftovers`).
+        self._wal_dirty = False
 
     def _open_view(self) -> ProjectionView:
         try:
@@ -145,6 +147,41 @@ class UserStore:
         # round trip, twice on every read). Catching up with other processes' appends is
         # `catch_up`'s job.
         return max(self.view.projections.checkpoints().values(), default=0)
+
+    def follow(self) -> bool:
+        """Apply what other servers appended to this log since this one last looked (replicas over
+        one PostgreSQL database): read your writes across them. One look at the log's head when
+        nothing is new; the embeddings follow as after an append of this process. True when an
+        erasure was among the events applied (its leftovers: `erase_leftovers`)."""
+        if self.log.last_seq() <= self._projected_head():
+            return False
+        with self.lock:
+            done, head = self._projected_head(), self.log.last_seq()
+            if head <= done:
+                return False
+            erased = any(event.type == "memory.forgotten" for event in self.log.read_events(done, head))
+            self.catch_up(skip=_EMBEDDINGS)
+        if erased:
+            self._wal_dirty = True
+        return erased
+
+    def erase_leftovers(self) -> bool:
+        """After following an erasure made elsewhere: bring the embeddings up and empty the
+        projections' WAL, so no old page holds the forgotten text. On a connection of its own and
+        outside the locks, giving up at once when a reader is in the way (a checkpoint waits for
+        every reader, and a reader may be waiting for this person's lock); False: try again later."""
+        if not self._wal_dirty:
+            return True
+        self.catch_up_embeddings()
+        db = sqlite3.connect(self._projection_path, timeout=0.2)
+        try:
+            busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError:
+            busy = 1
+        finally:
+            db.close()
+        self._wal_dirty = busy != 0
+        return not self._wal_dirty
 
     @property
     def embeddings_behind(self) -> bool:

@@ -35,6 +35,11 @@ defaults
     timeout client 60s
     timeout server 60s
     option http-server-close
+    # A replica that stops answering is taken out within a second, and a request it refused goes to
+    # another: what a production balancer in front of replicas does.
+    option redispatch
+    retries 2
+    default-server check inter 500ms fall 2 rise 1
 
 frontend memory
     bind 127.0.0.1:{port}
@@ -42,6 +47,7 @@ frontend memory
 
 backend replicas
     balance roundrobin
+    option httpchk GET /healthz
     stick-table type string len 128 size 100k expire 1h
     stick on req.hdr(mcp-session-id)
     stick store-response res.hdr(mcp-session-id)

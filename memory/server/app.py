@@ -197,6 +197,9 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
     oauth_store = shared.auth
     if service is None:
         service = open_service(settings, shared.embedding_caches)
+        if settings.database_url:
+            # Replicas append to the same logs: each follows what the others wrote.
+            service.follow_others()
     if verifier is None:
         verifier = _verifier(settings, service.keys, oauth_store)
     auth = DefineMiddleware(BearerAuthMiddleware, verifier=verifier,
