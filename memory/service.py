@@ -5,8 +5,10 @@ method appends its event â€” reads included, so a person can see who read what â
 projections that are caught up to that event.
 """
 
+import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -77,6 +79,8 @@ from projections.vectors import VectorIndex
 
 __all__ = ["Caller", "MemoryService"]
 
+logger = logging.getLogger("memory.service")
+
 _MAX_RELATED = 5
 _MAX_PAGE = 100
 _MAX_SEQ = 2**63 - 1  # SQLite's largest integer: a cursor beyond it is no seq at all
@@ -118,20 +122,48 @@ def _now() -> datetime:
 
 
 class MemoryService:
-    def __init__(self, data_dir: str | Path, embedder: Embedder, keys: KeyRing | None = None):
+    def __init__(self, data_dir: str | Path, embedder: Embedder, keys: KeyRing | None = None, *,
+                 replica: int = 0):
+        """`replica`: which of several processes serving `data_dir` this is (0 when alone); each
+        keeps projection files of its own (memory/userstore.py)."""
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.keys = keys or KeyRing(self.data_dir)
         self.embedder = embedder
         # New memories are embedded here after their store has been answered (UserStore.append).
         self._embed_later = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="embed-later")
-        self.users = UserDirectory(self.data_dir, self.keys, embedder, self._embed_later)
+        self.users = UserDirectory(self.data_dir, self.keys, embedder, self._embed_later, replica)
+        self._following: tuple[threading.Thread, threading.Event] | None = None
         # user key -> (seq, entry hash, events) of the last event verify_chain found sound.
         self._verified_chains: dict[str, tuple[int, str, int]] = {}
         self._query_embeddings = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
                                                     thread_name_prefix="embed-query")
 
+    def follow_others(self, interval: float = 0.5) -> None:
+        """Poll, every `interval` seconds, the logs this process has open for events other
+        processes appended, and apply them: an erasure made through another worker leaves this
+        one's files within about `interval` (a read catches up before it answers anyway)."""
+        if self._following is not None:
+            return
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.users.follow_open()
+                except Exception:  # noqa: BLE001 - the next round retries
+                    logger.exception("following the logs failed")
+
+        thread = threading.Thread(target=poll, name="follow-logs", daemon=True)
+        self._following = (thread, stop)
+        thread.start()
+
     def close(self) -> None:
+        if self._following is not None:
+            thread, stop = self._following
+            stop.set()
+            thread.join()
+            self._following = None
         self._query_embeddings.shutdown(wait=True, cancel_futures=True)
         # What is still queued is embedded now; anything left is caught up at the next start.
         self._embed_later.shutdown(wait=True)
@@ -140,7 +172,10 @@ class MemoryService:
     # -- plumbing -------------------------------------------------------------------------
 
     def _store(self, caller: Caller) -> UserStore:
-        return self.users.get(caller.identity)
+        store = self.users.get(caller.identity)
+        # Read your writes when other processes append to this log too (a cheap look otherwise).
+        store.follow()
+        return store
 
     def _append(self, caller: Caller, payloads: list[EventPayload], *, redact_seqs: list[int] | None = None,
                 embed_now: bool = False):

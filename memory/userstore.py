@@ -3,10 +3,18 @@
 Each user has a folder `<data_dir>/users/<hash of identity>/` holding `events.sqlite` (the log,
 the truth) and `projections.sqlite` (derived; deleted or corrupted, it is rebuilt on open).
 Every user has a lock of their own, so one user's writes never hold up another user's reads.
+
+Several processes may serve one data directory (`memory serve --workers N`). Each keeps
+projections of its own (`projections.worker<k>.sqlite`; the first worker the plain name): a cache
+is only ever written by the process that reads it, so its in-memory state (the vector index, the
+checkpoints) never goes stale behind its back. What another process appended is caught up by
+seq: `UserStore.follow` before every call, and a poll of the open logs for erasure
+(`UserDirectory.follow_open`). Both use only `last_seq` and `read_events` of the `EventStore`.
 """
 
 import logging
 import queue
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +36,8 @@ from projections.fulltext import FullTextProjection
 from projections.links import LinksProjection
 from projections.memories import MemoriesProjection
 
-__all__ = ["UserStore", "ProjectionView", "UserDirectory", "build_projections", "list_logs"]
+__all__ = ["UserStore", "ProjectionView", "UserDirectory", "build_projections", "list_logs", "projection_file",
+           "remove_replicas"]
 
 # Read connections kept open per user: enough for the calls one person's assistants make at once.
 _IDLE_READERS = 4
@@ -36,6 +45,24 @@ _IDLE_READERS = 4
 _EMBEDDINGS = frozenset({"embeddings"})
 
 logger = logging.getLogger("memory.userstore")
+_REPLICA_FILE = re.compile(r"^projections\.worker(\d+)\.sqlite(-wal|-shm)?$")
+
+
+def projection_file(replica: int = 0) -> str:
+    """The name of a user's projection file for worker `replica` (0: the one every command reads)."""
+    return "projections.sqlite" if replica == 0 else f"projections.worker{replica}.sqlite"
+
+
+def remove_replicas(data_dir: str | Path, keep: int) -> int:
+    """Delete the projection files of workers `keep` and above: a cache no process follows any
+    more would keep the text of memories forgotten after it stopped. Run before workers start."""
+    removed = 0
+    for path in (Path(data_dir) / "users").glob("*/projections.worker*.sqlite*"):
+        found = _REPLICA_FILE.match(path.name)
+        if found and int(found.group(1)) >= keep:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def _text_to_embed(payload: object) -> str | None:
@@ -78,7 +105,7 @@ class UserStore:
     before it returns."""
 
     def __init__(self, data_dir: Path, owner: Identity, keys: KeyRing, embedder: Embedder,
-                 background: Executor | None = None):
+                 background: Executor | None = None, replica: int = 0):
         self.owner = owner
         self.embedder = embedder
         self.lock = threading.RLock()
@@ -90,7 +117,9 @@ class UserStore:
         except BaseException:
             self.log.close()
             raise
-        self._projection_path = self.log.path.parent / "projections.sqlite"
+        self._projection_path = self.log.path.parent / projection_file(replica)
+        # Set when `follow` applied events of another process: their text may sit in the WAL.
+        self._followed = False
         self.view = self._open_view()
         if self.view.checkpoint > self.log.last_seq():
             # Projections of a longer log (the log was restored from an older backup): they
@@ -124,6 +153,30 @@ class UserStore:
                     # caller gets a storage error (507) to retry, never an unexpected one.
                     raise StorageError(f"cannot update the indexes ({exc}); retry once the disk has room") from exc
                 raise
+
+    def follow(self) -> int:
+        """Apply what other processes appended to the log since this one last looked (read your
+        writes across workers); how many events. One look at the log's head when there are none.
+        The embeddings are left to `catch_up_embeddings`, as after an append of this process."""
+        if self.log.last_seq() <= self._applied():
+            return 0
+        applied = self.catch_up(skip=_EMBEDDINGS)
+        if applied:
+            self._followed = True
+        return applied
+
+    def _applied(self) -> int:
+        return min((c for n, c in self.view.projections.checkpoints().items() if n not in _EMBEDDINGS), default=0)
+
+    def settle(self) -> None:
+        """After following another process: bring the embeddings up too, and checkpoint the WAL
+        so an erasure applied here leaves no old page behind (`MemoryService.forget` does the
+        same for its own)."""
+        self.catch_up_embeddings()
+        with self.lock:
+            if self._followed:
+                self.view.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._followed = False
 
     @property
     def embeddings_behind(self) -> bool:
@@ -230,11 +283,13 @@ def list_logs(data_dir: str | Path) -> Iterator[tuple[Path, Identity]]:
 class UserDirectory:
     """Opens each user's store once and keeps it; finds every log on disk."""
 
-    def __init__(self, data_dir: str | Path, keys: KeyRing, embedder: Embedder, background: Executor | None = None):
+    def __init__(self, data_dir: str | Path, keys: KeyRing, embedder: Embedder, background: Executor | None = None,
+                 replica: int = 0):
         self.data_dir = Path(data_dir)
         self.keys = keys
         self.embedder = embedder
         self._background = background
+        self._replica = replica
         self._stores: dict[str, UserStore] = {}
         self._lock = threading.Lock()
         self._opening: dict[str, threading.Lock] = {}
@@ -249,13 +304,25 @@ class UserDirectory:
         with opening:
             store = self._stores.get(owner.key)
             if store is None:
-                store = UserStore(self.data_dir, owner, self.keys, self.embedder, self._background)
+                store = UserStore(self.data_dir, owner, self.keys, self.embedder, self._background, self._replica)
                 self._stores[owner.key] = store
         return store
 
     def open_stores(self) -> list[UserStore]:
         """The stores this process has open (for metrics: no log is opened to answer)."""
         return list(self._stores.values())
+
+    def follow_open(self) -> int:
+        """Bring every open store up to its log's head (events other processes appended); how
+        many events. A store that fails is logged and retried at the next call."""
+        applied = 0
+        for store in self.open_stores():
+            try:
+                applied += store.follow()
+                store.settle()
+            except Exception:  # noqa: BLE001 - one person's damaged log must not stop the others'
+                logger.exception("could not follow the log of %s", store.owner.key[:12])
+        return applied
 
     def close(self) -> None:
         with self._lock:

@@ -3,6 +3,7 @@
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio.to_thread
 from litestar import Litestar, asgi
@@ -38,7 +39,7 @@ from memory.server.mcp_tools import build_mcp_server
 from memory.server.metrics import ERRORS, ToolCallTally, http_metrics, metrics_handler
 from memory.server.oauth.endpoints import build_oauth_controllers
 from memory.server.oauth.external import ExternalTokenVerifier, IssuerRoutingVerifier
-from memory.server.oauth.ratelimit import oauth_rate_limit, principal_rate_limit
+from memory.server.oauth.ratelimit import SharedWindows, oauth_rate_limit, principal_rate_limit
 from memory.server.oauth.store import OAuthStore
 from memory.server.rest import build_rest_controller, domain_error_response
 from memory.server.security_headers import add_security_headers
@@ -187,13 +188,15 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
     auth = DefineMiddleware(BearerAuthMiddleware, verifier=verifier,
                             resource_metadata_url=settings.resource_metadata_url,
                             metadata_url_for=lambda host: f"{settings.base_url_for(host)}{RESOURCE_METADATA_PATH}")
-    limit = principal_rate_limit(settings.call_rate_limit_per_minute)
+    # Several workers count every request in one file; one process keeps its windows in memory.
+    windows = SharedWindows(Path(settings.data_dir) / "ratelimits.sqlite") if settings.workers > 1 else None
+    limit = principal_rate_limit(settings.call_rate_limit_per_minute, windows)
     tally = ToolCallTally()
     endpoint = _McpEndpoint(build_mcp_server(service, settings, tally), settings)
     # With an external identity provider people sign in there: the built-in server stays out of the way.
     oauth = [] if settings.external_idp else build_oauth_controllers(
-        settings, service.keys, oauth_store, oauth_rate_limit(settings.oauth_rate_limit_per_minute))
-    web = build_web_controllers(settings, service, oauth_store, oauth_rate_limit(settings.oauth_rate_limit_per_minute))
+        settings, service.keys, oauth_store, oauth_rate_limit(settings.oauth_rate_limit_per_minute, windows))
+    web = build_web_controllers(settings, service, oauth_store, oauth_rate_limit(settings.oauth_rate_limit_per_minute, windows))
 
     @asgi("/mcp", copy_scope=True, middleware=[auth, limit], include_in_schema=False)
     async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
