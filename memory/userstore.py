@@ -30,7 +30,7 @@ from memory.signing import KeyRing
 from projections.base import ProjectionSet, open_projection_db
 from projections.duplicates import TextKeysProjection
 from projections.embedder import Embedder
-from projections.embeddings import EmbeddingsProjection
+from projections.embeddings import EmbeddingsProjection, create_cache
 from projections.entities import EntitiesProjection
 from projections.fulltext import FullTextProjection
 from projections.links import LinksProjection
@@ -118,6 +118,12 @@ class UserStore:
             self.log.close()
             raise
         self._projection_path = self.log.path.parent / projection_file(replica)
+        # Workers after the first share its vector cache: a text one worker embedded is not
+        # embedded again by the others as they follow the log, nor when one starts cold.
+        self._cache_db: sqlite3.Connection | None = None
+        if replica:
+            self._cache_db = open_projection_db(self.log.path.parent / projection_file(0))
+            create_cache(self._cache_db)
         # Set when `follow` applied events of another process: their text may sit in the WAL.
         self._followed = False
         self.view = self._open_view()
@@ -134,12 +140,12 @@ class UserStore:
             db = open_projection_db(self._projection_path)
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("quick_check failed")
-            return build_projections(db, self.embedder)
+            return build_projections(db, self.embedder, self._cache_db)
         except sqlite3.DatabaseError:
             # Derived data only: set the damaged file aside and rebuild from the log.
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{self._projection_path}{suffix}").unlink(missing_ok=True)
-            return build_projections(open_projection_db(self._projection_path), self.embedder)
+            return build_projections(open_projection_db(self._projection_path), self.embedder, self._cache_db)
 
     def catch_up(self, to_seq: int | None = None, progress: Callable[[int], None] | None = None,
                  skip: frozenset[str] = frozenset()) -> int:
@@ -191,7 +197,11 @@ class UserStore:
             if done >= head:
                 return
             texts = [_text_to_embed(event.payload) for event in self.log.read_events(done, head)]
-            self.view.embeddings.prime([text for text in texts if text is not None])
+            texts = [text for text in texts if text is not None]
+            if texts:
+                with self.reading() as db:
+                    texts = self.view.embeddings.uncached(db, texts)
+            self.view.embeddings.prime(texts)
             # Only as far as what was primed: later events have a catch-up of their own queued.
             self.catch_up(to_seq=head)
 
@@ -257,7 +267,8 @@ class UserStore:
     def view_as_of(self, seq: int) -> ProjectionView:
         """The projections as they were after `seq`, rebuilt in memory from the log."""
         with self.lock:
-            view = build_projections(open_projection_db(":memory:"), self.embedder, cache_db=self.view.db)
+            view = build_projections(open_projection_db(":memory:"), self.embedder,
+                                     cache_db=self._cache_db or self.view.db)
             view.projections.catch_up(self.log, to_seq=seq)
             return view
 
@@ -266,6 +277,8 @@ class UserStore:
             while not self._readers.empty():
                 self._readers.get_nowait().close()
             self.view.db.close()
+            if self._cache_db is not None:
+                self._cache_db.close()
             self.log.close()
 
 

@@ -5,11 +5,12 @@ answered is read back from /metrics (`memory_worker_tool_calls`, one series per 
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,13 @@ async def test_appends_through_both_workers_to_one_log_stay_gapless_and_unforked
     # Every worker that follows the log sees all 48 (its own projection file, caught up by seq).
     listed = await one_call(workers, token, "get_context_info")
     assert listed["total_memories"] == 48
+    # One vector cache for both, in the first worker's file: no text is embedded once per worker.
+    folder = next(path for path, owner in list_logs(workers.data_dir) if owner.sub == "gina")
+    cached = {}
+    for name in ("projections.sqlite", "projections.worker1.sqlite"):
+        with closing(sqlite3.connect(f"file:{folder / name}?mode=ro", uri=True)) as db:
+            cached[name] = db.execute("SELECT count(*) FROM embedding_cache").fetchone()[0]
+    assert cached == {"projections.sqlite": 48, "projections.worker1.sqlite": 0}
 
 
 async def test_forgetting_through_one_worker_leaves_every_workers_files_within_two_seconds(workers):
