@@ -123,9 +123,9 @@ def _now() -> datetime:
 
 class MemoryService:
     def __init__(self, data_dir: str | Path, embedder: Embedder, keys: KeyRing | None = None, *,
-                 replica: int = 0):
-        """`replica`: which of several processes serving `data_dir` this is (0 when alone); each
-        keeps projection files of its own (memory/userstore.py)."""
+                 replica: int | None = None):
+        """`replica`: which of several processes serving `data_dir` this is (None when alone);
+        each keeps projection files of its own (memory/userstore.py)."""
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.keys = keys or KeyRing(self.data_dir)

@@ -27,6 +27,7 @@ from memory.events import MemoryStored, MemoryUpdated
 from memory.identity import Identity
 from memory.log import EventDraft, SqliteEventLog, StoredEvent, log_path
 from memory.signing import KeyRing
+from memory.userlock import UserLock
 from projections.base import ProjectionSet, open_projection_db
 from projections.duplicates import TextKeysProjection
 from projections.embedder import Embedder
@@ -105,10 +106,11 @@ class UserStore:
     before it returns."""
 
     def __init__(self, data_dir: Path, owner: Identity, keys: KeyRing, embedder: Embedder,
-                 background: Executor | None = None, replica: int = 0):
+                 background: Executor | None = None, replica: int | None = None):
+        """`replica`: None when this process alone serves `data_dir`; else which of several
+        worker processes this is (memory/userlock.py, `follow`)."""
         self.owner = owner
         self.embedder = embedder
-        self.lock = threading.RLock()
         self._background = background
         self._embedding = threading.Lock()
         self.log = SqliteEventLog(log_path(data_dir, owner), owner, keys)
@@ -117,7 +119,8 @@ class UserStore:
         except BaseException:
             self.log.close()
             raise
-        self._projection_path = self.log.path.parent / projection_file(replica)
+        self.lock = UserLock(None if replica is None else self.log.path.parent / "writer.lock")
+        self._projection_path = self.log.path.parent / projection_file(replica or 0)
         # Workers after the first share its vector cache: a text one worker embedded is not
         # embedded again by the others as they follow the log, nor when one starts cold.
         self._cache_db: sqlite3.Connection | None = None
@@ -133,6 +136,8 @@ class UserStore:
             self.view.projections.rebuild(self.log)
         self.view.embeddings.load_index(self.view.db)
         self.catch_up()
+        # From now on whoever takes the lock first sees what other processes appended.
+        self.lock.on_acquire = self.follow
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
 
     def _open_view(self) -> ProjectionView:
@@ -280,6 +285,7 @@ class UserStore:
             if self._cache_db is not None:
                 self._cache_db.close()
             self.log.close()
+        self.lock.close()
 
 
 def list_logs(data_dir: str | Path) -> Iterator[tuple[Path, Identity]]:
@@ -297,7 +303,7 @@ class UserDirectory:
     """Opens each user's store once and keeps it; finds every log on disk."""
 
     def __init__(self, data_dir: str | Path, keys: KeyRing, embedder: Embedder, background: Executor | None = None,
-                 replica: int = 0):
+                 replica: int | None = None):
         self.data_dir = Path(data_dir)
         self.keys = keys
         self.embedder = embedder

@@ -7,7 +7,8 @@ the parent's effective settings from the environment (a spawned process inherits
 What the workers share, and how each thing stays right across them:
 
 - The logs: SQLite's own locking (`BEGIN IMMEDIATE`) serialises appends to one person's log
-  across processes, so seqs stay gapless and the chain unforked.
+  across processes, so seqs stay gapless and the chain unforked; a file lock per person makes
+  each check-then-append of the service atomic across workers too (memory/userlock.py).
 - Projections are per worker (memory/userstore.py): worker k claims slot k with a lock file and
   keeps `projections.worker<k>.sqlite` (slot 0 the plain `projections.sqlite`); before each call
   it catches up with what the others appended, and a poll every 0.5 s does the same for every
@@ -69,8 +70,11 @@ def serve_workers(settings: ServerSettings, **uvicorn_options: Any) -> None:
     metrics_dir = tempfile.mkdtemp(prefix="memory-metrics-")
     os.environ[METRICS_DIR_ENV] = metrics_dir
     os.environ[_SETTINGS_ENV] = msgspec.json.encode(settings).decode()
+    # A worker busy with a cold person's projections must not be taken for hung (and killed
+    # with its connections) on a loaded machine: uvicorn's 5 s health check is too short.
     config = uvicorn.Config("memory.server.workers:worker_app", factory=True, workers=settings.workers,
-                            host=settings.host, port=settings.port, **uvicorn_options)
+                            host=settings.host, port=settings.port, timeout_worker_healthcheck=30,
+                            **uvicorn_options)
     socket = config.bind_socket()
     try:
         Multiprocess(config, sockets=[socket]).run()

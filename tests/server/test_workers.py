@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server_calls import call, log_lengths
 
 from memory.server.process import ServerProcess
-from memory.userstore import list_logs
+from memory.userstore import list_logs, remove_replicas
 
 pytestmark = pytest.mark.anyio
 
@@ -187,3 +187,18 @@ def test_tallies_metrics_and_the_rate_limit_hold_across_workers(tmp_path):
     stats = subprocess.run([str(Path(sys.executable).parent / "memory"), "stats", "--json", "--data-dir",
                             str(tmp_path / "data")], capture_output=True, text=True, check=True)
     assert json.loads(stats.stdout)["tool_calls"]["list_entities"] == {"ok": 12, "error": 0}
+
+
+def test_starting_with_fewer_workers_deletes_the_projection_files_no_worker_follows(tmp_path):
+    folder = tmp_path / "users" / "abc"
+    folder.mkdir(parents=True)
+    names = ["events.sqlite", "projections.sqlite", "projections.sqlite-wal", "projections.worker1.sqlite",
+             "projections.worker1.sqlite-wal", "projections.worker2.sqlite", "projections.worker2.sqlite-shm",
+             "projections.worker12.sqlite"]
+    for name in names:
+        (folder / name).write_bytes(b"x")
+    assert remove_replicas(tmp_path, keep=2) == 3
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names[:5])
+    assert remove_replicas(tmp_path, keep=1) == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["events.sqlite", "projections.sqlite",
+                                                        "projections.sqlite-wal"]
