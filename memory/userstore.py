@@ -184,10 +184,23 @@ class UserStore:
         so an erasure applied here leaves no old page behind (`MemoryService.forget` does the
         same for its own)."""
         self.catch_up_embeddings()
-        with self.lock:
-            if self._followed:
-                self.view.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                self._followed = False
+        if self._followed:
+            self._followed = False
+            if not self._truncate_wal():
+                self._followed = True  # readers were in the way: the next poll tries again
+
+    def _truncate_wal(self) -> bool:
+        """Checkpoint the projections' WAL and empty it, on a connection of its own and outside
+        the locks, giving up after a moment: a ranking that holds a read transaction may be
+        waiting for this person's lock, and a checkpoint waits for every reader."""
+        db = sqlite3.connect(self._projection_path, timeout=0.2)
+        try:
+            busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return busy == 0
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            db.close()
 
     @property
     def embeddings_behind(self) -> bool:

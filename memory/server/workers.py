@@ -1,8 +1,11 @@
 """`memory serve --workers N`: N processes answering on one port over one data directory.
 
-uvicorn's own multi-process mode: the parent binds the socket and supervises N spawned workers
-(restarting one that dies); each worker builds its app from `worker_app`, a factory that reads
-the parent's effective settings from the environment (a spawned process inherits nothing else).
+uvicorn's own multi-process supervisor: the parent binds the port and supervises N spawned
+workers (restarting one that dies); each worker builds its app from `worker_app`, a factory that
+reads the parent's effective settings from the environment (a spawned process inherits nothing
+else). One change to uvicorn's way: every worker gets a listening socket of its own on the port
+(SO_REUSEPORT), so the kernel spreads new connections evenly over the workers. With one shared
+socket, whichever worker woke first took them: 16 clients opening at once all landed on one.
 
 What the workers share, and how each thing stays right across them:
 
@@ -25,11 +28,15 @@ import fcntl
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import msgspec
+
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from memory.server.settings import ServerSettings
 from memory.userstore import remove_replicas
@@ -64,7 +71,6 @@ def claim_slot(data_dir: str | Path, workers: int) -> int:
 def serve_workers(settings: ServerSettings, **uvicorn_options: Any) -> None:
     """Run `settings.workers` worker processes on settings.host:port until a signal stops them."""
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     remove_replicas(settings.data_dir, keep=settings.workers)
     metrics_dir = tempfile.mkdtemp(prefix="memory-metrics-")
@@ -75,12 +81,73 @@ def serve_workers(settings: ServerSettings, **uvicorn_options: Any) -> None:
     config = uvicorn.Config("memory.server.workers:worker_app", factory=True, workers=settings.workers,
                             host=settings.host, port=settings.port, timeout_worker_healthcheck=30,
                             **uvicorn_options)
-    socket = config.bind_socket()
+    sockets = [_listening_socket(settings.host, settings.port, config.backlog) for _ in range(settings.workers)]
+    logging.getLogger("memory.server").info("%d workers on http://%s:%d", settings.workers, settings.host,
+                                            settings.port)
     try:
-        Multiprocess(config, sockets=[socket]).run()
+        _SocketEach(config, sockets=sockets).run()
     finally:
-        socket.close()
+        for sock in sockets:
+            sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Only processes of this same user can join the port (Linux checks the effective uid).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"Error: cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(backlog)  # now, so a connection never waits for a worker still starting
+    sock.set_inheritable(True)
+    return sock
+
+
+class _SocketEach(Multiprocess):
+    """uvicorn's supervisor, giving worker i the i-th socket (when it starts, is restarted after
+    dying, or is replaced on SIGHUP) instead of every worker all of them. The loops are uvicorn's."""
+
+    def init_processes(self) -> None:
+        for sock in self.sockets:
+            process = Process(self.config, [sock])
+            process.start()
+            self.processes.append(process)
+
+    def restart_all(self) -> None:
+        for idx, old_process in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+            new_process = Process(self.config, [self.sockets[idx]])
+            new_process.start()
+            if not new_process.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
+                new_process.kill()
+                new_process.join()
+                return
+            old_process.terminate()
+            old_process.join()
+            self.processes[idx] = new_process
+
+    def keep_subprocess_alive(self) -> None:
+        if self.should_exit.is_set():
+            return
+        for idx, process in enumerate(self.processes):
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()
+            process.join()
+            if process.exitcode == STARTUP_FAILURE:
+                # It failed before serving: the app is broken and would fail the same way again.
+                self.should_exit.set()
+                return
+            if self.should_exit.is_set():
+                return
+            process = Process(self.config, [self.sockets[idx]])
+            process.start()
+            self.processes[idx] = process
 
 
 def worker_app() -> Any:
