@@ -5,6 +5,8 @@ answered is read back from /metrics (`memory_worker_tool_calls`, one series per 
 
 import asyncio
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -202,3 +204,52 @@ def test_starting_with_fewer_workers_deletes_the_projection_files_no_worker_foll
     assert remove_replicas(tmp_path, keep=1) == 2
     assert sorted(p.name for p in folder.iterdir()) == ["events.sqlite", "projections.sqlite",
                                                         "projections.sqlite-wal"]
+
+
+async def test_a_killed_worker_is_replaced_on_its_own_slot_and_socket_and_calls_go_on(tmp_path):
+    with ServerProcess(tmp_path / "data", extra_args=["--workers", "2"]) as server:
+        server.wait_ready(timeout=120)
+        token = server.token("kim")
+        stored = await one_call(server, token, "store_memory", {"text": "Kim's bike is the green one"})
+        first = sorted(server_pids(server.pid))
+        assert len(first) == 2
+        os.kill(first[0], signal.SIGKILL)  # as the OOM killer would
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            now = server_pids(server.pid)
+            if len(now) == 2 and first[0] not in now:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("the killed worker was not replaced")
+        # Every connection is answered again, whichever socket the kernel hands it to, and the
+        # replacement took the freed slot: no third projection file appears.
+        for _ in range(12):
+            found = await one_call(server, token, "retrieve_context", {"query": "green bike", "limit": 3})
+            assert stored["id"] in [m["id"] for m in found["memories"]]
+        assert all(calls_by_worker(server).get(pid, 0) > 0 for pid in now), calls_by_worker(server)
+        folder = next(path for path, owner in list_logs(server.data_dir) if owner.sub == "kim")
+        assert sorted(p.name for p in folder.glob("projections*.sqlite")) == [
+            "projections.sqlite", "projections.worker1.sqlite"]
+
+
+def server_pids(pid: int) -> list[int]:
+    """The live worker processes of the `memory serve` running as `pid` (not multiprocessing's
+    resource tracker, not a dead worker not yet reaped)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            alive = stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            spawned = b"spawn_main" in (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if alive and spawned and _parent_or_none(stat) == pid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _parent_or_none(stat: Path) -> int | None:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
