@@ -127,7 +127,8 @@ class UserStore:
         if replica:
             self._cache_db = open_projection_db(self.log.path.parent / projection_file(0))
             create_cache(self._cache_db)
-        # Set when `follow` applied events of another process: their text may sit in the WAL.
+        # Set when `follow` applied an erasure made by another process: the forgotten text may
+        # still sit in old pages of the WAL until it is checkpointed and emptied (`settle`).
         self._followed = False
         self.view = self._open_view()
         if self.view.checkpoint > self.log.last_seq():
@@ -169,20 +170,22 @@ class UserStore:
         """Apply what other processes appended to the log since this one last looked (read your
         writes across workers); how many events. One look at the log's head when there are none.
         The embeddings are left to `catch_up_embeddings`, as after an append of this process."""
-        if self.log.last_seq() <= self._applied():
+        applied, head = self._applied(), self.log.last_seq()
+        if head <= applied:
             return 0
-        applied = self.catch_up(skip=_EMBEDDINGS)
-        if applied:
+        # Usually a few events: reading their types twice costs less than emptying the WAL
+        # after every one of them.
+        if any(event.type == "memory.forgotten" for event in self.log.read_events(applied, head)):
             self._followed = True
-        return applied
+        return self.catch_up(skip=_EMBEDDINGS)
 
     def _applied(self) -> int:
         return min((c for n, c in self.view.projections.checkpoints().items() if n not in _EMBEDDINGS), default=0)
 
     def settle(self) -> None:
-        """After following another process: bring the embeddings up too, and checkpoint the WAL
-        so an erasure applied here leaves no old page behind (`MemoryService.forget` does the
-        same for its own)."""
+        """After following other processes: bring the embeddings up too, and after an erasure
+        checkpoint the WAL so it leaves no old page behind (`MemoryService.forget` does the same
+        for its own)."""
         self.catch_up_embeddings()
         if self._followed:
             self._followed = False
