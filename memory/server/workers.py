@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-
+import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
@@ -70,8 +70,7 @@ def claim_slot(data_dir: str | Path, workers: int) -> int:
 
 def serve_workers(settings: ServerSettings, **uvicorn_options: Any) -> None:
     """Run `settings.workers` worker processes on settings.host:port until a signal stops them."""
-    import uvicorn
-
+    _refuse_a_taken_port(settings.host, settings.port)
     remove_replicas(settings.data_dir, keep=settings.workers)
     metrics_dir = tempfile.mkdtemp(prefix="memory-metrics-")
     os.environ[METRICS_DIR_ENV] = metrics_dir
@@ -90,6 +89,19 @@ def serve_workers(settings: ServerSettings, **uvicorn_options: Any) -> None:
         for sock in sockets:
             sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    # SO_REUSEPORT would let these workers join a server already listening there (another
+    # `memory serve --workers` of the same user) and split its connections: bind plainly first.
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        probe.bind((host, port))
+    except OSError as exc:
+        raise SystemExit(f"Error: cannot listen on {host}:{port}: {exc.strerror}") from None
+    finally:
+        probe.close()
 
 
 def _listening_socket(host: str, port: int, backlog: int) -> socket.socket:

@@ -87,6 +87,15 @@ async def test_the_workers_are_distinct_processes_and_each_answers_calls(workers
     assert {parent_of(pid) for pid in served} == {workers.pid}
 
 
+def test_workers_refuse_a_port_another_server_listens_on(workers):
+    # Their sockets share the port with each other (SO_REUSEPORT), never with a stranger.
+    second = subprocess.run([str(Path(sys.executable).parent / "memory"), "serve", "--workers", "2", "--port",
+                             str(workers.port), "--data-dir", str(workers.data_dir.parent / "other")],
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{workers.port}" in second.stderr
+
+
 async def test_a_memory_stored_through_one_worker_is_found_by_the_next_call_on_the_other(workers):
     token = workers.token("rita")
     crossed = 0
