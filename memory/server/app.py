@@ -194,9 +194,9 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
     tally = ToolCallTally()
     endpoint = _McpEndpoint(build_mcp_server(service, settings, tally), settings)
     # With an external identity provider people sign in there: the built-in server stays out of the way.
-    oauth = [] if settings.external_idp else build_oauth_controllers(
-        settings, service.keys, oauth_store, oauth_rate_limit(settings.oauth_rate_limit_per_minute, windows))
-    web = build_web_controllers(settings, service, oauth_store, oauth_rate_limit(settings.oauth_rate_limit_per_minute, windows))
+    login_limit = oauth_rate_limit(settings.oauth_rate_limit_per_minute, windows)
+    oauth = [] if settings.external_idp else build_oauth_controllers(settings, service.keys, oauth_store, login_limit)
+    web = build_web_controllers(settings, service, oauth_store, login_limit)
 
     @asgi("/mcp", copy_scope=True, middleware=[auth, limit], include_in_schema=False)
     async def mcp(scope: Scope, receive: Receive, send: Send) -> None:
