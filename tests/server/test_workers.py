@@ -172,7 +172,9 @@ async def test_forgetting_through_one_worker_leaves_every_workers_files_within_t
 
 
 def test_tallies_metrics_and_the_rate_limit_hold_across_workers(tmp_path):
-    with ServerProcess(tmp_path / "data", extra_args=["--workers", "2", "--call-rate-limit", "60"]) as server:
+    # MEMORY_WORKERS, as a container would set it, rather than the flag.
+    with ServerProcess(tmp_path / "data", extra_args=["--call-rate-limit", "60"],
+                       env={"MEMORY_WORKERS": "2"}) as server:
         server.wait_ready(timeout=120)
         token = server.token("tess")
 
