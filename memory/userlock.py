@@ -26,6 +26,12 @@ class UserLock:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600) if path is not None else None
         self.on_acquire: Callable[[], object] | None = None
 
+    @property
+    def local(self) -> threading.RLock:
+        """The thread lock alone: for work on this process's own files (a projection catch-up),
+        which needs no other process to wait. Nothing done under it alone waits for the file lock."""
+        return self._thread
+
     def acquire(self) -> None:
         self._thread.acquire()
         self._depth += 1

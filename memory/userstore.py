@@ -155,7 +155,9 @@ class UserStore:
 
     def catch_up(self, to_seq: int | None = None, progress: Callable[[int], None] | None = None,
                  skip: frozenset[str] = frozenset()) -> int:
-        with self.lock:
+        # This process's lock only: applying events to its own projection files is no business
+        # of the other workers, so a read catching up does not queue behind their appends.
+        with self.lock.local:
             try:
                 return self.view.projections.catch_up(self.log, to_seq, progress, skip)
             except BaseException as exc:
@@ -227,7 +229,7 @@ class UserStore:
             self.catch_up(to_seq=head)
 
     def rebuild(self, to_seq: int | None = None, progress: Callable[[int], None] | None = None) -> int:
-        with self.lock:
+        with self.lock.local:
             return self.view.projections.rebuild(self.log, to_seq, progress)
 
     def append(self, drafts: Sequence[EventDraft], redact_seqs: Sequence[int] = (), *,
@@ -287,14 +289,14 @@ class UserStore:
 
     def view_as_of(self, seq: int) -> ProjectionView:
         """The projections as they were after `seq`, rebuilt in memory from the log."""
-        with self.lock:
+        with self.lock.local:
             view = build_projections(open_projection_db(":memory:"), self.embedder,
                                      cache_db=self._cache_db or self.view.db)
             view.projections.catch_up(self.log, to_seq=seq)
             return view
 
     def close(self) -> None:
-        with self.lock:
+        with self.lock.local:
             while not self._readers.empty():
                 self._readers.get_nowait().close()
             self.view.db.close()
