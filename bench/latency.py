@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/latency.py [--sizes 1000 10000 100000] [--samples 200]
                                       [--concurrency 1 8 16 32] [--duration 10]
-                                      [--data-dir DIR] [--exact-seed] [--vocabulary small] [--database-url URL]
+                                      [--data-dir DIR] [--exact-seed] [--vocabulary small] [--database-url URL] [--workers 1 2]
 
 With `--database-url postgresql://...` the log lives in that (empty) database, as with
 `memory serve --database-url`: the same calls, to compare with the SQLite default.
@@ -23,6 +23,10 @@ For each size N (ascending; the data directory is reused, so each size only seed
    the CPU the server and this (client) process used in that window (on a shared host the
    client's own CPU competes with the server's).
 4. Server RSS (VmRSS and peak VmHWM of the server process, from /proc) after the size's runs.
+
+`--workers 1 2` repeats steps 2-4 for each worker count (`memory serve --workers N`); before
+timing, calls on fresh connections until every worker has served one (a worker opens the
+person's projections at its first call); CPU and RSS are then summed over the worker processes.
 
 Targets (printed beside the numbers): retrieve_context p50 <= 10 ms and p95 <= 25 ms at 10k,
 p50 <= 25 ms at 100k; store_memory p50 <= 10 ms; >= 200 calls/s with 16 concurrent clients;
@@ -147,6 +151,50 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def server_pids(pid: int) -> list[int]:
+    """The server process and, with --workers, its worker processes."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return [pid, *children]
+
+
+def total_cpu(pid: int) -> float:
+    return sum(proc_cpu(p) for p in server_pids(pid) if Path(f"/proc/{p}").exists())
+
+
+def total_rss(pid: int) -> dict[str, int]:
+    """VmRSS / VmHWM in kB, summed over the server's processes (the supervisor's included)."""
+    out = {"VmRSS": 0, "VmHWM": 0}
+    for p in server_pids(pid):
+        for key, value in proc_status(p).items():
+            out[key] += value
+    return out
+
+
+async def warm_workers(url: str, token: str, workers: int, limit: int = 200) -> None:
+    """Calls on fresh connections until each of `workers` processes answered one (/metrics
+    `memory_worker_tool_calls` has a series per worker pid)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    base = url.rsplit("/mcp", 1)[0]
+    for _ in range(limit):
+        http, client = _client(url, token)
+        async with http, client:
+            await client.call_tool("get_context_info", {})
+        async with httpx2.AsyncClient(timeout=30) as scrape:
+            text = (await scrape.get(f"{base}/metrics")).text
+        served = [s.value for f in text_string_to_metric_families(text) if f.name == "memory_worker_tool_calls"
+                  for s in f.samples]
+        if len([v for v in served if v > 0]) >= workers:
+            return
+    raise RuntimeError(f"not every one of {workers} workers answered a call in {limit} tries")
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -214,6 +262,7 @@ def main() -> None:
                         help="memory and query text: LoCoMo turns, or 12 words of 20 (every word common)")
     parser.add_argument("--exact-seed", action="store_true", help="embed every seeded text (slow: ~170 texts/s)")
     parser.add_argument("--database-url", metavar="URL", help="keep the log in this PostgreSQL database")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1], help="worker processes to compare (--workers)")
     args = parser.parse_args()
     database = ["--database-url", args.database_url] if args.database_url else []
 
@@ -231,25 +280,30 @@ def main() -> None:
             added, seed_s = seed_to(data_dir, size, texts, args.exact_seed, embedder, args.database_url)
             print(f"[{time.strftime('%H:%M:%S')}] size {size:,}: seeded {added:,} in {seed_s:.1f} s; "
                   f"load {loadavg()}", file=sys.stderr, flush=True)
-            log_file = data_dir.parent / f"server-{size}.log"
-            with ServerProcess(data_dir, log_file=log_file, extra_args=["--call-rate-limit", "1000000", *database]) as server:
-                server.wait_ready(timeout=300)
-                pid = server._process.pid
-                token = server.token(USER)
-                load_before = loadavg()
-                seq = asyncio.run(sequential(server.mcp_url, token, args.samples, texts, str(size)))
-                tps = []
-                for clients in args.concurrency:
-                    cpu_server, cpu_client = proc_cpu(pid), time.process_time()
-                    ok, errors, secs, lat = asyncio.run(
-                        throughput(server.mcp_url, token, clients, args.duration, texts, str(size)))
-                    tps.append((clients, ok, errors, secs, lat, (proc_cpu(pid) - cpu_server) / secs,
-                                (time.process_time() - cpu_client) / secs))
-                    print(f"[{time.strftime('%H:%M:%S')}]   {clients} clients: {ok / secs:.0f} calls/s, "
-                          f"{errors} errors", file=sys.stderr, flush=True)
-                rss = proc_status(pid)
-                started = server.started_in or 0.0
-            runs.append((size, added, seed_s, started, load_before, seq, tps, rss, loadavg()))
+            for workers in args.workers:
+                log_file = data_dir.parent / f"server-{size}-{workers}.log"
+                with ServerProcess(data_dir, log_file=log_file, extra_args=[
+                        "--call-rate-limit", "1000000", "--workers", str(workers), *database]) as server:
+                    server.wait_ready(timeout=300)
+                    pid = server._process.pid
+                    token = server.token(USER)
+                    if workers > 1:
+                        asyncio.run(warm_workers(server.mcp_url, token, workers))
+                    load_before = loadavg()
+                    tag = f"{size}w{workers}"
+                    seq = asyncio.run(sequential(server.mcp_url, token, args.samples, texts, tag))
+                    tps = []
+                    for clients in args.concurrency:
+                        cpu_server, cpu_client = total_cpu(pid), time.process_time()
+                        ok, errors, secs, lat = asyncio.run(
+                            throughput(server.mcp_url, token, clients, args.duration, texts, tag))
+                        tps.append((clients, ok, errors, secs, lat, (total_cpu(pid) - cpu_server) / secs,
+                                    (time.process_time() - cpu_client) / secs))
+                        print(f"[{time.strftime('%H:%M:%S')}]   {workers} worker(s), {clients} clients: "
+                              f"{ok / secs:.0f} calls/s, {errors} errors", file=sys.stderr, flush=True)
+                    rss = total_rss(pid)
+                    started = server.started_in or 0.0
+                runs.append((size, added, seed_s, started, load_before, seq, tps, rss, loadavg(), workers))
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -262,33 +316,36 @@ def main() -> None:
     print(f"Sequential: {args.samples} timed calls per tool after 10 warm-up pairs, one MCP client "
           "(2026-07-28 stateless mode), store and retrieve alternating; memories grow by the stores.")
     print()
-    print("| memories | load avg | store p50 | store p95 | store p99 | retrieve p50 | retrieve p95 | retrieve p99 |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
-    for size, _, _, _, load, seq, _, _, _ in runs:
+    print("| memories | workers | load avg | store p50 | store p95 | store p99 | retrieve p50 | retrieve p95 | "
+          "retrieve p99 |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    for size, _, _, _, load, seq, _, _, _, workers in runs:
         s, r = percentiles(seq["store_memory"]), percentiles(seq["retrieve_context"])
-        print(f"| {size:,} | {load} | {s[0]:.1f} ms | {s[1]:.1f} ms | {s[2]:.1f} ms | "
+        print(f"| {size:,} | {workers} | {load} | {s[0]:.1f} ms | {s[1]:.1f} ms | {s[2]:.1f} ms | "
               f"{r[0]:.1f} ms | {r[1]:.1f} ms | {r[2]:.1f} ms |")
     print()
     print(f"Throughput: C concurrent clients, each alternating store_memory / retrieve_context for "
           f"{args.duration:g} s. CPU = cores' worth used by the server / by this client process.")
     print()
-    print("| memories | clients | calls/s | errors | call p50 | call p95 | server CPU | client CPU |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for size, _, _, _, _, _, tps, _, _ in runs:
+    print("| memories | workers | clients | calls/s | errors | call p50 | call p95 | server CPU | client CPU |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for size, _, _, _, _, _, tps, _, _, workers in runs:
         for clients, ok, errors, secs, lat, cpu_s, cpu_c in tps:
             p = percentiles(lat) if len(lat) > 2 else (float("nan"),) * 3
-            print(f"| {size:,} | {clients} | {ok / secs:.0f} | {errors} | {p[0]:.0f} ms | {p[1]:.0f} ms | "
+            print(f"| {size:,} | {workers} | {clients} | {ok / secs:.0f} | {errors} | {p[0]:.0f} ms | {p[1]:.0f} ms | "
                   f"{cpu_s:.2f} | {cpu_c:.2f} |")
     print()
-    print("| memories | seeded now | seed time | /healthz after start | server VmRSS | server VmHWM (peak) |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for size, added, seed_s, started, _, _, _, rss, _ in runs:
-        print(f"| {size:,} | {added:,} | {seed_s:.1f} s | {started:.2f} s | {rss.get('VmRSS', 0) / 1024:.0f} MB | "
+    print("| memories | workers | seeded now | seed time | /healthz after start | server VmRSS | server VmHWM (peak) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for size, added, seed_s, started, _, _, _, rss, _, workers in runs:
+        print(f"| {size:,} | {workers} | {added:,} | {seed_s:.1f} s | {started:.2f} s | "
+              f"{rss.get('VmRSS', 0) / 1024:.0f} MB | "
               f"{rss.get('VmHWM', 0) / 1024:.0f} MB |")
     print()
     print("| target | measured | |")
     print("|---|---|---|")
-    by_size = {r[0]: r for r in runs}
+    # Latency and RSS targets are per process: judged on the first worker count given.
+    by_size = {r[0]: r for r in runs if r[9] == args.workers[0]}
     for size, run in by_size.items():
         s = percentiles(run[5]["store_memory"])
         print(f"| store_memory p50 <= 10 ms ({size:,}) | {s[0]:.1f} ms | {mark(s[0] <= 10)} |")
@@ -301,11 +358,18 @@ def main() -> None:
         print(f"| retrieve_context p50 <= 25 ms at 100k | {r[0]:.1f} ms | {mark(r[0] <= 25)} |")
         rss = by_size[100000][7].get("VmRSS", 0) / 1024
         print(f"| server RSS <= 400 MB at 100k | {rss:.0f} MB | {mark(rss <= 400)} |")
-    for size, run in by_size.items():
+    at16: dict[tuple[int, int], float] = {}
+    for run in runs:
+        size, workers = run[0], run[9]
         for clients, ok, errors, secs, *_ in run[6]:
             if clients == 16:
-                print(f"| >= 200 calls/s with 16 clients ({size:,}) | {ok / secs:.0f} calls/s, {errors} errors | "
-                      f"{mark(ok / secs >= 200 and errors == 0)} |")
+                at16[size, workers] = ok / secs
+                print(f"| >= 200 calls/s with 16 clients ({size:,}, {workers} worker(s)) | {ok / secs:.0f} calls/s, "
+                      f"{errors} errors | {mark(ok / secs >= 200 and errors == 0)} |")
+    for (size, workers), rate in at16.items():
+        if workers == 2 and (size, 1) in at16:
+            ratio = rate / at16[size, 1]
+            print(f"| 2 workers >= 1.5x one at 16 clients ({size:,}) | {ratio:.2f}x | {mark(ratio >= 1.5)} |")
 
 
 if __name__ == "__main__":

@@ -468,6 +468,8 @@ _SERVE_FLAGS = {"access_token_ttl": "access_token_ttl_seconds",
               help="Where the external provider publishes its signing keys (required with --idp-issuer).")
 @click.option("--idp-audience", metavar="AUD",
               help="The aud the provider's access tokens carry for this server (default: PUBLIC_URL/mcp).")
+@click.option("--workers", type=click.IntRange(1, 64),
+              help="Server processes on this port over the one data directory (default 1).")
 @click.option("--widget/--no-widget", default=None,
               help="Memory cards inside ChatGPT and other MCP Apps hosts (default on); text-only hosts see no change.")
 @click.pass_context
@@ -491,19 +493,26 @@ def serve(ctx: click.Context, config_file: Path | None, **params) -> None:
     if (settings.idp_issuer is None) != (settings.idp_jwks_url is None):
         raise click.UsageError("--idp-issuer and --idp-jwks-url go together")
     forwarded = settings.forwarded_allow_ips
-    from memory.pgpool import DatabaseUnavailable
+    # log_config=None: the app's logging config (JSON lines by default) formats uvicorn's own lines too.
+    # access_log=False: the app logs each request itself, without the query string (a search's words).
+    options = dict(log_level=settings.log_level, lifespan="on", log_config=None, access_log=False,
+                   proxy_headers=bool(forwarded), forwarded_allow_ips=forwarded or None,
+                   server_header=False, timeout_graceful_shutdown=5)
+    if settings.workers > 1:
+        from memory.server.workers import serve_workers
 
+        serve_workers(settings, **options)
+        return
+    from memory.pgpool import DatabaseUnavailable
+    from memory.userstore import remove_replicas
+
+    remove_replicas(settings.data_dir, keep=1)  # what other workers of an earlier start left
     try:
         app = create_app(settings)
     except (MemoryServiceError, DatabaseUnavailable) as exc:  # the database cannot be reached or used
         click.echo(f"Error: {exc}", err=True)
         raise SystemExit(1) from None
-    # log_config=None: the app's logging config (JSON lines by default) formats uvicorn's own lines too.
-    # access_log=False: the app logs each request itself, without the query string (a search's words).
-    config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level=settings.log_level, lifespan="on", log_config=None, access_log=False,
-                            proxy_headers=bool(forwarded), forwarded_allow_ips=forwarded or None,
-                            server_header=False, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, **options)
 
     class _Server(uvicorn.Server):
         async def startup(self, sockets=None) -> None:

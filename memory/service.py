@@ -124,10 +124,12 @@ def _now() -> datetime:
 class MemoryService:
     def __init__(self, data_dir: str | Path, embedder: Embedder, keys: KeyRing | None = None,
                  logs: LogDirectory | None = None,
-                 embedding_caches: Callable[[str], EmbeddingCache] | None = None):
+                 embedding_caches: Callable[[str], EmbeddingCache] | None = None, *, replica: int | None = None):
         """`logs`: where the logs of record are (default: SQLite files under `data_dir`); the
-        service closes it. `embedding_caches`: each person's vector cache
-        elsewhere than their projections file (PostgreSQL, shared by replicas). Projections are kept under `data_dir` whatever the backend."""
+        service closes it. `embedding_caches`: each person's vector cache elsewhere than their
+        projections file (PostgreSQL, shared by replicas). Projections are kept under `data_dir`
+        whatever the backend. `replica`: which of several worker processes serving `data_dir` this
+        is (None when alone); each keeps projection files of its own (memory/userstore.py)."""
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.keys = keys or (logs.keys if logs is not None else KeyRing(self.data_dir))
@@ -135,7 +137,8 @@ class MemoryService:
         self.embedder = embedder
         # New memories are embedded here after their store has been answered (UserStore.append).
         self._embed_later = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="embed-later")
-        self.users = UserDirectory(self.data_dir, self.logs, embedder, self._embed_later, embedding_caches)
+        self.users = UserDirectory(self.data_dir, self.logs, embedder, self._embed_later, embedding_caches, replica)
+        self._replica = replica
         # user key -> (seq, entry hash, events) of the last event verify_chain found sound.
         self._verified_chains: dict[str, tuple[int, str, int]] = {}
         self._query_embeddings = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
@@ -186,8 +189,8 @@ class MemoryService:
 
     def _store(self, caller: Caller) -> UserStore:
         store = self.users.get(caller.identity)
-        if self._following is not None:
-            self._follow(store)  # other replicas may have appended since: one look at the head
+        if self._following is not None or self._replica is not None:
+            self._follow(store)  # other processes may have appended since: one look at the head
         return store
 
     def _append(self, caller: Caller, payloads: list[EventPayload], *, redact_seqs: list[int] | None = None,

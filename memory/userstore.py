@@ -5,10 +5,19 @@ Each user has a folder `<data_dir>/users/<hash of identity>/` holding `projectio
 (the log, the truth). On PostgreSQL the log is in the database and the folder is this process's
 cache of it, caught up by seq.
 Every user has a lock of their own, so one user's writes never hold up another user's reads.
+
+Several processes may serve one data directory (`memory serve --workers N`). Each keeps
+projections of its own (`projections.worker<k>.sqlite`; the first worker the plain name): a cache
+is only ever written by the process that reads it, so its in-memory state (the vector index, the
+checkpoints) never goes stale behind its back. What another process appended is caught up by
+seq: `UserStore.follow` before every call, and a poll of the open logs for erasure
+(`MemoryService.follow_others`). Both use only `last_seq` and `read_events` of the `EventStore`,
+so replicas over one PostgreSQL database follow each other the same way.
 """
 
 import logging
 import queue
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -20,7 +29,9 @@ from memory.errors import StorageError
 from memory.events import MemoryStored, MemoryUpdated
 from memory.identity import Identity
 from memory.log import EventDraft, EventStore, StoredEvent, user_folder
+from memory.log import USERS_DIR
 from memory.logs import LogDirectory, sqlite_logs
+from memory.userlock import UserLock
 from projections.base import PROJECTIONS_FILE, ProjectionSet, open_projection_db, passes_quick_check
 from projections.duplicates import TextKeysProjection
 from projections.embedder import Embedder
@@ -31,7 +42,8 @@ from projections.fulltext import FullTextProjection
 from projections.links import LinksProjection
 from projections.memories import MemoriesProjection
 
-__all__ = ["UserStore", "ProjectionView", "UserDirectory", "build_projections", "list_logs"]
+__all__ = ["UserStore", "ProjectionView", "UserDirectory", "build_projections", "list_logs", "projection_file",
+           "remove_replicas"]
 
 # Read connections kept open per user: enough for the calls one person's assistants make at once.
 _IDLE_READERS = 4
@@ -39,6 +51,24 @@ _IDLE_READERS = 4
 _EMBEDDINGS = frozenset({"embeddings"})
 
 logger = logging.getLogger("memory.userstore")
+_REPLICA_FILE = re.compile(r"^projections\.worker(\d+)\.sqlite(-wal|-shm)?$")
+
+
+def projection_file(replica: int = 0) -> str:
+    """The name of a user's projection file for worker `replica` (0: the one every command reads)."""
+    return PROJECTIONS_FILE if replica == 0 else f"projections.worker{replica}.sqlite"
+
+
+def remove_replicas(data_dir: str | Path, keep: int) -> int:
+    """Delete the projection files of workers `keep` and above: a cache no process follows any
+    more would keep the text of memories forgotten after it stopped. Run before workers start."""
+    removed = 0
+    for path in (Path(data_dir) / USERS_DIR).glob("*/projections.worker*.sqlite*"):
+        found = _REPLICA_FILE.match(path.name)
+        if found and int(found.group(1)) >= keep:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def _text_to_embed(payload: object) -> str | None:
@@ -86,13 +116,14 @@ class UserStore:
     before it returns."""
 
     def __init__(self, data_dir: Path, log: EventStore, embedder: Embedder, background: Executor | None = None,
-                 embedding_cache: EmbeddingCache | None = None):
+                 embedding_cache: EmbeddingCache | None = None, replica: int | None = None):
         """Takes over `log` (closes it on close, and when opening fails). `embedding_cache`: where
-        this person's vectors are kept when not in their projections file (PostgreSQL, shared by replicas)."""
+        this person's vectors are kept when not in their projections file (PostgreSQL, shared by
+        replicas). `replica`: None when this process alone serves `data_dir`; else which of several
+        worker processes this is (memory/userlock.py, `follow`)."""
         self.owner = log.owner
         self._embedding_cache = embedding_cache
         self.embedder = embedder
-        self.lock = threading.RLock()
         self._background = background
         self._embedding = threading.Lock()
         self.log = log
@@ -103,7 +134,16 @@ class UserStore:
             raise
         folder = user_folder(data_dir, self.owner)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._projection_path = folder / PROJECTIONS_FILE
+        self.lock = UserLock(None if replica is None else folder / "writer.lock")
+        self._projection_path = folder / projection_file(replica or 0)
+        # Workers after the first share its vector cache: a text one worker embedded is not
+        # embedded again by the others as they follow the log, nor when one starts cold.
+        self._cache_db: sqlite3.Connection | None = None
+        if replica and embedding_cache is None:
+            self._cache_db = open_projection_db(folder / projection_file(0))
+            self._embedding_cache = SqliteEmbeddingCache(self._cache_db)
+        # Set when `follow` applied an erasure made by another process (`erase_leftovers`).
+        self._wal_dirty = False
         self.view = self._open_view()
         if self.view.checkpoint > self.log.last_seq():
             # Projections of a longer log (the log was restored from an older backup): they
@@ -111,9 +151,9 @@ class UserStore:
             self.view.projections.rebuild(self.log)
         self.view.embeddings.load_index(self.view.db)
         self.catch_up()
+        # From now on whoever takes the lock first sees what other processes appended.
+        self.lock.on_acquire = self.follow
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        # Set when `follow` applied an erasure made by another server (`erase_leftovers`).
-        self._wal_dirty = False
 
     def _open_view(self) -> ProjectionView:
         try:
@@ -130,7 +170,9 @@ class UserStore:
 
     def catch_up(self, to_seq: int | None = None, progress: Callable[[int], None] | None = None,
                  skip: frozenset[str] = frozenset()) -> int:
-        with self.lock:
+        # This process's lock only: applying events to its own projection files is no business
+        # of the other workers, so a read catching up does not queue behind their appends.
+        with self.lock.local:
             try:
                 return self.view.projections.catch_up(self.log, to_seq, progress, skip)
             except BaseException as exc:
@@ -155,7 +197,7 @@ class UserStore:
         erasure was among the events applied (its leftovers: `erase_leftovers`)."""
         if self.log.last_seq() <= self._projected_head():
             return False
-        with self.lock:
+        with self.lock.local:
             done, head = self._projected_head(), self.log.last_seq()
             if head <= done:
                 return False
@@ -196,12 +238,16 @@ class UserStore:
             if done >= head:
                 return
             texts = [_text_to_embed(event.payload) for event in self.log.read_events(done, head)]
-            self.view.embeddings.prime([text for text in texts if text is not None])
+            texts = [text for text in texts if text is not None]
+            if texts:
+                with self.reading() as db:
+                    texts = self.view.embeddings.uncached(db, texts)
+            self.view.embeddings.prime(texts)
             # Only as far as what was primed: later events have a catch-up of their own queued.
             self.catch_up(to_seq=head)
 
     def rebuild(self, to_seq: int | None = None, progress: Callable[[int], None] | None = None) -> int:
-        with self.lock:
+        with self.lock.local:
             return self.view.projections.rebuild(self.log, to_seq, progress)
 
     def append(self, drafts: Sequence[EventDraft], redact_seqs: Sequence[int] = (), *,
@@ -261,18 +307,21 @@ class UserStore:
 
     def view_as_of(self, seq: int) -> ProjectionView:
         """The projections as they were after `seq`, rebuilt in memory from the log."""
-        with self.lock:
+        with self.lock.local:
             view = build_projections(open_projection_db(":memory:"), self.embedder, cache_db=self.view.db,
                                      cache=self.view.embeddings.cache)
             view.projections.catch_up(self.log, to_seq=seq)
             return view
 
     def close(self) -> None:
-        with self.lock:
+        with self.lock.local:
             while not self._readers.empty():
                 self._readers.get_nowait().close()
             self.view.db.close()
+            if self._cache_db is not None:
+                self._cache_db.close()
             self.log.close()
+        self.lock.close()
 
 
 #: Kept for callers of the SQLite layout; `LogDirectory.list_logs` is the backend-neutral one.
@@ -284,15 +333,17 @@ class UserDirectory:
 
     def __init__(self, data_dir: str | Path, logs: LogDirectory, embedder: Embedder,
                  background: Executor | None = None,
-                 embedding_caches: Callable[[str], EmbeddingCache] | None = None):
+                 embedding_caches: Callable[[str], EmbeddingCache] | None = None, replica: int | None = None):
         """`embedding_caches`: a person's key -> their embedding cache, when it is not kept in
-        their projections file (PostgreSQL: `projections.pg_embedding_cache`)."""
+        their projections file (PostgreSQL: `projections.pg_embedding_cache`). `replica`: which
+        of several worker processes on `data_dir` this is (None when alone)."""
         self.data_dir = Path(data_dir)
         self._embedding_caches = embedding_caches
         self.logs = logs
         self.keys = logs.keys
         self.embedder = embedder
         self._background = background
+        self._replica = replica
         self._stores: dict[str, UserStore] = {}
         self._lock = threading.Lock()
         self._opening: dict[str, threading.Lock] = {}
@@ -308,7 +359,8 @@ class UserDirectory:
             store = self._stores.get(owner.key)
             if store is None:
                 cache = None if self._embedding_caches is None else self._embedding_caches(owner.key)
-                store = UserStore(self.data_dir, self.logs.open(owner), self.embedder, self._background, cache)
+                store = UserStore(self.data_dir, self.logs.open(owner), self.embedder, self._background, cache,
+                                  self._replica)
                 self._stores[owner.key] = store
         return store
 

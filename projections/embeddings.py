@@ -21,7 +21,7 @@ from projections.embedder import Embedder
 from projections.embedding_cache import EmbeddingCache, SqliteEmbeddingCache
 from projections.vectors import VectorIndex
 
-__all__ = ["EmbeddingsProjection", "text_hash"]
+__all__ = ["EmbeddingsProjection", "text_hash", "create_cache"]
 
 # Vectors computed ahead of their event (`prime`); a few calls' worth, in case one never lands.
 _MAX_PRIMED = 256
@@ -29,6 +29,12 @@ _MAX_PRIMED = 256
 
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def create_cache(db: sqlite3.Connection) -> None:
+    """The vector cache table (in a projection file; several workers share the first one's)."""
+    db.execute("CREATE TABLE IF NOT EXISTS embedding_cache (model_id TEXT NOT NULL, text_hash TEXT NOT NULL, "
+               "vector BLOB NOT NULL, PRIMARY KEY (model_id, text_hash)) WITHOUT ROWID")
 
 
 class EmbeddingsProjection:
@@ -58,12 +64,9 @@ class EmbeddingsProjection:
                 memory_id TEXT NOT NULL, text_hash TEXT NOT NULL, PRIMARY KEY (memory_id, text_hash)
             ) WITHOUT ROWID;
             CREATE INDEX IF NOT EXISTS embedded_texts_by_hash ON embedded_texts(text_hash);
-            CREATE TABLE IF NOT EXISTS embedding_cache (
-                model_id TEXT NOT NULL, text_hash TEXT NOT NULL, vector BLOB NOT NULL,
-                PRIMARY KEY (model_id, text_hash)
-            ) WITHOUT ROWID;
             """
         )
+        create_cache(db)
 
     def drop(self, db: sqlite3.Connection) -> None:
         db.execute("DROP TABLE IF EXISTS embeddings")
@@ -109,6 +112,12 @@ class EmbeddingsProjection:
         with self._primed_lock:
             found = self._primed.get(digest)
         return found if found is not None else self.embedder.embed_documents([text])[0]
+
+    def uncached(self, db: sqlite3.Connection, texts: Sequence[str]) -> list[str]:
+        """The texts whose vector is not in the cache yet (another worker may have embedded the
+        others already). `db` is a connection of the caller's, as for `vector_for`."""
+        found = self._cache_for(db).get(self.embedder.model_id, {text_hash(t) for t in texts})
+        return [t for t in texts if text_hash(t) not in found]
 
     def _take_primed(self, hashes: set[str]) -> dict[str, np.ndarray]:
         with self._primed_lock:

@@ -197,9 +197,9 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
     oauth_store = shared.auth
     if service is None:
         service = open_service(settings, shared.embedding_caches)
-        if settings.database_url:
-            # Replicas append to the same logs: each follows what the others wrote.
-            service.follow_others()
+    if settings.database_url or settings.workers > 1:
+        # Replicas, or worker processes, append to the same logs: each follows what the others wrote.
+        service.follow_others()
     if verifier is None:
         verifier = _verifier(settings, service.keys, oauth_store)
     auth = DefineMiddleware(BearerAuthMiddleware, verifier=verifier,
@@ -209,9 +209,9 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
     tally = ToolCallTally()
     endpoint = _McpEndpoint(build_mcp_server(service, settings, tally), settings)
     # With an external identity provider people sign in there: the built-in server stays out of the way.
-    oauth = [] if settings.external_idp else build_oauth_controllers(
-        settings, service.keys, oauth_store, oauth_rate_limit(settings.oauth_rate_limit_per_minute))
-    web = build_web_controllers(settings, service, oauth_store, oauth_rate_limit(settings.oauth_rate_limit_per_minute))
+    login_limit = oauth_rate_limit(settings.oauth_rate_limit_per_minute)
+    oauth = [] if settings.external_idp else build_oauth_controllers(settings, service.keys, oauth_store, login_limit)
+    web = build_web_controllers(settings, service, oauth_store, login_limit)
 
     @asgi("/mcp", copy_scope=True, middleware=[auth, limit], include_in_schema=False)
     async def mcp(scope: Scope, receive: Receive, send: Send) -> None:

@@ -6,6 +6,11 @@ counts calls, outcomes and latencies; a collector reads the data directory at sc
 when a log file changed (or a minute passed, for "active in the last day"): a scrape of an idle
 server costs one stat() per log.
 
+With several workers (`memory serve --workers N`) every worker writes its counters to files of
+its own (prometheus_client's multiprocess mode, PROMETHEUS_MULTIPROC_DIR set by the parent) and
+whichever worker answers a scrape sums them; `memory_worker_tool_calls` stays per worker (a
+`pid` label), so the spread of calls over the workers shows.
+
 Who may scrape: with `metrics_token` set, whoever sends it as a bearer token; without, loopback
 clients only. Behind a reverse proxy on the same host every client looks like loopback unless
 `forwarded_allow_ips` names the proxy, so set a token or keep /metrics off the proxy.
@@ -14,6 +19,7 @@ clients only. Behind a reverse proxy on the same host every client looks like lo
 import functools
 import hmac
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +28,16 @@ from typing import Any
 from litestar import Request, Response, get
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.plugins.prometheus import PrometheusConfig
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -43,6 +58,8 @@ TOOL_CALLS = Counter("memory_tool_calls", "MCP tool calls by tool and outcome (o
 TOOL_SECONDS = Histogram("memory_tool_call_duration_seconds", "MCP tool call latency.", ["tool"],
                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 ERRORS = Counter("memory_errors", "Requests that failed on the server's side, by kind.", ["kind"])
+WORKER_CALLS = Gauge("memory_worker_tool_calls", "MCP tool calls this server process answered (with several "
+                     "workers, one series per worker pid).", multiprocess_mode="all")
 _LOOPBACK = ("127.0.0.1", "::1")
 _STATS_MAX_AGE_SECONDS = 60.0
 
@@ -90,6 +107,7 @@ def instrument_tool(name: str, tool: Callable[..., Any], tally: ToolCallTally | 
         finally:
             seconds = time.perf_counter() - began
             TOOL_CALLS.labels(name, outcome).inc()
+            WORKER_CALLS.inc()
             if tally is not None:
                 tally.add(name, outcome)
             TOOL_SECONDS.labels(name).observe(seconds)
@@ -162,6 +180,15 @@ class _DataDirCollector(Collector):
         yield lag
 
 
+def _process_metrics() -> bytes:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Several workers: the counters of every one of them, summed from their files.
+        merged = CollectorRegistry(auto_describe=False)
+        multiprocess.MultiProcessCollector(merged)
+        return generate_latest(merged)
+    return generate_latest(REGISTRY)
+
+
 def http_metrics() -> PrometheusConfig:
     return PrometheusConfig(app_name="memory", prefix="memory_http", group_path=True, exclude=["/metrics"])
 
@@ -179,7 +206,7 @@ def metrics_handler(service: MemoryService, oauth_store: AuthStore | None, token
                 raise NotAuthorizedException("/metrics needs the metrics token as a bearer token")
         elif request.client is None or request.client.host not in _LOOPBACK:
             raise PermissionDeniedException("/metrics answers loopback clients only (or set metrics_token)")
-        body = generate_latest(REGISTRY) + generate_latest(registry)
+        body = _process_metrics() + generate_latest(registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return metrics

@@ -77,6 +77,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     idp_jwks_url: str | None = None
     #: Show memories as cards inside hosts that render MCP Apps (ChatGPT): `--no-widget` turns it off.
     widget: bool = True
+    #: Server processes on one port over the one data directory (docs/deploy.md#workers).
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
 
     def __post_init__(self) -> None:
         if self.database_url is not None and self.database_url.split(":", 1)[0] not in ("postgresql", "postgres"):
@@ -103,6 +105,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("token lifetimes must be positive")
         if self.oauth_rate_limit_per_minute <= 0 or self.call_rate_limit_per_minute <= 0:
             raise ValueError("rate limits must be positive")
+        if not 1 <= self.workers <= 64:
+            raise ValueError(f"workers must be between 1 and 64, got {self.workers}")
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
 

@@ -10,6 +10,7 @@ same choice for a CLI command that only needs accounts and tokens.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from memory.server.oauth.storage import AuthStore
@@ -57,12 +58,21 @@ def _postgres_pool(database_url: str) -> Any:
                                   "pip install 'memory-service[postgres]'") from exc
 
 
+#: Where several workers on one data directory count their requests.
+RATE_LIMITS_FILE = "ratelimits.sqlite"
+
+
 def shared_stores(settings: ServerSettings) -> SharedStores:
     """The PostgreSQL implementations when `settings.database_url` is set, else the SQLite ones."""
     if settings.database_url is None:
+        from memory.server.oauth.ratelimit import CALLS_STORE, OAUTH_STORE, SqliteWindows
         from memory.server.oauth.store import OAuthStore
 
-        return SharedStores(auth=OAuthStore(settings.data_dir))
+        # Several workers on one data directory count every request in one file; one process
+        # keeps its windows in memory (Litestar's default store).
+        windows = {} if settings.workers <= 1 else {
+            name: SqliteWindows(Path(settings.data_dir) / RATE_LIMITS_FILE, name) for name in (OAUTH_STORE, CALLS_STORE)}
+        return SharedStores(auth=OAuthStore(settings.data_dir), rate_limits=windows)
     from memory.server.kvstore import PostgresStore
     from memory.server.oauth.pgstore import PostgresOAuthStore
     from memory.server.oauth.ratelimit import CALLS_STORE, OAUTH_STORE

@@ -6,7 +6,13 @@ The budget lives in the app's store of that name: in memory for one server, in P
 (`memory.server.kvstore.PostgresStore`) when replicas share a database, where a request is counted
 with one atomic `hit` instead of Litestar's read-then-write, so replicas share one budget exactly."""
 
+import sqlite3
+import threading
+import time
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+import anyio.to_thread
 
 from litestar import Request
 from litestar.middleware import DefineMiddleware
@@ -16,7 +22,7 @@ from litestar.stores.base import Store
 from litestar.exceptions import TooManyRequestsException
 from litestar.types import Message, Receive, Scope, Send
 
-__all__ = ["oauth_rate_limit", "principal_rate_limit", "WindowCounter", "OAUTH_STORE", "CALLS_STORE"]
+__all__ = ["oauth_rate_limit", "principal_rate_limit", "WindowCounter", "SqliteWindows", "OAUTH_STORE", "CALLS_STORE"]
 
 #: The app's store names for the two budgets (`Litestar(stores=...)` may put them elsewhere).
 OAUTH_STORE = "oauth_rate_limit"
@@ -28,6 +34,48 @@ class WindowCounter(Protocol):
     async def hit(self, key: str, window_seconds: int) -> tuple[int, int]:
         """Count one request: (requests in the current window with this one, when the window ends)."""
         ...
+
+
+class SqliteWindows:
+    """A `WindowCounter` in a SQLite file every worker process on one data directory opens
+    (`memory serve --workers N`): a request is one atomic upsert of its key's fixed window, so the
+    limit holds across the workers rather than N times over."""
+
+    _PRUNE_EVERY = 1000  # hits between deletions of windows that have ended
+
+    def __init__(self, path: str | Path, name: str):
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=OFF")  # a window lost to a power cut only forgives a burst
+        self._db.execute("CREATE TABLE IF NOT EXISTS windows (key TEXT PRIMARY KEY, reset INTEGER NOT NULL, "
+                         "count INTEGER NOT NULL)")
+        self._name = name
+        self._lock = threading.Lock()
+        self._hits = 0
+
+    def _hit(self, key: str, seconds: int) -> tuple[int, int]:
+        now = int(time.time())
+        with self._lock:
+            count, reset = self._db.execute(
+                "INSERT INTO windows VALUES (?, ?, 1) ON CONFLICT (key) DO UPDATE SET "
+                "count = CASE WHEN reset <= ? THEN 1 ELSE count + 1 END, "
+                "reset = CASE WHEN reset <= ? THEN excluded.reset ELSE reset END RETURNING count, reset",
+                (f"{self._name}::{key}", now + seconds, now, now)).fetchone()
+            self._hits += 1
+            if self._hits % self._PRUNE_EVERY == 0:
+                self._db.execute("DELETE FROM windows WHERE reset <= ?", (now,))
+        return count, reset
+
+    async def hit(self, key: str, window_seconds: int) -> tuple[int, int]:
+        return await anyio.to_thread.run_sync(self._hit, key, window_seconds)
+
+    # Litestar enters every store of the app with the app's lifespan, as Litestar's own stores are.
+    async def __aenter__(self) -> "SqliteWindows":
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        with self._lock:
+            self._db.close()
 
 
 class _RetryAfterRateLimit(RateLimitMiddleware):
