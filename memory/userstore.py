@@ -36,7 +36,7 @@ from projections.base import PROJECTIONS_FILE, ProjectionSet, open_projection_db
 from projections.duplicates import TextKeysProjection
 from projections.embedder import Embedder
 from projections.embedding_cache import EmbeddingCache, SqliteEmbeddingCache
-from projections.embeddings import EmbeddingsProjection
+from projections.embeddings import EmbeddingsProjection, create_cache
 from projections.entities import EntitiesProjection
 from projections.fulltext import FullTextProjection
 from projections.links import LinksProjection
@@ -141,6 +141,7 @@ class UserStore:
         self._cache_db: sqlite3.Connection | None = None
         if replica and embedding_cache is None:
             self._cache_db = open_projection_db(folder / projection_file(0))
+            create_cache(self._cache_db)  # the first worker may not have opened this person yet
             self._embedding_cache = SqliteEmbeddingCache(self._cache_db)
         # Set when `follow` applied an erasure made by another process (`erase_leftovers`).
         self._wal_dirty = False
