@@ -51,3 +51,21 @@ def log_lengths(data_dir: Path) -> dict[str, int]:
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
             lengths[path.parent.name] = db.execute("SELECT count(*) FROM events").fetchone()[0]
     return lengths
+
+
+def wait_healthy(url: str, server: Any, timeout: float = 30.0) -> None:
+    """Wait for a server's own address (not the public URL `ServerProcess.start` waits on) to
+    answer /healthz: a second replica behind one public URL."""
+    import time
+
+    import httpx2
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx2.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not come up:\n{server.log_tail()}")

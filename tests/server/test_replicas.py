@@ -17,7 +17,7 @@ import pytest
 from load_balancer import LoadBalancer
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from server_calls import call
+from server_calls import call, wait_healthy
 
 from memory.server.process import ServerProcess, free_port
 from memory.server.web.session import session_key
@@ -47,23 +47,11 @@ def replicas(tmp_path: Path, database_url: str) -> Iterator[tuple[LoadBalancer, 
             for server in servers:
                 server.start()
             for server in servers:
-                _wait_healthy(f"http://127.0.0.1:{server.port}", server)
+                wait_healthy(f"http://127.0.0.1:{server.port}", server, timeout=60.0)
             yield balancer, servers
         finally:
             for server in servers:
                 server.stop()
-
-
-def _wait_healthy(url: str, server: ServerProcess, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx2.TransportError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} did not come up:\n{server.log_tail()}")
 
 
 @asynccontextmanager

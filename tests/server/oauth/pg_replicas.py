@@ -3,12 +3,12 @@ replicas behind a balancer: one public URL, one key ring (a mounted secret), sep
 directories (until the event log moves to PostgreSQL, each keeps its own logs)."""
 
 import shutil
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx2
+
+from server_calls import wait_healthy
 
 from memory.pgpool import open_pool
 from memory.server.oauth.passwords import hash_password
@@ -58,17 +58,5 @@ def running_replicas(tmp_path: Path, postgres_url: str, env: dict[str, str] | No
     second = ServerProcess(second_dir, public_url=public_url, env=env)
     with first, second:
         # `start` waited on the public URL, which is the first replica's: wait for the second's own.
-        _wait_healthy(Replicas.direct(second), second)
+        wait_healthy(Replicas.direct(second), second)
         yield Replicas(first, second, public_url, postgres_url)
-
-
-def _wait_healthy(url: str, server: ServerProcess, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx2.TransportError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} did not come up:\n{server.log_tail()}")
