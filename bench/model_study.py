@@ -37,8 +37,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from locomo import (BASELINES, DATA, Conversation, Question, QueryVectors, Turn, caller_for,  # noqa: E402
+from locomo import (BASELINES, DATA, Conversation, QueryVectors, caller_for,  # noqa: E402
                     load, ranking_retriever, run, seed, service_retriever)
+from retrieval_eval import load_jsonl  # noqa: E402
 
 from memory.events import MemoryStored  # noqa: E402
 from memory.ids import new_uuid7  # noqa: E402
@@ -106,21 +107,6 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def load_jsonl(path: Path) -> tuple[list[Conversation], dict[str, str]]:
-    """A bench/data set (preferences, facts): each person a user, each memory's type by its id."""
-    people: dict[str, Conversation] = {}
-    types: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
-        conv = people.setdefault(row["person"], Conversation(row["person"], [], []))
-        if row["kind"] == "memory":
-            conv.turns.append(Turn(row["id"], row["text"], ""))
-            types[row["id"]] = row["memory_type"]
-        else:
-            conv.questions.append(Question(row["question"], 0, list(row["answers"])))
-    return list(people.values()), types
 
 
 def seed_typed(service: MemoryService, conv: Conversation, types: dict[str, str]) -> None:
