@@ -42,7 +42,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from memory.commands import RetrieveQuery
+from memory.commands import MemoryFilter, RetrieveQuery
 from memory.events import MemoryStored
 from memory.identity import Identity
 from memory.ids import new_uuid7
@@ -51,7 +51,7 @@ from memory.model import MemoryType, Scope
 from memory.service import Caller, MemoryService
 from memory.validation import clean_text, clean_timestamp
 from projections.embedder import default_embedder
-from projections.ranking import DEFAULT_CONFIG, Filters, RankingConfig, rank_memories
+from projections.ranking import DEFAULT_CONFIG, RankingConfig, rank_memories
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo" / "locomo-dev.json"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
@@ -183,7 +183,7 @@ def ranking_retriever(service: MemoryService, vectors: QueryVectors, config: Ran
     def retrieve(conv: Conversation, question: str, limit: int) -> list[str]:
         view = service.users.get(caller_for(conv).identity).view
         when = now(conv) if now else datetime.now(UTC)
-        ranked = rank_memories(view.db, view.embeddings.index, question, vectors(question), Filters(), limit,
+        ranked = rank_memories(view.db, view.embeddings.index, question, vectors(question), MemoryFilter(), limit,
                                recency_weight, when, config)
         return [r.memory_id for r in ranked]
 

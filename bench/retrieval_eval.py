@@ -39,14 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import locomo  # noqa: E402
 from locomo import Conversation, Question, QueryVectors, Result, Turn, caller_for, table  # noqa: E402
 
-from memory.commands import RetrieveQuery  # noqa: E402
+from memory.commands import MemoryFilter, RetrieveQuery  # noqa: E402
 from memory.events import MemoryStored  # noqa: E402
 from memory.ids import new_uuid7  # noqa: E402
 from memory.log import EventDraft  # noqa: E402
 from memory.model import MemoryType, Scope  # noqa: E402
 from memory.service import MemoryService  # noqa: E402
 from projections.embedder import default_embedder  # noqa: E402
-from projections.ranking import DEFAULT_CONFIG, Filters, RankingConfig, rank_memories  # noqa: E402
+from projections.ranking import DEFAULT_CONFIG, RankingConfig, rank_memories  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
 SETS = ("locomo", "preferences", "facts")
@@ -110,7 +110,7 @@ def empty_share(service: MemoryService, vectors: QueryVectors, conversations: li
     for conv in conversations:
         view = service.users.get(caller_for(conv).identity).view
         for question in foreign(conv):
-            ranked = rank_memories(view.db, view.embeddings.index, question, vectors(question), Filters(), 10,
+            ranked = rank_memories(view.db, view.embeddings.index, question, vectors(question), MemoryFilter(), 10,
                                    0.0, datetime.now(UTC), config)
             asked += 1
             empty += not ranked

@@ -35,14 +35,17 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import numpy as np
 
+from memory.commands import MemoryFilter
 from projections.fulltext import CONTEXT_GAP, neighbours
 from projections.fusion import confidence, coverage, fuse, unknown_names
 from projections.query import QueryCues, analyse, fts_query, mentions_time, query_words, speaker
 from projections.vectors import VectorIndex
 
-__all__ = ["Filters", "Ranked", "RankingConfig", "DEFAULT_CONFIG", "rank_memories", "fts_query", "filter_sql"]
+__all__ = ["Ranked", "RankingConfig", "DEFAULT_CONFIG", "rank_memories", "fts_query", "filter_sql"]
 
 HALF_LIFE_DAYS = 30.0
+# Dense candidates fetched before the filters, per one kept (`_dense`).
+_OVERFETCH = 4
 BM25_WEIGHT = 1.0
 DENSE_WEIGHT = 1.0
 # A date the query names matches a memory a little beyond that day: time zones.
@@ -92,17 +95,6 @@ class RankingConfig(msgspec.Struct, frozen=True, kw_only=True):
 DEFAULT_CONFIG = RankingConfig()
 
 
-class Filters(msgspec.Struct, kw_only=True):
-    memory_types: list[str] | None = None
-    scope: str | None = None
-    project: str | None = None
-    task_id: str | None = None
-    entity: str | None = None
-    tags: list[str] | None = None
-    status: str | None = None
-    include_superseded: bool = False
-
-
 class Ranked(msgspec.Struct):
     memory_id: str
     score: float
@@ -110,7 +102,7 @@ class Ranked(msgspec.Struct):
     dense: float | None
 
 
-def filter_sql(f: Filters) -> tuple[str, list]:
+def filter_sql(f: MemoryFilter) -> tuple[str, list]:
     """A WHERE clause over `memories m` for the filters."""
     clauses: list[str] = ["m.deleted = 0"]
     args: list = []
@@ -144,7 +136,7 @@ def filter_sql(f: Filters) -> tuple[str, list]:
     return " AND ".join(clauses), args
 
 
-_UNFILTERED = filter_sql(Filters())[0]
+_UNFILTERED = filter_sql(MemoryFilter())[0]
 
 
 def _age_days(stamp: str | None, now: datetime) -> float:
@@ -306,12 +298,29 @@ def _with_evidence(db: sqlite3.Connection, relevance: dict[str, float], cues: Qu
     return score
 
 
+def _dense(db: sqlite3.Connection, index: VectorIndex, query_vector: np.ndarray, depth: int, where: str,
+           args: list) -> dict[str, float]:
+    """The `depth` memories nearest the query among those the filters allow, exactly. The nearest
+    few times `depth` are taken unmasked and checked against the filters' SQL; if `depth` of them
+    pass they are the answer (anything allowed and nearer would be among them). Only a narrow
+    filter falls back to masking the whole index, whose id set cost 8 ms a query at 10k."""
+    wide = index.search(query_vector, depth * _OVERFETCH)
+    passing = {r[0] for r in db.execute(
+        f"SELECT m.id FROM memories m WHERE m.id IN (SELECT value FROM json_each(?)) AND {where}",
+        (msgspec.json.encode([m for m, _ in wide]).decode(), *args))}
+    kept = [(m, score) for m, score in wide if m in passing][:depth]
+    if len(kept) >= depth or len(wide) < depth * _OVERFETCH:  # enough, or the whole index was seen
+        return dict(kept)
+    allowed = {r[0] for r in db.execute(f"SELECT m.id FROM memories m WHERE {where}", args)}
+    return dict(index.search(query_vector, depth, allowed))
+
+
 def rank_memories(
     db: sqlite3.Connection,
     index: VectorIndex,
     query: str,
     query_vector: np.ndarray | Callable[[], np.ndarray | None] | None,
-    filters: Filters,
+    filters: MemoryFilter,
     limit: int,
     recency_weight: float,
     now: datetime,
@@ -343,13 +352,7 @@ def rank_memories(
         ).fetchall()
         return [Ranked(r[0], 1.0, None, None) for r in rows]
 
-    dense: dict[str, float] = {}
-    if query_vector is not None:
-        # The index holds only memories that are not deleted, so without filters nothing is masked.
-        allowed = None
-        if filters != Filters():
-            allowed = {r[0] for r in db.execute(f"SELECT m.id FROM memories m WHERE {where}", args)}
-        dense = dict(index.search(query_vector, depth, allowed))
+    dense = _dense(db, index, query_vector, depth, where, args) if query_vector is not None else {}
 
     relevance = fuse(bm25, dense, config.bm25_weight, config.dense_weight, config.fusion)
     if not relevance:

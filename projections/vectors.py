@@ -84,7 +84,8 @@ class VectorIndex:
                 return []
             scores = self._matrix[: self._size] @ query.astype(np.float32, copy=False)
             if allowed is not None:
-                mask = np.fromiter((i in allowed for i in self._ids), dtype=bool, count=self._size)
+                mask = np.zeros(self._size, dtype=bool)
+                mask[[row for memory_id in allowed if (row := self._rows.get(memory_id)) is not None]] = True
                 scores = np.where(mask, scores, -np.inf)
             k = min(k, self._size)
             top = np.argpartition(-scores, k - 1)[:k]

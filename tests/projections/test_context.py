@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
-from memory.commands import RetrieveQuery, StoreMemory
+from memory.commands import MemoryFilter, RetrieveQuery, StoreMemory
 from memory.events import EventPayload, MemoryDeleted, MemoryForgotten, MemoryStored, MemoryUpdated
 from memory.identity import Actor, Identity
 from memory.ids import new_uuid7
@@ -21,7 +21,7 @@ from projections.base import ProjectionSet, open_projection_db
 from projections.fulltext import FullTextProjection, neighbours
 from projections.memories import MemoriesProjection
 from projections.query import analyse, date_windows, mentions_time
-from projections.ranking import DEFAULT_CONFIG, Filters, RankingConfig, rank_memories
+from projections.ranking import DEFAULT_CONFIG, RankingConfig, rank_memories
 
 OWNER = Identity("local", "unit")
 ALICE = Caller(Identity("local", "alice"), "cli")
@@ -184,13 +184,13 @@ def test_a_reply_is_found_by_the_words_of_the_question_it_answers(svc):
     vector = svc.embedder.embed_query(query)
 
     def rank(config: RankingConfig) -> int:
-        ranked = rank_memories(view.db, view.embeddings.index, query, vector, Filters(), 10, 0.0,
+        ranked = rank_memories(view.db, view.embeddings.index, query, vector, MemoryFilter(), 10, 0.0,
                                datetime.now(UTC), config)
         return [r.memory_id for r in ranked].index(reply.id)
 
     def share(config: RankingConfig) -> float:
         """The reply's score over the best score."""
-        ranked = rank_memories(view.db, view.embeddings.index, query, vector, Filters(), 10, 0.0,
+        ranked = rank_memories(view.db, view.embeddings.index, query, vector, MemoryFilter(), 10, 0.0,
                                datetime.now(UTC), config)
         return next(r.score for r in ranked if r.memory_id == reply.id) / ranked[0].score
 

@@ -353,11 +353,12 @@ def test_as_of_applies_the_filters_to_the_past_state(svc):
 
 
 def _lexical_hits(svc: MemoryService, query: str, config) -> set[str]:
-    from projections.ranking import Filters, rank_memories
+    from memory.commands import MemoryFilter
+    from projections.ranking import rank_memories
 
     store_ = svc.users.get(ALICE.identity)
     store_.catch_up_embeddings()  # as retrieve_context does before ranking
-    ranked = rank_memories(store_.view.db, store_.view.embeddings.index, query, None, Filters(), 50, 0.0,
+    ranked = rank_memories(store_.view.db, store_.view.embeddings.index, query, None, MemoryFilter(), 50, 0.0,
                            datetime.now(UTC), config)
     return {r.memory_id for r in ranked if r.bm25 is not None}
 
@@ -380,7 +381,8 @@ def test_a_word_in_more_memories_than_max_postings_is_left_out_of_the_match(svc)
 
 
 def test_a_query_vector_handed_over_as_a_callable_ranks_as_the_vector_itself(svc, corpus, embedder):
-    from projections.ranking import Filters, rank_memories
+    from memory.commands import MemoryFilter
+    from projections.ranking import rank_memories
 
     store_ = svc.users.get(ALICE.identity)
     store_.catch_up_embeddings()  # as retrieve_context does before ranking
@@ -394,7 +396,7 @@ def test_a_query_vector_handed_over_as_a_callable_ranks_as_the_vector_itself(svc
         return vector
 
     args = (store_.view.db, store_.view.embeddings.index, query)
-    assert rank_memories(*args, later, Filters(), 5, 0.1, now) == rank_memories(*args, vector, Filters(), 5, 0.1, now)
+    assert rank_memories(*args, later, MemoryFilter(), 5, 0.1, now) == rank_memories(*args, vector, MemoryFilter(), 5, 0.1, now)
     assert asked == [True]
 
 
@@ -412,3 +414,28 @@ def test_the_postings_budget_keeps_the_rarest_words_and_scores_only_the_newest_m
     assert _lexical_hits(svc, "invoice", budget) == set(news) | {shed}
     # Within the budget every match is scored, as without one.
     assert _lexical_hits(svc, "invoice", DEFAULT_CONFIG) == set(olds) | set(news) | {shed}
+
+
+@pytest.mark.parametrize("depth", [2, 5, 40])
+@pytest.mark.parametrize("filters", [{}, {"project": "apollo", "scope": "project"}, {"tags": ["rare"]},
+                                     {"include_superseded": True}])
+def test_dense_candidates_are_exactly_the_nearest_memories_the_filters_allow(svc, embedder, depth, filters):
+    """Fetched unfiltered and then filtered, or masked when too few pass: the same answer as
+    masking the whole index, for a narrow filter as for the default (superseded left out)."""
+    from memory.commands import MemoryFilter
+    from projections.ranking import _dense, filter_sql
+
+    texts = [f"Travel note {i}: the train to Lyon leaves at {i} o'clock" for i in range(30)]
+    ids = [store(svc, text) for text in texts[:20]]
+    ids += [store(svc, text, scope=Scope.PROJECT, project="apollo") for text in texts[20:25]]
+    ids += [store(svc, text, tags=["rare"]) for text in texts[25:]]
+    # The nearest memories retired: the default filter must look past them.
+    store(svc, "When does the train to Lyon leave?", supersedes=ids[:8])
+    store_ = svc.users.get(ALICE.identity)
+    store_.catch_up_embeddings()
+    db, index = store_.view.db, store_.view.embeddings.index
+    where, args = filter_sql(MemoryFilter(**filters))
+    vector = embedder.embed_query("what time is the train to Lyon")
+
+    allowed = {r[0] for r in db.execute(f"SELECT m.id FROM memories m WHERE {where}", args)}
+    assert _dense(db, index, vector, depth, where, args) == dict(index.search(vector, depth, allowed))
