@@ -334,8 +334,9 @@ def _assert_index_mirrors_table(store: UserStore, model) -> None:
     assert set(texts) == set(rows), "the embeddings table must hold exactly the live memories"
     for memory_id, text in texts.items():
         # the vector in the index is the embedding of the memory's current text
-        [(found, score)] = index.search(model.embed_query(text), 1, {memory_id})
-        assert found == memory_id and score == pytest.approx(1.0, abs=1e-4)
+        query = model.embed_query(text)
+        [(found, score)] = index.search(query, 1, {memory_id})
+        assert found == memory_id and score == pytest.approx(1.0, abs=index.error_bound(query) + 1e-4)
 
 
 # -- a. incremental == rebuild --------------------------------------------------------------
