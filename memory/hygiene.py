@@ -2,7 +2,7 @@
 to it, and the events that mark older memories superseded.
 
 The checks read only indexes retrieval already keeps: the normalised-text keys (one indexed
-lookup) and the exact vector index (one matrix-vector product), never every memory's text.
+lookup) and the vector index (a scan of every memory's int8 vector), never every memory's text.
 """
 
 import sqlite3
