@@ -5,6 +5,9 @@ every log with its owner as the log itself records it, and tallies a log for `me
 `SqliteLogDirectory` keeps one file per person under `<data_dir>/users/`; `PostgresLogDirectory`
 (memory/postgres_log.py) keeps every log in one database. `open_log_directory` picks one from a
 database URL: the one place the backend is chosen.
+
+Where other processes append to the same logs, the directory also says how a person's
+check-then-append stays atomic across them (`writer_lock`).
 """
 
 from collections.abc import Iterator
@@ -14,9 +17,10 @@ from typing import Protocol
 import msgspec
 
 from memory.identity import Identity
-from memory.log import LOG_FILE, USERS_DIR, EventStore, SqliteEventLog, log_path
+from memory.log import LOG_FILE, USERS_DIR, EventStore, SqliteEventLog, log_path, user_folder
 from memory.log_reports import log_owner, tally_log
 from memory.signing import KeyRing
+from memory.userlock import CrossLock, FileLock
 
 __all__ = ["LogDirectory", "LogTally", "SqliteLogDirectory", "open_log_directory", "sqlite_logs",
            "is_database_url"]
@@ -51,6 +55,12 @@ class LogDirectory(Protocol):
 
     def tally(self, owner: Identity, since: str, operations: bool) -> LogTally:
         """Counts of `owner`'s log; `operations` also counts reads by tool (reads every read's payload)."""
+        ...
+
+    def writer_lock(self, owner: Identity, *, processes: bool) -> CrossLock | None:
+        """What makes a check-then-append on `owner`'s log atomic across processes (memory/userlock.py),
+        or None when nothing but this process writes it. `processes`: other worker processes serve
+        the same data directory."""
         ...
 
     def close(self) -> None: ...
@@ -103,6 +113,11 @@ class SqliteLogDirectory:
         return LogTally(events=counted.events, last_event_at=counted.last_event_at, by_type=counted.by_type,
                         reads={f"read:{op}": n for op, n in counted.reads_by_operation.items()},
                         active=counted.active_since)
+
+    def writer_lock(self, owner: Identity, *, processes: bool) -> FileLock | None:
+        # Worker processes on this one machine: a file lock beside the person's log. Alone, the
+        # process's thread lock is enough.
+        return FileLock(user_folder(self.data_dir, owner) / "writer.lock") if processes else None
 
     def close(self) -> None:
         pass  # each log is a file of its own, closed with its store

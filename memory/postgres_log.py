@@ -11,7 +11,9 @@ first's and the chain never forks; the primary key (log_id, seq) and a gapless-i
 refuse any row that would. As in SQLite, triggers refuse every DELETE and TRUNCATE of events and
 every UPDATE except the redaction of a payload.
 
-psycopg is the optional `[postgres]` extra: only this module imports it, and only
+Replicas hold a person's lock across each other with an advisory lock (memory/postgres_lock.py).
+
+psycopg is the optional `[postgres]` extra: only this module and that one import it, and only
 `memory.logs.open_log_directory` imports this module, when a database URL is given.
 """
 
@@ -43,6 +45,7 @@ from memory.log import (
 )
 from memory.logs import LogTally
 from memory.pgpool import describe_url
+from memory.postgres_lock import AdvisoryLock, lock_pool
 from memory.signing import KeyRing
 
 __all__ = ["PostgresEventLog", "PostgresLogDirectory", "SCHEMA"]
@@ -317,7 +320,8 @@ class PostgresEventLog:
 
 
 class PostgresLogDirectory:
-    """Every log in one database, through one connection pool for the whole process."""
+    """Every log in one database, through one connection pool for the whole process (and one
+    more, opened as needed, for the connections that hold a person's lock)."""
 
     def __init__(self, url: str, keys: KeyRing, *, pool_size: int = _POOL_MAX):
         self.keys = keys
@@ -338,6 +342,7 @@ class PostgresLogDirectory:
         except PoolTimeout as exc:
             self._pool.close()
             raise StorageError(f"cannot connect to the database at {self}: {exc}") from exc
+        self._locks = lock_pool(url, pool_size)
 
     def __str__(self) -> str:
         return describe_url(self._url)  # never the password
@@ -350,6 +355,10 @@ class PostgresLogDirectory:
 
     def open(self, owner: Identity, *, log_id: str | None = None) -> PostgresEventLog:
         return PostgresEventLog(self._pool, owner, self.keys, log_id=log_id)
+
+    def writer_lock(self, owner: Identity, *, processes: bool = False) -> AdvisoryLock:
+        # Whatever this process is told: another replica, or a CLI command, may write this log.
+        return AdvisoryLock(self._locks, owner.key)
 
     def exists(self, owner: Identity) -> bool:
         with self._pool.connection() as conn:
@@ -376,4 +385,5 @@ class PostgresLogDirectory:
         return LogTally(events=events, last_event_at=last, by_type=by_type, reads=reads, active=active)
 
     def close(self) -> None:
+        self._locks.close()
         self._pool.close()
