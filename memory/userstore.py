@@ -10,9 +10,10 @@ Several processes may serve one data directory (`memory serve --workers N`). Eac
 projections of its own (`projections.worker<k>.sqlite`; the first worker the plain name): a cache
 is only ever written by the process that reads it, so its in-memory state (the vector index, the
 checkpoints) never goes stale behind its back. What another process appended is caught up by
-seq: `UserStore.follow` before every call, and a poll of the open logs for erasure
-(`MemoryService.follow_others`). Both use only `last_seq` and `read_events` of the `EventStore`,
-so replicas over one PostgreSQL database follow each other the same way.
+seq: `UserStore.follow` before every call, and for an erasure made elsewhere, as soon as the log
+directory tells of it (PostgreSQL's NOTIFY) or a poll of the open logs finds it
+(memory/following.py). Both use only `last_seq` and `read_events` of the `EventStore`, so
+replicas over one PostgreSQL database follow each other the same way.
 """
 
 import logging
@@ -194,6 +195,11 @@ class UserStore:
         # `catch_up`'s job.
         return max(self.view.projections.checkpoints().values(), default=0)
 
+    @property
+    def applied_seq(self) -> int:
+        """The last seq of the log this process's projections have applied (no round trip)."""
+        return self._projected_head()
+
     def follow(self, head: int | None = None) -> bool:
         """Apply what other servers appended to this log since this one last looked (replicas over
         one PostgreSQL database): read your writes across them. One look at the log's head when
@@ -369,6 +375,10 @@ class UserDirectory:
                                   self._replica, across)
                 self._stores[owner.key] = store
         return store
+
+    def opened(self, key: str) -> UserStore | None:
+        """The store of the person whose key this is, when this process has it open; never opens one."""
+        return self._stores.get(key)
 
     def open_stores(self) -> list[UserStore]:
         """The stores this process has open (for metrics: no log is opened to answer)."""
