@@ -80,6 +80,8 @@ class LogListener:
                 level = logging.INFO if self._stop.is_set() else logging.WARNING
                 logger.log(level, "listening for appends failed (%s); polling until it reconnects",
                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            except Exception:  # noqa: BLE001 - a listener that dies leaves only the slow poll: try again
+                logger.exception("listening for appends failed; polling until it reconnects")
             finally:
                 self._listening.clear()
             if self._stop.wait(pause):
