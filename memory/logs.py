@@ -5,21 +5,41 @@ every log with its owner as the log itself records it, and tallies a log for `me
 `SqliteLogDirectory` keeps one file per person under `<data_dir>/users/`; `PostgresLogDirectory`
 (memory/postgres_log.py) keeps every log in one database. `open_log_directory` picks one from a
 database URL: the one place the backend is chosen.
+
+Where other processes append to the same logs, the directory also says how a person's
+check-then-append stays atomic across them (`writer_lock`) and, when it can, tells this process
+of their appends as they commit (`watch`); without that (SQLite) the service polls.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
 import msgspec
 
 from memory.identity import Identity
-from memory.log import LOG_FILE, USERS_DIR, EventStore, SqliteEventLog, log_path
+from memory.log import LOG_FILE, USERS_DIR, EventStore, SqliteEventLog, log_path, user_folder
 from memory.log_reports import log_owner, tally_log
 from memory.signing import KeyRing
+from memory.userlock import CrossLock, FileLock
 
-__all__ = ["LogDirectory", "LogTally", "SqliteLogDirectory", "open_log_directory", "sqlite_logs",
-           "is_database_url"]
+__all__ = ["LogDirectory", "LogTally", "LogWatch", "LogChanged", "SqliteLogDirectory", "open_log_directory",
+           "sqlite_logs", "is_database_url"]
+
+#: Told of another process's append: (the log's id, which is its owner's key; its new head seq),
+#: or (None, 0) when appends may have gone untold (the feed was down): look at every log.
+LogChanged = Callable[[str | None, int], None]
+
+
+class LogWatch(Protocol):
+    """A running feed of other processes' appends (`LogDirectory.watch`)."""
+
+    @property
+    def listening(self) -> bool:
+        """Whether appends are being told right now (False while the feed reconnects)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class LogTally(msgspec.Struct, kw_only=True):
@@ -51,6 +71,17 @@ class LogDirectory(Protocol):
 
     def tally(self, owner: Identity, since: str, operations: bool) -> LogTally:
         """Counts of `owner`'s log; `operations` also counts reads by tool (reads every read's payload)."""
+        ...
+
+    def writer_lock(self, owner: Identity, *, processes: bool) -> CrossLock | None:
+        """What makes a check-then-append on `owner`'s log atomic across processes (memory/userlock.py),
+        or None when nothing but this process writes it. `processes`: other worker processes serve
+        the same data directory."""
+        ...
+
+    def watch(self, changed: LogChanged) -> LogWatch | None:
+        """Call `changed` (on a thread of the watch's own) for every append another process
+        commits; None when this directory cannot tell, and whoever follows the logs polls."""
         ...
 
     def close(self) -> None: ...
@@ -103,6 +134,14 @@ class SqliteLogDirectory:
         return LogTally(events=counted.events, last_event_at=counted.last_event_at, by_type=counted.by_type,
                         reads={f"read:{op}": n for op, n in counted.reads_by_operation.items()},
                         active=counted.active_since)
+
+    def writer_lock(self, owner: Identity, *, processes: bool) -> FileLock | None:
+        # Worker processes on this one machine: a file lock beside the person's log. Alone, the
+        # process's thread lock is enough.
+        return FileLock(user_folder(self.data_dir, owner) / "writer.lock") if processes else None
+
+    def watch(self, changed: LogChanged) -> None:
+        return None  # SQLite tells no one of a commit: workers poll
 
     def close(self) -> None:
         pass  # each log is a file of its own, closed with its store

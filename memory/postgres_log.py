@@ -11,10 +11,15 @@ first's and the chain never forks; the primary key (log_id, seq) and a gapless-i
 refuse any row that would. As in SQLite, triggers refuse every DELETE and TRUNCATE of events and
 every UPDATE except the redaction of a payload.
 
-psycopg is the optional `[postgres]` extra: only this module imports it, and only
+Replicas are told of each other's appends by a NOTIFY in the append's transaction
+(memory/postgres_watch.py), and hold a person's lock across each other with an advisory lock
+(memory/postgres_lock.py).
+
+psycopg is the optional `[postgres]` extra: only this module and the two above import it, and only
 `memory.logs.open_log_directory` imports this module, when a database URL is given.
 """
 
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -41,8 +46,10 @@ from memory.log import (
     seal_events,
     sign_head,
 )
-from memory.logs import LogTally
+from memory.logs import LogChanged, LogTally
 from memory.pgpool import describe_url
+from memory.postgres_lock import AdvisoryLock, lock_pool
+from memory.postgres_watch import NOTIFY_SQL, LogListener, notice
 from memory.signing import KeyRing
 
 __all__ = ["PostgresEventLog", "PostgresLogDirectory", "SCHEMA"]
@@ -141,10 +148,12 @@ def _now() -> str:
 
 class PostgresEventLog:
     """`EventStore` over the shared tables; `log_id` is the owner's key (another only in tests
-    that open one person's log as someone else)."""
+    that open one person's log as someone else). `origin` names the appender in its notices."""
 
-    def __init__(self, pool: ConnectionPool, owner: Identity, keys: KeyRing, *, log_id: str | None = None):
+    def __init__(self, pool: ConnectionPool, owner: Identity, keys: KeyRing, *, log_id: str | None = None,
+                 origin: str = ""):
         self._pool = pool
+        self._origin = origin
         self._owner = owner
         self._keys = keys
         self._log_id = log_id or owner.key
@@ -191,8 +200,8 @@ class PostgresEventLog:
 
     def _append(self, drafts: Sequence[EventDraft], redact_seqs: Sequence[int]) -> list[RawEvent]:
         """Two round trips in a pipeline: BEGIN, the lock and the head; then the rows, the
-        redactions, the new head anchor and COMMIT. An event id already used fails the INSERT
-        (unique per log) and rolls everything back."""
+        redactions, the new head anchor, the notice to other replicas and COMMIT. An event id
+        already used fails the INSERT (unique per log) and rolls everything back, notice included."""
         with self._connection() as conn, conn.pipeline(), conn.transaction():
             # Every writer of this log, in any process on any machine, queues here; the head is
             # read after the lock is granted (READ COMMITTED: the latest committed append).
@@ -208,6 +217,8 @@ class PostgresEventLog:
                                     [(self._log_id, s) for s in redact_seqs])
             # In the same transaction: the anchor can neither lead nor trail the log.
             self._store_head(conn, sign_head(self._owner, self._keys, rows[-1].seq, rows[-1].entry_hash))
+            # Delivered at COMMIT, and only if it commits.
+            conn.execute(NOTIFY_SQL, (notice(self._origin, rows[-1].seq, self._log_id),))
         return rows
 
     def _existing(self, drafts: Sequence[EventDraft]) -> list[StoredEvent] | None:
@@ -233,6 +244,7 @@ class PostgresEventLog:
                 seq, prev = row.seq, row.entry_hash
             with conn.cursor() as cur:
                 cur.executemany(_INSERT, [(self._log_id, *row[:-1], bool(row.redacted)) for row in rows])
+            conn.execute(NOTIFY_SQL, (notice(self._origin, rows[-1].seq, self._log_id),))
 
     def redact(self, seqs: Sequence[int]) -> int:
         """Redact the payloads of `seqs` (a migrated log whose source was erased from since); how
@@ -317,11 +329,14 @@ class PostgresEventLog:
 
 
 class PostgresLogDirectory:
-    """Every log in one database, through one connection pool for the whole process."""
+    """Every log in one database, through one connection pool for the whole process (and one
+    more, opened as needed, for the connections that hold a person's lock)."""
 
     def __init__(self, url: str, keys: KeyRing, *, pool_size: int = _POOL_MAX):
         self.keys = keys
         self._url = url
+        # Names this process's appends in their notices, so its own listener skips them.
+        self._origin = uuid.uuid4().hex[:16]
         try:
             # One plain connection first: a wrong URL or a server that is down fails here with
             # PostgreSQL's own reason, not after the pool's retries with a vague one.
@@ -338,6 +353,8 @@ class PostgresLogDirectory:
         except PoolTimeout as exc:
             self._pool.close()
             raise StorageError(f"cannot connect to the database at {self}: {exc}") from exc
+        self._locks = lock_pool(url, pool_size)
+        self._listeners: list[LogListener] = []
 
     def __str__(self) -> str:
         return describe_url(self._url)  # never the password
@@ -349,7 +366,16 @@ class PostgresLogDirectory:
             conn.execute(SCHEMA)
 
     def open(self, owner: Identity, *, log_id: str | None = None) -> PostgresEventLog:
-        return PostgresEventLog(self._pool, owner, self.keys, log_id=log_id)
+        return PostgresEventLog(self._pool, owner, self.keys, log_id=log_id, origin=self._origin)
+
+    def writer_lock(self, owner: Identity, *, processes: bool = False) -> AdvisoryLock:
+        # Whatever this process is told: another replica, or a CLI command, may write this log.
+        return AdvisoryLock(self._locks, owner.key)
+
+    def watch(self, changed: LogChanged) -> LogListener:
+        listener = LogListener(self._url, self._origin, changed)
+        self._listeners.append(listener)
+        return listener
 
     def exists(self, owner: Identity) -> bool:
         with self._pool.connection() as conn:
@@ -376,4 +402,7 @@ class PostgresLogDirectory:
         return LogTally(events=events, last_event_at=last, by_type=by_type, reads=reads, active=active)
 
     def close(self) -> None:
+        for listener in self._listeners:
+            listener.close()
+        self._locks.close()
         self._pool.close()

@@ -5,10 +5,8 @@ method appends its event â€” reads included, so a person can see who read what â
 projections that are caught up to that event.
 """
 
-import logging
 import os
 import sqlite3
-import threading
 from itertools import chain
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +33,7 @@ from memory.events import (
     MemoryUpdated,
     ProjectSet,
 )
+from memory.following import LogFollower
 from memory.hygiene import MAX_SIMILAR, check_store, import_duplicate, superseding
 from memory.importing import imported_memory_id, import_source, parse_import
 from memory.ids import is_uuid, new_uuid7
@@ -84,8 +83,6 @@ from projections.ranking import rank_memories
 from projections.vectors import VectorIndex
 
 __all__ = ["Caller", "MemoryService"]
-
-logger = logging.getLogger("memory.service")
 
 _MAX_RELATED = 5
 _MAX_SEQ = 2**63 - 1  # SQLite's largest integer: a cursor beyond it is no seq at all
@@ -145,29 +142,21 @@ class MemoryService:
                                                     thread_name_prefix="embed-query")
         # A query asked again skips the model; erasure empties the person's entries (forget).
         self.query_vectors = QueryVectorCache(embedder)
-        self._following: tuple[threading.Thread, threading.Event] | None = None
+        self._following: LogFollower | None = None
 
-    def follow_others(self, interval: float = 0.5) -> None:
-        """For replicas over one PostgreSQL database: before every call, apply what other servers
-        appended to that person's log (read your writes across replicas), and every `interval`
-        seconds do the same for every log this server has open, so an erasure made through
-        another replica leaves this one's files (and its query cache) within about `interval`."""
-        if self._following is not None:
-            return
-        stop = threading.Event()
+    def follow_others(self, poll_seconds: float = 5.0) -> None:
+        """For replicas over one PostgreSQL database, or worker processes on one data directory:
+        before every call, apply what the others appended to that person's log (read your writes
+        across them), and apply their appends to every log this server has open as they are told
+        (PostgreSQL's NOTIFY), so an erasure made elsewhere leaves this server's files (and its
+        query cache) at once. Besides, every `poll_seconds` a look at every open log; without
+        notices (SQLite, or while the listener reconnects) every 0.5 s (memory/following.py)."""
+        if self._following is None:
+            self._following = LogFollower(self.users, self.logs, self._follow, poll_seconds)
 
-        def poll() -> None:
-            while not stop.wait(interval):
-                for store in self.users.open_stores():
-                    try:
-                        self._follow(store)
-                        store.erase_leftovers()
-                    except Exception:  # noqa: BLE001 - logged; the next round tries again
-                        logger.exception("following the log of %s failed", store.owner.key[:12])
-
-        thread = threading.Thread(target=poll, name="follow-logs", daemon=True)
-        self._following = (thread, stop)
-        thread.start()
+    @property
+    def following(self) -> LogFollower | None:
+        return self._following
 
     def _follow(self, store: UserStore) -> None:
         if store.follow():
@@ -175,9 +164,7 @@ class MemoryService:
 
     def close(self) -> None:
         if self._following is not None:
-            thread, stop = self._following
-            stop.set()
-            thread.join()
+            self._following.close()
             self._following = None
         self._query_embeddings.shutdown(wait=True, cancel_futures=True)
         # What is still queued is embedded now; anything left is caught up at the next start.

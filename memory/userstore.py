@@ -10,9 +10,10 @@ Several processes may serve one data directory (`memory serve --workers N`). Eac
 projections of its own (`projections.worker<k>.sqlite`; the first worker the plain name): a cache
 is only ever written by the process that reads it, so its in-memory state (the vector index, the
 checkpoints) never goes stale behind its back. What another process appended is caught up by
-seq: `UserStore.follow` before every call, and a poll of the open logs for erasure
-(`MemoryService.follow_others`). Both use only `last_seq` and `read_events` of the `EventStore`,
-so replicas over one PostgreSQL database follow each other the same way.
+seq: `UserStore.follow` before every call, and for an erasure made elsewhere, as soon as the log
+directory tells of it (PostgreSQL's NOTIFY) or a poll of the open logs finds it
+(memory/following.py). Both use only `last_seq` and `read_events` of the `EventStore`, so
+replicas over one PostgreSQL database follow each other the same way.
 """
 
 import logging
@@ -31,7 +32,7 @@ from memory.identity import Identity
 from memory.log import EventDraft, EventStore, StoredEvent, user_folder
 from memory.log import USERS_DIR
 from memory.logs import LogDirectory, sqlite_logs
-from memory.userlock import UserLock
+from memory.userlock import CrossLock, UserLock
 from projections.base import PROJECTIONS_FILE, ProjectionSet, open_projection_db, passes_quick_check
 from projections.duplicates import TextKeysProjection
 from projections.embedder import Embedder
@@ -116,25 +117,28 @@ class UserStore:
     before it returns."""
 
     def __init__(self, data_dir: Path, log: EventStore, embedder: Embedder, background: Executor | None = None,
-                 embedding_cache: EmbeddingCache | None = None, replica: int | None = None):
+                 embedding_cache: EmbeddingCache | None = None, replica: int | None = None,
+                 across: CrossLock | None = None):
         """Takes over `log` (closes it on close, and when opening fails). `embedding_cache`: where
         this person's vectors are kept when not in their projections file (PostgreSQL, shared by
         replicas). `replica`: None when this process alone serves `data_dir`; else which of several
-        worker processes this is (memory/userlock.py, `follow`)."""
+        worker processes this is (`follow`). `across`: the person's lock across processes that
+        append to the same log (memory/userlock.py), taken over like `log`."""
         self.owner = log.owner
         self._embedding_cache = embedding_cache
         self.embedder = embedder
         self._background = background
         self._embedding = threading.Lock()
         self.log = log
+        self.lock = UserLock(across)
         try:
             self.log.check_chain()
         except BaseException:
             self.log.close()
+            self.lock.close()
             raise
         folder = user_folder(data_dir, self.owner)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.lock = UserLock(None if replica is None else folder / "writer.lock")
         self._projection_path = folder / projection_file(replica or 0)
         # Workers after the first share its vector cache: a text one worker embedded is not
         # embedded again by the others as they follow the log, nor when one starts cold.
@@ -191,15 +195,21 @@ class UserStore:
         # `catch_up`'s job.
         return max(self.view.projections.checkpoints().values(), default=0)
 
-    def follow(self) -> bool:
+    @property
+    def applied_seq(self) -> int:
+        """The last seq of the log this process's projections have applied (no round trip)."""
+        return self._projected_head()
+
+    def follow(self, head: int | None = None) -> bool:
         """Apply what other servers appended to this log since this one last looked (replicas over
         one PostgreSQL database): read your writes across them. One look at the log's head when
-        nothing is new; the embeddings follow as after an append of this process. True when an
-        erasure was among the events applied (its leftovers: `erase_leftovers`)."""
-        if self.log.last_seq() <= self._projected_head():
+        nothing is new, none when the caller knows it (`head`: the person's lock read it as it was
+        granted); the embeddings follow as after an append of this process. True when an erasure
+        was among the events applied (its leftovers: `erase_leftovers`)."""
+        if (self.log.last_seq() if head is None else head) <= self._projected_head():
             return False
         with self.lock.local:
-            done, head = self._projected_head(), self.log.last_seq()
+            done, head = self._projected_head(), self.log.last_seq() if head is None else head
             if head <= done:
                 return False
             erased = any(event.type == "memory.forgotten" for event in self.log.read_events(done, head))
@@ -360,10 +370,15 @@ class UserDirectory:
             store = self._stores.get(owner.key)
             if store is None:
                 cache = None if self._embedding_caches is None else self._embedding_caches(owner.key)
+                across = self.logs.writer_lock(owner, processes=self._replica is not None)
                 store = UserStore(self.data_dir, self.logs.open(owner), self.embedder, self._background, cache,
-                                  self._replica)
+                                  self._replica, across)
                 self._stores[owner.key] = store
         return store
+
+    def opened(self, key: str) -> UserStore | None:
+        """The store of the person whose key this is, when this process has it open; never opens one."""
+        return self._stores.get(key)
 
     def open_stores(self) -> list[UserStore]:
         """The stores this process has open (for metrics: no log is opened to answer)."""

@@ -16,7 +16,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-__all__ = ["PostgresServer", "postgres_bin_dir"]
+__all__ = ["PostgresServer", "postgres_bin_dir", "listening_sessions", "terminate"]
 
 _INSTALL_HINT = "PostgreSQL is needed for these tests: apt-get install postgresql (Debian's package)"
 
@@ -87,3 +87,24 @@ class PostgresServer:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+
+def listening_sessions(url: str) -> list[int]:
+    """The backend pids of the servers' listeners on the database of `url` (memory/postgres_watch.py):
+    connected and their LISTEN run."""
+    import psycopg
+
+    from memory.postgres_watch import APPLICATION_NAME, CHANNEL
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return [pid for (pid,) in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s "
+            "AND query = %s ORDER BY pid", (APPLICATION_NAME, f"LISTEN {CHANNEL}")).fetchall()]
+
+
+def terminate(url: str, pids: list[int]) -> None:
+    """End those backends as an operator (or a failover) would: their clients see the connection drop."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,))

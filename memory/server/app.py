@@ -199,7 +199,7 @@ def create_app(settings: ServerSettings, *, service: MemoryService | None = None
         service = open_service(settings, shared.embedding_caches)
     if settings.database_url or settings.workers > 1:
         # Replicas, or worker processes, append to the same logs: each follows what the others wrote.
-        service.follow_others()
+        service.follow_others(settings.log_poll_seconds)
     if verifier is None:
         verifier = _verifier(settings, service.keys, oauth_store)
     auth = DefineMiddleware(BearerAuthMiddleware, verifier=verifier,

@@ -34,6 +34,10 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None
     #: The signing keys (default <data_dir>/keys): one key ring for every replica, a mounted secret.
     keys_dir: str | None = None
+    #: Over PostgreSQL, replicas are told of each other's appends at once (LISTEN/NOTIFY); besides,
+    #: every this many seconds, a look at every log this server has open, in case a notice was lost.
+    #: Without notices (SQLite workers, or while the listener reconnects): every 0.5 s.
+    log_poll_seconds: Positive = 5
     host: str = "127.0.0.1"
     port: Port = 8000
     #: The URL clients reach this server at; every metadata document, token audience and fetch

@@ -173,7 +173,7 @@ def worker_app() -> Any:
     settings = msgspec.json.decode(os.environ[_SETTINGS_ENV], type=ServerSettings)
     slot = claim_slot(settings.data_dir, settings.workers)
     service = MemoryService(settings.data_dir, default_embedder(), replica=slot)
-    service.follow_others()
+    service.follow_others(settings.log_poll_seconds)
     # Counts of a live gauge (requests in progress) must not outlive this process.
     atexit.register(multiprocess.mark_process_dead, os.getpid())
     if slot >= settings.workers:

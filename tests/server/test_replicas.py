@@ -1,7 +1,8 @@
 """Two `memory serve` replicas over one PostgreSQL database, behind a real round-robin load
 balancer (Debian's haproxy): each keeps projections of its own and follows what the other
 appended, so a memory stored through one is found through the other, both can write one person
-at once without a gap or fork, and an erasure made through one leaves the other's files too."""
+at once without a gap or fork, and an erasure made through one leaves the other's files too: told
+by NOTIFY, and again once a replica's listening connection was killed and came back."""
 
 import asyncio
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx2
 import pytest
 from load_balancer import LoadBalancer
+from postgres_server import listening_sessions, terminate
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from server_calls import call, wait_healthy
@@ -30,7 +32,8 @@ SECRET = "the spare key of the boathouse hangs behind the blue lantern"
 
 
 @contextmanager
-def replicas(tmp_path: Path, database_url: str) -> Iterator[tuple[LoadBalancer, list[ServerProcess]]]:
+def replicas(tmp_path: Path, database_url: str, env: dict[str, str] | None = None
+             ) -> Iterator[tuple[LoadBalancer, list[ServerProcess]]]:
     dirs = [tmp_path / name / "data" for name in ("a", "b")]
     for folder in dirs:
         folder.mkdir(parents=True)
@@ -40,7 +43,7 @@ def replicas(tmp_path: Path, database_url: str) -> Iterator[tuple[LoadBalancer, 
     shutil.copytree(dirs[0] / "keys", dirs[1] / "keys")
     ports = [free_port(), free_port()]
     with LoadBalancer([f"http://127.0.0.1:{port}" for port in ports]) as balancer:
-        env = {"MEMORY_DATABASE_URL": database_url}
+        env = {"MEMORY_DATABASE_URL": database_url, **(env or {})}
         servers = [ServerProcess(folder, port=port, public_url=balancer.url, env=env)
                    for folder, port in zip(dirs, ports)]
         try:
@@ -113,6 +116,38 @@ async def test_replicas_behind_a_balancer_read_each_others_writes_share_a_log_an
     isolation = subprocess.run([str(MEMORY), "isolation-check", "--data-dir", str(tmp_path / "a" / "data"),
                                 "--database-url", postgres_url], capture_output=True, text=True, timeout=300)
     assert isolation.returncode == 0, isolation.stdout + isolation.stderr
+
+
+async def test_an_erasure_reaches_the_other_replica_by_notify_even_after_its_listener_was_killed(
+        tmp_path, postgres_url):
+    # The poll every 30 s: within the 2 s asked, only a notice carries the erasure to the second replica.
+    with replicas(tmp_path, postgres_url, {"MEMORY_LOG_POLL_SECONDS": "30"}) as (_, (first, second)):
+        token = first.token("alice")
+        assert await _until(lambda: len(listening_sessions(postgres_url)) == 2, 30), "the replicas never listened"
+        async with client_at(_direct(first), token) as one, client_at(_direct(second), token) as two:
+            for round_, text in enumerate((SECRET, "the bicycle lock opens with 7-7-3-1")):
+                if round_:
+                    # Both listeners' sessions ended by the database: each reconnects and listens again.
+                    old = listening_sessions(postgres_url)
+                    terminate(postgres_url, old)
+                    assert await _until(lambda: len(new := listening_sessions(postgres_url)) == 2
+                                        and set(new).isdisjoint(old), 30), "the listeners did not come back"
+                stored = await call(one, "store_memory", {"text": text})
+                found = await call(two, "retrieve_context", {"query": text})
+                assert found["memories"][0]["id"] == stored["id"]
+                assert _files_holding(second.data_dir, text.encode()), "the second replica never held the text"
+                await call(one, "forget_memory", {"id": stored["id"]})
+                assert await _until(lambda: not _files_holding(second.data_dir, text.encode()), 2.0), \
+                    (round_, _files_holding(second.data_dir, text.encode()))
+
+
+async def _until(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 async def test_a_replica_killed_under_load_loses_no_acknowledged_store(tmp_path, postgres_url):
