@@ -264,7 +264,9 @@ def main() -> None:
     parser.add_argument("--database-url", metavar="URL", help="keep the log in this PostgreSQL database")
     parser.add_argument("--workers", type=int, nargs="+", default=[1], help="worker processes to compare (--workers)")
     args = parser.parse_args()
-    database = ["--database-url", args.database_url] if args.database_url else []
+    # As the environment, not the flag: ServerProcess.token registers the token in the database the
+    # server checks tokens against only when it sees MEMORY_DATABASE_URL.
+    database = {"MEMORY_DATABASE_URL": args.database_url} if args.database_url else None
 
     texts = corpus(args.vocabulary)
     embedder = default_embedder()
@@ -283,7 +285,7 @@ def main() -> None:
             for workers in args.workers:
                 log_file = data_dir.parent / f"server-{size}-{workers}.log"
                 with ServerProcess(data_dir, log_file=log_file, extra_args=[
-                        "--call-rate-limit", "1000000", "--workers", str(workers), *database]) as server:
+                        "--call-rate-limit", "1000000", "--workers", str(workers)], env=database) as server:
                     server.wait_ready(timeout=300)
                     pid = server._process.pid
                     token = server.token(USER)
