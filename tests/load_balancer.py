@@ -1,4 +1,5 @@
-"""A real load balancer for the replica tests: Debian's haproxy, round-robin over N servers.
+"""A real load balancer for the replica tests (and bench/latency.py --replicas): Debian's haproxy,
+round-robin over N servers.
 
 Every request goes to the next replica in turn, so a test that makes two calls has crossed
 replicas. Legacy MCP sessions (protocol 2025-11-25 and older) are stateful in the SDK, so a
@@ -75,6 +76,11 @@ class LoadBalancer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """haproxy's process while it runs (bench/latency.py --replicas counts its CPU apart)."""
+        return self._process.pid if self._process is not None and self._process.poll() is None else None
 
     def start(self) -> "LoadBalancer":
         check = subprocess.run([self._binary, "-c", "-f", str(self._config)], capture_output=True, text=True)
