@@ -177,26 +177,27 @@ def _openapi(settings: ServerSettings) -> OpenAPIConfig:
     )
 
 
-def open_service(settings: ServerSettings, embedding_caches=None) -> MemoryService:
+def open_service(settings: ServerSettings, embedding_caches=None, replica: int | None = None) -> MemoryService:
     """The service over the logs of record `settings` names: PostgreSQL with `database_url`,
-    else SQLite files under `data_dir`; the keys from `keys_dir` (default `<data_dir>/keys`)."""
+    else SQLite files under `data_dir`; the keys from `keys_dir` (default `<data_dir>/keys`);
+    `replica`: this worker process's slot (`memory serve --workers N`)."""
     from memory.logs import open_log_directory
     from projections.embedder import default_embedder
 
     keys = KeyRing(settings.data_dir, keys_dir=settings.keys_dir)
     return MemoryService(settings.data_dir, default_embedder(),
                          logs=open_log_directory(settings.data_dir, keys, settings.database_url),
-                         embedding_caches=embedding_caches)
+                         embedding_caches=embedding_caches, replica=replica)
 
 
 def create_app(settings: ServerSettings, *, service: MemoryService | None = None,
-               verifier: TokenVerifier | None = None) -> Litestar:
+               verifier: TokenVerifier | None = None, replica: int | None = None) -> Litestar:
     # What replicas share (accounts, grants, tokens, rate limits, embedding cache): in PostgreSQL
     # with a database URL, else SQLite and memory as one server has always kept them.
     shared = shared_stores(settings)
     oauth_store = shared.auth
     if service is None:
-        service = open_service(settings, shared.embedding_caches)
+        service = open_service(settings, shared.embedding_caches, replica)
     if settings.database_url or settings.workers > 1:
         # Replicas, or worker processes, append to the same logs: each follows what the others wrote.
         service.follow_others(settings.log_poll_seconds)

@@ -124,11 +124,13 @@ class ServerProcess:
     def token(self, user: str, scopes: Iterable[str] = ALL_SCOPES, ttl_seconds: int = 3600,
               client_id: str = DEFAULT_TOKEN_NAME) -> str:
         """What `memory token --name CLIENT_ID` would print for this server (made and registered
-        in-process, to save a subprocess): in its database when it was given one (MEMORY_DATABASE_URL)."""
+        in-process, to save a subprocess): in its database when it was given one (MEMORY_DATABASE_URL),
+        signed with its keys (MEMORY_KEYS_DIR, else the data dir's)."""
         from memory.server.shared import auth_store
 
         with auth_store(str(self.data_dir), (self._env or {}).get("MEMORY_DATABASE_URL")) as store:
-            return issue_personal_token(KeyRing(self.data_dir), store, issuer=self.settings.base_url,
+            keys = KeyRing(self.data_dir, keys_dir=(self._env or {}).get("MEMORY_KEYS_DIR"))
+            return issue_personal_token(keys, store, issuer=self.settings.base_url,
                                         audience=self.settings.resource_url, user=user, name=client_id,
                                         scopes=scopes, ttl_seconds=ttl_seconds,
                                         max_ttl_seconds=self.settings.personal_token_max_ttl_seconds)

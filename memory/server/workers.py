@@ -167,18 +167,16 @@ def worker_app() -> Any:
     from prometheus_client import multiprocess
 
     from memory.server.app import create_app
-    from memory.service import MemoryService
-    from projections.embedder import default_embedder
 
     settings = msgspec.json.decode(os.environ[_SETTINGS_ENV], type=ServerSettings)
     slot = claim_slot(settings.data_dir, settings.workers)
-    service = MemoryService(settings.data_dir, default_embedder(), replica=slot)
-    service.follow_others(settings.log_poll_seconds)
     # Counts of a live gauge (requests in progress) must not outlive this process.
     atexit.register(multiprocess.mark_process_dead, os.getpid())
     if slot >= settings.workers:
         atexit.register(remove_replicas, settings.data_dir, settings.workers)
-    app = create_app(settings, service=service)
+    # The logs of record, keys and shared stores as `settings` name them (a worker over PostgreSQL
+    # appends there, not to SQLite files); the app follows the other workers' appends.
+    app = create_app(settings, replica=slot)
     # The app's logging config (applied as it is built) resets uvicorn's child loggers, which
     # uvicorn set up before calling this factory: the app logs each request itself (no query).
     access = logging.getLogger("uvicorn.access")

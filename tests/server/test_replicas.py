@@ -5,7 +5,6 @@ at once without a gap or fork, and an erasure made through one leaves the other'
 by NOTIFY, and again once a replica's listening connection was killed and came back."""
 
 import asyncio
-import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +21,6 @@ from mcp.client.streamable_http import streamable_http_client
 from server_calls import call, wait_healthy
 
 from memory.server.process import ServerProcess, free_port
-from memory.server.web.session import session_key
 from memory.signing import KeyRing
 
 pytestmark = pytest.mark.anyio
@@ -37,13 +35,12 @@ def replicas(tmp_path: Path, database_url: str, env: dict[str, str] | None = Non
     dirs = [tmp_path / name / "data" for name in ("a", "b")]
     for folder in dirs:
         folder.mkdir(parents=True)
-    # One key ring for both (in production a mounted secret: --keys-dir), one public URL: the balancer's.
-    KeyRing(dirs[0])
-    session_key(dirs[0])
-    shutil.copytree(dirs[0] / "keys", dirs[1] / "keys")
+    # One keys directory for both (in production a mounted secret: --keys-dir), one public URL: the balancer's.
+    keys = tmp_path / "keys"
+    KeyRing(dirs[0], keys_dir=keys)
     ports = [free_port(), free_port()]
     with LoadBalancer([f"http://127.0.0.1:{port}" for port in ports]) as balancer:
-        env = {"MEMORY_DATABASE_URL": database_url, **(env or {})}
+        env = {"MEMORY_DATABASE_URL": database_url, "MEMORY_KEYS_DIR": str(keys), **(env or {})}
         servers = [ServerProcess(folder, port=port, public_url=balancer.url, env=env)
                    for folder, port in zip(dirs, ports)]
         try:
@@ -111,10 +108,10 @@ async def test_replicas_behind_a_balancer_read_each_others_writes_share_a_log_an
             assert secret["id"] not in [m["id"] for m in found["memories"]]
 
     verified = subprocess.run([str(MEMORY), "verify", "--data-dir", str(tmp_path / "a" / "data"),
-                               "--database-url", postgres_url], capture_output=True, text=True, timeout=300)
+                               "--database-url", postgres_url, "--keys-dir", str(tmp_path / "keys")], capture_output=True, text=True, timeout=300)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     isolation = subprocess.run([str(MEMORY), "isolation-check", "--data-dir", str(tmp_path / "a" / "data"),
-                                "--database-url", postgres_url], capture_output=True, text=True, timeout=300)
+                                "--database-url", postgres_url, "--keys-dir", str(tmp_path / "keys")], capture_output=True, text=True, timeout=300)
     assert isolation.returncode == 0, isolation.stdout + isolation.stderr
 
 
@@ -176,5 +173,5 @@ async def test_a_replica_killed_under_load_loses_no_acknowledged_store(tmp_path,
             for memory_id in acknowledged:
                 await call(client, "fetch", {"id": memory_id})
     verified = subprocess.run([str(MEMORY), "verify", "--data-dir", str(tmp_path / "a" / "data"),
-                               "--database-url", postgres_url], capture_output=True, text=True, timeout=300)
+                               "--database-url", postgres_url, "--keys-dir", str(tmp_path / "keys")], capture_output=True, text=True, timeout=300)
     assert verified.returncode == 0, verified.stdout + verified.stderr

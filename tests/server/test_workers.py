@@ -264,3 +264,26 @@ def _parent_or_none(stat: Path) -> int | None:
         return int(stat.read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return None
+
+
+async def test_workers_over_a_database_keep_every_log_in_it_and_read_each_others_writes(tmp_path, postgres_url):
+    """`--workers 2 --database-url`: each worker appends to PostgreSQL (no log file on disk), and a
+    memory stored through one is found through the other."""
+    data_dir = tmp_path / "data"
+    env = {"MEMORY_DATABASE_URL": postgres_url}
+    with ServerProcess(data_dir, env=env, extra_args=["--workers", "2", "--call-rate-limit", "1000"]) as server:
+        server.wait_ready(timeout=120)
+        token = server.token("dora")
+        stored = [await one_call(server, token, "store_memory", {"text": f"Dora's locker number is {n}0{n}"})
+                  for n in range(6)]
+        assert len(calls_by_worker(server)) == 2
+        for memory in stored:
+            found = await one_call(server, token, "fetch", {"id": memory["id"]})
+            assert found["id"] == memory["id"]
+    assert list((data_dir / "users").glob("*/events.sqlite")) == []
+    verified = subprocess.run([str(Path(sys.executable).parent / "memory"), "verify", "--data-dir", str(data_dir),
+                               "--database-url", postgres_url, "--user", "dora"],
+                              capture_output=True, text=True, timeout=300)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    # 6 stores and 6 fetches, each an event of dora's log in the database.
+    assert "12 events" in verified.stdout, verified.stdout

@@ -16,6 +16,7 @@ from memory.server.settings import ServerSettings
 from memory.server.web.pages import WEB_CLIENT_ID, build_external_idp_page, build_pages
 from memory.server.web.session import csrf_config, session_config, session_key
 from memory.service import MemoryService
+from memory.signing import keys_dir
 
 __all__ = ["build_web_controllers", "web_template_config", "WEB_CLIENT_ID"]
 
@@ -33,7 +34,7 @@ def build_web_controllers(settings: ServerSettings, service: MemoryService, oaut
                                         include_in_schema=False)
     if settings.external_idp:
         return [build_external_idp_page(settings), assets]
-    key = session_key(settings.data_dir)
+    key = session_key(settings.keys_dir or keys_dir(settings.data_dir))
     # On the pages' controller only: /mcp, /api/v1 and the OAuth endpoints never see the session
     # cookie's middleware nor a CSRF check (they take bearer tokens or their own form checks).
     layers = [session_config(key, settings.base_url).middleware,

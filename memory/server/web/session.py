@@ -16,19 +16,20 @@ from litestar.connection import ASGIConnection
 from litestar.middleware.session.client_side import CookieBackendConfig
 
 from memory.server.oauth.storage import AuthStore
-from memory.signing import KEYS_DIR
 
 __all__ = ["SESSION_SECONDS", "session_key", "session_config", "csrf_config", "signed_in", "sign_in", "sign_out"]
 
 #: A sign-in lasts this long (the session row's expiry; the cookie's max-age says the same).
 SESSION_SECONDS = 12 * 3600
-_KEY_FILE = Path(KEYS_DIR) / "web-session.key"
+_KEY_FILE = "web-session.key"
 
 
-def session_key(data_dir: str | Path) -> bytes:
-    """32 random bytes in `<data_dir>/keys/web-session.key` (0600), created on first use. Written
-    aside and linked into place, so two processes starting at once agree on one key."""
-    path = Path(data_dir) / _KEY_FILE
+def session_key(keys_dir: str | Path) -> bytes:
+    """32 random bytes in `<keys_dir>/web-session.key` (0600), created on first use. Beside the
+    signing keys, so replicas sharing one keys directory (`--keys-dir`) accept each other's
+    sign-ins and CSRF tokens. Written aside and linked into place, so two processes starting at
+    once agree on one key."""
+    path = Path(keys_dir) / _KEY_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")

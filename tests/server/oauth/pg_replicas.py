@@ -2,7 +2,6 @@
 replicas behind a balancer: one public URL, one key ring (a mounted secret), separate data
 directories (until the event log moves to PostgreSQL, each keeps its own logs)."""
 
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +13,6 @@ from memory.pgpool import open_pool
 from memory.server.oauth.passwords import hash_password
 from memory.server.oauth.pgstore import PostgresOAuthStore
 from memory.server.process import ServerProcess, free_port
-from memory.server.web.session import session_key
 from memory.signing import KeyRing
 
 __all__ = ["Replicas", "running_replicas", "PASSWORD"]
@@ -45,15 +43,15 @@ def running_replicas(tmp_path: Path, postgres_url: str, env: dict[str, str] | No
     first_dir, second_dir = tmp_path / "a" / "data", tmp_path / "b" / "data"
     first_dir.mkdir(parents=True)
     second_dir.mkdir(parents=True)
-    # One key ring for both, as a deployment mounts one secret into every replica.
-    KeyRing(first_dir)
-    session_key(first_dir)
-    shutil.copytree(first_dir / "keys", second_dir / "keys")
+    # One keys directory for both, as a deployment mounts one secret into every replica: the
+    # signing keys and the web session's key, which the first replica to start makes there.
+    keys = tmp_path / "keys"
+    KeyRing(first_dir, keys_dir=keys)
     with PostgresOAuthStore(open_pool(postgres_url), owns_pool=True) as store:
         store.add_user("alice", hash_password(PASSWORD))  # what `memory user add` does with --database-url
     port = free_port()
     public_url = f"http://127.0.0.1:{port}"
-    env = {"MEMORY_DATABASE_URL": postgres_url, **(env or {})}
+    env = {"MEMORY_DATABASE_URL": postgres_url, "MEMORY_KEYS_DIR": str(keys), **(env or {})}
     first = ServerProcess(first_dir, port=port, public_url=public_url, env=env)
     second = ServerProcess(second_dir, public_url=public_url, env=env)
     with first, second:
