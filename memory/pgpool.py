@@ -4,7 +4,7 @@ here, when a database URL is given, never by the default SQLite install."""
 
 from typing import Any
 
-__all__ = ["open_pool", "create_schema", "DatabaseUnavailable", "describe_url"]
+__all__ = ["open_pool", "create_schema", "DatabaseUnavailable", "describe_url", "error_reason"]
 
 # A server's threads (request handlers, background embedding) each hold a connection only for one
 # short transaction: a few are enough, and N replicas must stay well under max_connections.
@@ -23,6 +23,13 @@ def describe_url(url: str) -> str:
     return f"postgresql://{info.get('host', '')}:{info.get('port', '5432')}/{info.get('dbname', '')}"
 
 
+def error_reason(exc: BaseException) -> str:
+    """A database error for a message or a log line: its first line (PostgreSQL's own reason; the
+    rest is context and hints), or its type when it says nothing."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class DatabaseUnavailable(ConnectionError):
     """The database URL names no PostgreSQL server this process can use (the message says why)."""
 
@@ -38,8 +45,7 @@ def open_pool(url: str, *, max_size: int = _MAX_CONNECTIONS) -> Any:
     try:
         psycopg.connect(url, connect_timeout=10).close()
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatabaseUnavailable(f"cannot use the database at {describe_url(url)}: {reason}") from None
+        raise DatabaseUnavailable(f"cannot use the database at {describe_url(url)}: {error_reason(exc)}") from None
     pool = ConnectionPool(url, min_size=_MIN_CONNECTIONS, max_size=max_size, open=False,
                           kwargs={"autocommit": False}, name="memory")
     pool.open(wait=True, timeout=30)

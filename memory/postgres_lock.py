@@ -7,8 +7,8 @@ storing the same text for one person at once queue there and the second sees the
 The lock belongs to a database session, so it is taken on a connection held for as long as the
 lock is: from a pool of its own (`lock_pool`). The same round trip reads the log's head once the
 lock is granted (a second statement in a pipeline: READ COMMITTED gives it a snapshot taken after
-the first), so its holder knows at once whether another replica appended meanwhile. Its holder then uses the log's pool for the append
-itself; nobody holding a log connection ever waits for a lock connection, so the two pools cannot
+the first), so its holder knows at once whether another replica appended meanwhile. Its holder
+then uses the log's pool for the append itself; nobody holding a log connection ever waits for a lock connection, so the two pools cannot
 starve each other. The key is derived from the log's id; the lock is released with
 `pg_advisory_unlock` before the connection goes back, and a connection whose unlock failed is
 closed instead (its session's locks end with it), so no pooled connection ever holds a lock.
@@ -21,6 +21,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from memory.errors import StorageError
+from memory.pgpool import error_reason
 
 __all__ = ["AdvisoryLock", "lock_pool", "lock_key"]
 
@@ -75,7 +76,7 @@ class AdvisoryLock:
             if isinstance(exc, psycopg.errors.LockNotAvailable):
                 raise StorageError(f"another server has held log {self._log_id}'s lock for "
                                    f"{_LOCK_TIMEOUT_MS // 1000} s; retry") from exc
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = error_reason(exc)
             raise StorageError(f"the database cannot be used right now ({reason}); retry") from exc
         self._held = conn
         return head

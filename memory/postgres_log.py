@@ -47,7 +47,7 @@ from memory.log import (
     sign_head,
 )
 from memory.logs import LogChanged, LogTally
-from memory.pgpool import describe_url
+from memory.pgpool import describe_url, error_reason
 from memory.postgres_lock import AdvisoryLock, lock_pool
 from memory.postgres_watch import NOTIFY_SQL, LogListener, notice
 from memory.signing import KeyRing
@@ -180,7 +180,7 @@ class PostgresEventLog:
                 yield conn
         except (PoolTimeout, psycopg.OperationalError) as exc:
             # A write whose COMMIT was cut off may or may not be in: its event id makes the retry safe.
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = error_reason(exc)
             raise StorageError(f"the database cannot be used right now ({reason}); retry, a retry with "
                                "the same event_id records a write at most once") from exc
 
@@ -343,7 +343,7 @@ class PostgresLogDirectory:
             with psycopg.connect(url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_SECONDS) as conn:
                 self._create_schema(conn)
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = error_reason(exc)
             raise StorageError(f"cannot use the database at {self}: {reason}") from None
         # Autocommit: a read is one round trip; writes open their transaction explicitly.
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=False, name="memory-logs",

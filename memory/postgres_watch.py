@@ -18,6 +18,7 @@ import threading
 import psycopg
 
 from memory.logs import LogChanged
+from memory.pgpool import error_reason
 
 __all__ = ["CHANNEL", "NOTIFY_SQL", "LogListener", "notice", "APPLICATION_NAME"]
 
@@ -79,7 +80,7 @@ class LogListener:
             except psycopg.Error as exc:
                 level = logging.INFO if self._stop.is_set() else logging.WARNING
                 logger.log(level, "listening for appends failed (%s); polling until it reconnects",
-                           str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                           error_reason(exc))
             except Exception:  # noqa: BLE001 - a listener that dies leaves only the slow poll: try again
                 logger.exception("listening for appends failed; polling until it reconnects")
             finally:
