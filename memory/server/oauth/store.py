@@ -138,7 +138,7 @@ class OAuthStore:
         os.chmod(path, 0o600)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._use_wal()
         self._db.executescript(_SCHEMA)
         self._db.executescript(_PERSONAL_TOKENS_SCHEMA)
         self._migrate_accounts()
@@ -193,6 +193,20 @@ class OAuthStore:
                 list(increments.items()))
 
     # Accounts
+
+    def _use_wal(self, timeout: float = 10.0) -> None:
+        """Switch the file to WAL. While another process or thread opening it at the same moment
+        holds it (creating the schema), SQLite refuses the switch at once, without waiting out the
+        busy timeout: wait here instead, as long as the connection's own timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _migrate_accounts(self) -> None:
         # A store made before accounts had ids gets the columns, and each of its accounts an id.
