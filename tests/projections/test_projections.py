@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memory.commands import StoreMemory, UpdateMemory
+from memory.commands import RetrieveQuery, StoreMemory, UpdateMemory
 from memory.events import (
     EntityRegistered,
     EventPayload,
@@ -690,3 +690,38 @@ def test_build_projections_in_memory_matches_the_store_on_disk(data_dir, embedde
         assert holds_exactly(fresh.embeddings.index, ids) and holds_exactly(store.view.embeddings.index, ids)
     finally:
         svc.close()
+
+
+def test_a_data_dir_made_with_the_packaged_model_re_embeds_every_memory_with_int8_activations(
+        data_dir, embedder, tmp_path):
+    # The default model changed its arithmetic (projections/embedder.py): a data dir written before
+    # holds the packaged model's vectors under its model id, and opening it re-embeds by replay.
+    from projections.embedder import FastEmbedEmbedder
+
+    packaged = FastEmbedEmbedder(dynamic=False, model_dir=tmp_path / "packaged")
+    assert packaged.model_id != embedder.model_id
+    before = MemoryService(data_dir, packaged)
+    _populate(before)
+    old_version = dict(before.users.get(ALICE.identity).view.db.execute(
+        "SELECT name, version FROM projection_state"))["embeddings"]
+    before.close()
+
+    counting = CountingEmbedder(embedder)
+    after = MemoryService(data_dir, counting)
+    try:
+        store = after.users.get(ALICE.identity)
+        store.catch_up_embeddings()
+        live = dict(store.view.db.execute("SELECT id, text FROM memories WHERE deleted = 0"))
+        assert sorted(counting.embedded) == sorted(live.values())  # every live text, by the new model
+        assert dict(store.view.db.execute("SELECT name, version FROM projection_state"))["embeddings"] \
+            == f"2:{embedder.model_id}" != old_version
+        index = store.view.embeddings.index
+        assert holds_exactly(index, set(live))
+        for memory_id, text in live.items():
+            vector = embedder.embed_query(text)
+            (found, score), *_ = index.search(vector, 1)
+            assert found == memory_id and score >= 1 - 2 * index.error_bound(vector)
+        assert [r.memory.id for r in after.retrieve_context(ALICE, RetrieveQuery(query="canary releases")).memories][0] \
+            in live
+    finally:
+        after.close()
