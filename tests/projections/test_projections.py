@@ -12,6 +12,7 @@ import os
 import sqlite3
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -461,6 +462,22 @@ def test_vector_search_finds_the_nearest_by_brute_force_cosine_within_its_error_
     if found:
         missed = [exact[key] for key in candidates if key not in dict(found)]
         assert all(score <= exact[found[-1][0]] + 2 * bound for score in missed)
+
+
+@pytest.mark.parametrize("rows", [1, 1023, 1025, 5000])
+def test_a_vector_scan_split_between_threads_scores_every_row_as_one_pass_does(monkeypatch, rows):
+    import projections.vectors as vectors
+
+    rng = np.random.default_rng(rows)
+    index = VectorIndex(16)
+    index.load(((f"m{i}", _unit(rng, 16)) for i in range(rows)), rows)
+    query = _unit(rng, 16)
+    whole = index._scan(query)
+    monkeypatch.setattr(vectors, "_SPLIT_ROWS", 0)  # split whatever the size (1,024-row blocks per part)
+    monkeypatch.setattr(vectors, "_SCAN_HELPERS", 3)
+    monkeypatch.setattr(vectors, "_scan_pool", ThreadPoolExecutor(3))
+    np.testing.assert_array_equal(index._scan(query), whole)
+    assert index.search(query, 10) == [(f"m{i}", float(whole[i])) for i in np.argsort(-whole, kind="stable")[:10]]
 
 
 def test_vector_upsert_replaces_the_vector_and_remove_moves_the_last_row():
