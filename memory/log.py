@@ -33,6 +33,7 @@ from cryptography.exceptions import InvalidSignature
 from memory.events import SCHEMA_VERSIONS, Event, EventPayload, decode_payload, encode_payload, without_salt
 from memory.identity import Actor, Identity
 from memory.signing import KeyRing
+from memory.wal import use_wal
 
 __all__ = [
     "EventDraft",
@@ -407,7 +408,7 @@ def check_chain(store: EventStore, keys: KeyRing, name: str | None = None) -> No
 def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
+    use_wal(db)
     db.execute("PRAGMA synchronous=FULL")
     # Erasure overwrites what it frees instead of leaving the old bytes in free pages.
     db.execute("PRAGMA secure_delete=ON")

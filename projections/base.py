@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from memory.log import EventStore, StoredEvent
+from memory.wal import use_wal
 
 __all__ = ["Projection", "ProjectionSet", "open_projection_db", "execute_script", "passes_quick_check",
            "stored_checkpoints", "PROJECTIONS_FILE"]
@@ -63,7 +64,7 @@ def open_projection_db(path: str | Path) -> sqlite3.Connection:
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    db.execute("PRAGMA journal_mode=WAL")
+    use_wal(db)
     # Derived data: a lost tail after a power cut is replayed from the log, so skip the fsyncs.
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA secure_delete=ON")

@@ -22,6 +22,8 @@ from litestar.stores.base import Store
 from litestar.exceptions import TooManyRequestsException
 from litestar.types import Message, Receive, Scope, Send
 
+from memory.wal import use_wal
+
 __all__ = ["oauth_rate_limit", "principal_rate_limit", "WindowCounter", "SqliteWindows", "OAUTH_STORE", "CALLS_STORE"]
 
 #: The app's store names for the two budgets (`Litestar(stores=...)` may put them elsewhere).
@@ -45,7 +47,7 @@ class SqliteWindows:
 
     def __init__(self, path: str | Path, name: str):
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        use_wal(self._db)
         self._db.execute("PRAGMA synchronous=OFF")  # a window lost to a power cut only forgives a burst
         self._db.execute("CREATE TABLE IF NOT EXISTS windows (key TEXT PRIMARY KEY, reset INTEGER NOT NULL, "
                          "count INTEGER NOT NULL)")

@@ -21,6 +21,8 @@ from typing import Any
 
 import msgspec
 
+from memory.wal import use_wal
+
 __all__ = ["OAuthStore", "OAUTH_FILE", "oauth_db_path", "valid_username", "Grant", "PendingRequest", "ConnectedApp",
            "PersonalToken", "RemovedAccount"]
 
@@ -138,7 +140,7 @@ class OAuthStore:
         os.chmod(path, 0o600)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-        self._use_wal()
+        use_wal(self._db)
         self._db.executescript(_SCHEMA)
         self._db.executescript(_PERSONAL_TOKENS_SCHEMA)
         self._migrate_accounts()
@@ -193,20 +195,6 @@ class OAuthStore:
                 list(increments.items()))
 
     # Accounts
-
-    def _use_wal(self, timeout: float = 10.0) -> None:
-        """Switch the file to WAL. While another process or thread opening it at the same moment
-        holds it (creating the schema), SQLite refuses the switch at once, without waiting out the
-        busy timeout: wait here instead, as long as the connection's own timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
 
     def _migrate_accounts(self) -> None:
         # A store made before accounts had ids gets the columns, and each of its accounts an id.
