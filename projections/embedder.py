@@ -343,6 +343,10 @@ def _derive_dynamic_model(source: Path, model_dir: Path) -> None:
         digest_scratch.write_text(_file_sha256(quantized))
         os.replace(quantized, target)
         os.replace(digest_scratch, digest_file)
+    except OSError as error:
+        # Most likely a full or read-only temp dir (the derivation needs about 115 MB there once).
+        raise OSError(error.errno, f"deriving the model's int8 form in {model_dir} failed: {error.strerror or error}") \
+            from error
     finally:
         for path in (prepared, quantized, digest_scratch):
             path.unlink(missing_ok=True)

@@ -108,6 +108,11 @@ async def test_the_image_install_and_start_steps_serve_a_tool_call(tmp_path):
     port = free_port()
     env = {**image_env(), "MEMORY_DATA_DIR": str(tmp_path / "data"), "MEMORY_PORT": str(port),
            "PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    # The final stage's own steps in exec form (deriving the model's int8 form), as the image runs them.
+    for step in [json.loads(args) for op, args in instructions(1) if op == "RUN" and args.startswith("[")]:
+        done = subprocess.run(step, env=env, executable=str(venv / "bin" / step[0]), capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
     entrypoint = json.loads(only(instructions(1), "ENTRYPOINT"))
     log = (tmp_path / "server.log").open("wb")
     server = subprocess.Popen(entrypoint, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -416,3 +416,15 @@ def test_a_batch_of_long_texts_does_not_leave_the_process_holding_its_working_me
                            cwd=REPO_ROOT, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
     assert grown.returncode == 0, grown.stderr
     assert int(grown.stdout) < 150, f"RSS grew by {grown.stdout.strip()} MB"
+
+
+def test_a_derivation_that_cannot_write_its_model_is_a_load_error_saying_where(tmp_path):
+    model_dir = tmp_path / "assembled"
+    (model_dir / "model.onnx" / "in the way").mkdir(parents=True)  # a directory where the model goes
+    embedder = FastEmbedEmbedder(model_dir=model_dir)
+    assert embedder.wait_ready(LOAD_TIMEOUT) is False
+    assert isinstance(embedder.load_error, OSError)
+    assert f"deriving the model's int8 form in {model_dir} failed" in str(embedder.load_error)
+    with pytest.raises(OSError, match="int8 form"):
+        embedder.embed_query("x")
+    assert not [p for p in model_dir.iterdir() if p.name.startswith(".derive")]  # no scratch left
