@@ -31,13 +31,15 @@ model, which forces a rebuild instead of mixing vectors from two models.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import stat
 import tempfile
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
@@ -73,6 +75,7 @@ _TOKENIZER_FILES = (
     "config.json",
 )
 _THREADS_ENV = "MEMORY_EMBED_THREADS"
+_QUANTIZER_FILES = "onnxruntime/quantization/"
 _HASH_CHUNK = 1 << 20
 
 
@@ -313,6 +316,21 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """Drop the quantizer's own log lines (three dozen "Ignore MatMul ..." notes on the root logger,
+    which would land in the server's log at its first start); everyone else's go through."""
+    def not_the_quantizers(record: logging.LogRecord) -> bool:
+        return _QUANTIZER_FILES not in record.pathname.replace(os.sep, "/")
+
+    root = logging.getLogger()
+    root.addFilter(not_the_quantizers)
+    try:
+        yield
+    finally:
+        root.removeFilter(not_the_quantizers)
+
+
 def _derive_dynamic_model(source: Path, model_dir: Path) -> None:
     """Make ``model_dir/model.onnx`` the verified ``source`` with int8 activations: onnxruntime's
     pre-processing (its graph optimizations fold the weights back to float32, then shape
@@ -338,8 +356,9 @@ def _derive_dynamic_model(source: Path, model_dir: Path) -> None:
     try:
         # No symbolic shape inference: it needs sympy, and the quantizer needs only the graph's
         # own shapes (the output is the same file either way here).
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        quantize_dynamic(prepared, quantized, weight_type=QuantType.QInt8, per_channel=True)
+        with _quiet_quantizer():
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+            quantize_dynamic(prepared, quantized, weight_type=QuantType.QInt8, per_channel=True)
         digest_scratch.write_text(_file_sha256(quantized))
         os.replace(quantized, target)
         os.replace(digest_scratch, digest_file)
