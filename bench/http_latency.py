@@ -12,9 +12,11 @@ initialize-handshake session of 2025-11-25, and "raw" the same POST as "auto" bu
 
 import argparse
 import asyncio
+import itertools
 import random
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx2
@@ -49,56 +51,50 @@ _META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
 
 async def measure(url: str, token: str, mode: str, samples: int, texts: list[str], *,
                   tag: str | None = None, warmup: int = 5) -> dict[str, list[float]]:
-    """Sequential store_memory and retrieve_context calls; the first `warmup` of each are not timed."""
-    if mode == "raw":
-        return await _measure_raw(url, token, samples, texts, tag=tag, warmup=warmup)
-    rng = random.Random(3)
-    timings: dict[str, list[float]] = {"store_memory": [], "retrieve_context": []}
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=120) as http:
-        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
-            for i in range(samples + warmup):  # the first few warm connections and caches up
-                calls = {
-                    "store_memory": {"text": f"{rng.choice(texts)} [{tag or mode} {i}]"},
-                    "retrieve_context": {"query": rng.choice(texts)[:120], "limit": 10},
-                }
-                for tool, arguments in calls.items():
-                    began = time.perf_counter()
-                    result = await client.call_tool(tool, arguments)
-                    elapsed = (time.perf_counter() - began) * 1000
-                    if result.is_error:
-                        raise RuntimeError(f"{tool} failed: {result.content}")
-                    if i >= warmup:
-                        timings[tool].append(elapsed)
-    return timings
+    """Sequential store_memory and retrieve_context calls; the first `warmup` of each are not timed.
 
-
-async def _measure_raw(url: str, token: str, samples: int, texts: list[str], *, tag: str | None,
-                       warmup: int) -> dict[str, list[float]]:
-    """As `measure`, each call one JSON-RPC POST built here (the 2026-07-28 protocol, as the SDK's
-    client sends it) and its JSON answer parsed: the server's share of a call without the Python
+    "raw" sends each call as one JSON-RPC POST built here (the 2026-07-28 protocol, as the SDK's
+    client sends it) and parses its JSON answer: the server's share of a call without the Python
     SDK client's own CPU (about 5 ms a call, on the same two cores)."""
-    rng = random.Random(3)
-    timings: dict[str, list[float]] = {"store_memory": [], "retrieve_context": []}
-    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
-               "Content-Type": "application/json", "MCP-Protocol-Version": "2026-07-28",
-               "Mcp-Method": "tools/call"}
-    async with httpx2.AsyncClient(headers=headers, timeout=120) as http:
-        for i in range(samples + warmup):
-            calls = {
-                "store_memory": {"text": f"{rng.choice(texts)} [{tag or 'raw'} {i}]"},
-                "retrieve_context": {"query": rng.choice(texts)[:120], "limit": 10},
-            }
-            for tool, arguments in calls.items():
-                body = {"jsonrpc": "2.0", "id": i, "method": "tools/call",
+    if mode == "raw":
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
+                   "Content-Type": "application/json", "MCP-Protocol-Version": "2026-07-28",
+                   "Mcp-Method": "tools/call"}
+        ids = itertools.count(1)
+        async with httpx2.AsyncClient(headers=headers, timeout=120) as http:
+            async def post(tool: str, arguments: dict) -> None:
+                body = {"jsonrpc": "2.0", "id": next(ids), "method": "tools/call",
                         "params": {"name": tool, "arguments": arguments, "_meta": _META}}
-                began = time.perf_counter()
                 response = await http.post(url, json=body, headers={"Mcp-Name": tool})
                 answer = response.json()
-                elapsed = (time.perf_counter() - began) * 1000
                 if response.status_code != 200 or "error" in answer or answer["result"].get("isError"):
                     raise RuntimeError(f"{tool} failed: {response.status_code} {response.text[:300]}")
-                if i >= warmup:
-                    timings[tool].append(elapsed)
+
+            return await _timed(post, samples, texts, tag or mode, warmup)
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=120) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
+            async def call(tool: str, arguments: dict) -> None:
+                result = await client.call_tool(tool, arguments)
+                if result.is_error:
+                    raise RuntimeError(f"{tool} failed: {result.content}")
+
+            return await _timed(call, samples, texts, tag or mode, warmup)
+
+
+async def _timed(call: Callable[[str, dict], Awaitable[None]], samples: int, texts: list[str], tag: str,
+                 warmup: int) -> dict[str, list[float]]:
+    rng = random.Random(3)
+    timings: dict[str, list[float]] = {"store_memory": [], "retrieve_context": []}
+    for i in range(samples + warmup):  # the first few warm connections and caches up
+        calls = {
+            "store_memory": {"text": f"{rng.choice(texts)} [{tag} {i}]"},
+            "retrieve_context": {"query": rng.choice(texts)[:120], "limit": 10},
+        }
+        for tool, arguments in calls.items():
+            began = time.perf_counter()
+            await call(tool, arguments)
+            if i >= warmup:
+                timings[tool].append((time.perf_counter() - began) * 1000)
     return timings
 
 
