@@ -4,7 +4,7 @@
 this process or another, holds it (creating the schema of a file both just opened: two workers
 starting on one data directory, two threads opening one person's new log), SQLite refuses the
 switch at once with "database is locked" instead of waiting out the busy timeout. So the switch
-is retried here, for as long as a connection would wait for any other lock.
+is retried here, for up to 10 s by default.
 """
 
 import sqlite3

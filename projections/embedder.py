@@ -16,13 +16,13 @@ them, so every product of the network runs in float32 (9.8 ms for a 28-token que
 here). At first load we derive, once, a model whose activations are quantized too
 (onnxruntime's own `quant_pre_process` and `quantize_dynamic`, weights per channel): its
 products run as int8, 4.8 ms for that query, 70 MB less resident, vectors at cosine 0.99 to the
-float ones and retrieval unchanged within noise (docs/benchmarks.md, "The model's arithmetic").
-The derivation is deterministic; it is kept beside the links with its digest, and made again if
-it does not match.
+float ones and retrieval unchanged within noise (docs/benchmarks.md, "The same model in int8
+arithmetic"). The derivation is deterministic; it is kept beside the links with its digest, and
+made again if it does not match.
 
-Loading takes most of a second (the first derivation three more), and the service must answer health checks
-while it happens, so the model loads in a background thread and the first
-embedding call waits for it.
+Loading takes most of a second (the first derivation three more), and the
+service must answer health checks while it happens, so the model loads in a
+background thread and the first embedding call waits for it.
 
 Projections record :attr:`Embedder.model_id` in their version and the
 embedding cache is keyed by it: a change of weights must read as a different

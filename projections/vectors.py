@@ -4,9 +4,10 @@ Each vector is kept as int8 with a scale of its own (its largest component over 
 float32's memory (38 MB instead of 154 MB at 100k memories) and a scan that reads a quarter of the
 bytes. The scan converts 1,024 rows at a time to float32 in a buffer that stays in cache and takes
 one matrix-vector product per block: 9 ms at 100k on one core where the float32 product, bound by
-memory, took 17 ms; past 16k rows the blocks are shared with a thread per other core (6 ms on two). A score is off the exact cosine by at most half a step per component
-(`error_bound`); for MiniLM's unit vectors that is about 0.0006 typically and under 0.003 at worst,
-well inside what separates a duplicate (0.93) from a merely similar memory (0.70).
+memory, took 17 ms; past 16k rows the blocks are shared with a thread per other core (6 ms on
+two). A score is off the exact cosine by at most half a step per component (`error_bound`); for
+MiniLM's unit vectors that is about 0.0006 typically and under 0.003 at worst, well inside what
+separates a duplicate (0.93) from a merely similar memory (0.70).
 
 Rows are appended in place and removed by swapping in the last row, so an update never copies the
 matrix. A lock keeps a search (which runs outside the user's lock) from seeing a row half moved.
